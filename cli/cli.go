@@ -1,0 +1,117 @@
+// Package cli implements wgkeeper's subcommands: flag parsing, human and JSON
+// output, and the wiring of config, store, device, hooks and the lifecycle
+// engine. Logic lives in those packages; cli only connects them.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1
+	ExitUsage   = 2
+)
+
+// Version is set at build time with -ldflags "-X github.com/wgkeeper/wgkeeper/cli.Version=...".
+var Version = "dev"
+
+// DefaultConfig is the config file used when -config is not given.
+const DefaultConfig = "/etc/wgkeeper/wgkeeper.toml"
+
+// usageError marks an error as the caller's mistake: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// env is what every command gets.
+type env struct {
+	ctx        context.Context
+	stdout     io.Writer
+	stderr     io.Writer
+	configPath string
+}
+
+type command struct {
+	name    string
+	summary string
+	run     func(e *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"version", "print the version", cmdVersion},
+	}
+}
+
+const usageLine = "usage: wgkeeper [-config FILE] COMMAND [ARGS]"
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, usageLine)
+	fmt.Fprintln(w, "\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\n-config defaults to %s\n", DefaultConfig)
+}
+
+// Run runs wgkeeper with args (without the program name) and returns the
+// process exit code: 0 ok, 1 failure, 2 usage.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("wgkeeper", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("config", DefaultConfig, "config file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "wgkeeper: %v\n%s\n", err, usageLine)
+		return ExitUsage
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprintf(stderr, "wgkeeper: no command given\n%s\n", usageLine)
+		return ExitUsage
+	}
+	if rest[0] == "help" {
+		printUsage(stdout)
+		return ExitOK
+	}
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, configPath: *configPath}
+	for _, c := range commands() {
+		if c.name != rest[0] {
+			continue
+		}
+		err := c.run(e, rest[1:])
+		if err == nil {
+			return ExitOK
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "wgkeeper %s: %v\n", c.name, err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return ExitUsage
+		}
+		return ExitFailure
+	}
+	fmt.Fprintf(stderr, "wgkeeper: unknown command %q\n%s\n", rest[0], usageLine)
+	return ExitUsage
+}
+
+func cmdVersion(e *env, args []string) error {
+	if len(args) > 0 {
+		return usagef("version takes no arguments")
+	}
+	fmt.Fprintf(e.stdout, "wgkeeper %s\n", Version)
+	return nil
+}
