@@ -1,0 +1,62 @@
+package config
+
+import (
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// ScheduleParser parses housekeeping.schedule exactly as the daemon does:
+// five standard fields or a descriptor ("@hourly", "@every 1m"), with an
+// optional "CRON_TZ=Zone " prefix.
+var ScheduleParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule parses a housekeeping schedule with ScheduleParser after the
+// checks the cron package lacks: a time zone prefix must be followed by a
+// schedule, and "@every" needs an interval of at least one second (cron
+// silently rounds shorter or negative intervals up to 1s).
+func ParseSchedule(spec string) (cron.Schedule, error) {
+	if reason := scheduleProblem(spec); reason != "" {
+		return nil, &scheduleError{spec: spec, reason: reason}
+	}
+	return ScheduleParser.Parse(spec)
+}
+
+type scheduleError struct{ spec, reason string }
+
+func (e *scheduleError) Error() string { return "invalid schedule " + quote(e.spec) + ": " + e.reason }
+
+func quote(s string) string { return render(s) }
+
+// scheduleProblem returns why spec is not a valid schedule, or "".
+func scheduleProblem(spec string) (reason string) {
+	defer func() {
+		// The cron parser is not written for hostile input; a panic there
+		// is a bad schedule, not a crash.
+		if recover() != nil {
+			reason = "not a valid schedule"
+		}
+	}()
+	rest := spec
+	if strings.HasPrefix(rest, "TZ=") || strings.HasPrefix(rest, "CRON_TZ=") {
+		i := strings.IndexByte(rest, ' ')
+		if i < 0 {
+			return "a time zone must be followed by a space and a schedule"
+		}
+		rest = strings.TrimSpace(rest[i:])
+	}
+	if iv, ok := strings.CutPrefix(rest, "@every "); ok {
+		d, err := time.ParseDuration(iv)
+		if err != nil {
+			return "interval " + quote(iv) + ` is not a duration such as "1m" or "1h30m"`
+		}
+		if d < time.Second {
+			return "interval must be at least 1s"
+		}
+	}
+	if _, err := ScheduleParser.Parse(spec); err != nil {
+		return err.Error()
+	}
+	return ""
+}
