@@ -79,4 +79,3 @@ const poolQuery = `SELECT coalesce(
 	(SELECT min(ip_index) FROM ip_free WHERE interface = ?1 AND profile_id = ?2),
 	(SELECT next_index FROM ip_pools WHERE interface = ?1 AND profile_id = ?2),
 	0)`
-

@@ -298,8 +298,8 @@ func (s *Store) RetryFailed(ctx context.Context) (int, error) {
 
 // EventFilter selects events; zero fields match everything.
 type EventFilter struct {
-	Status    string       // running, pending, done, failed
-	Kind      string       // C or D
+	Status    string // running, pending, done, failed
+	Kind      string // C or D
 	UserID    string
 	PublicKey *wgtypes.Key
 	Limit     int   // 0 = no limit

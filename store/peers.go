@@ -164,7 +164,18 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
 			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
 			string(StatePending), createdAt, expiresAt); err != nil {
-			return convErr(err)
+			err = convErr(err)
+			if errors.Is(err, ErrConflict) {
+				// The key was checked above: an address is taken, which only
+				// overlapping profiles on one interface can cause.
+				addr := p.IPv6
+				if strings.Contains(err.Error(), "ip_four") {
+					addr = p.IPv4
+				}
+				return fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w",
+					addr, p.Interface, ErrConflict)
+			}
+			return err
 		}
 		ev = Event{
 			Kind:          KindConnect,
