@@ -1,0 +1,394 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func TestCapacity(t *testing.T) {
+	p := netip.MustParsePrefix
+	tests := []struct {
+		v4, v6 string
+		want   int64
+		err    string
+	}{
+		{"10.0.0.0/29", "", 5, ""},
+		{"10.0.0.0/24", "", 253, ""},
+		{"10.0.0.0/30", "", 1, ""},
+		{"10.0.0.0/31", "", 0, ""},
+		{"10.0.0.0/32", "", 0, ""},
+		{"", "fd00::/126", 2, ""},
+		{"", "fd00::/120", 254, ""},
+		{"", "fd00::/64", maxIndex, ""},
+		{"", "fd00::/0", maxIndex, ""},
+		{"10.0.0.0/24", "fd00::/64", 253, ""},
+		{"10.0.0.0/16", "fd00::/120", 254, ""},
+		{"", "", 0, "neither an IPv4 nor an IPv6 range"},
+		{"fd00::/64", "", 0, "IPv4 range fd00::/64 is not IPv4"},
+		{"", "10.0.0.0/24", 0, "IPv6 range 10.0.0.0/24 is not IPv6"},
+		{"", "::ffff:10.0.0.0/120", 0, "is not IPv6"},
+	}
+	for _, tt := range tests {
+		var v4, v6 netip.Prefix
+		if tt.v4 != "" {
+			v4 = p(tt.v4)
+		}
+		if tt.v6 != "" {
+			v6 = p(tt.v6)
+		}
+		got, err := Capacity(v4, v6)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("Capacity(%s, %s) error = %v, want %q", tt.v4, tt.v6, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Capacity(%s, %s) = %d, %v; want %d", tt.v4, tt.v6, got, err, tt.want)
+		}
+	}
+}
+
+func TestHostAddr(t *testing.T) {
+	tests := []struct {
+		prefix string
+		i      int64
+		want   string
+	}{
+		{"10.42.0.0/24", 0, "10.42.0.2"},
+		{"10.42.0.0/24", 5, "10.42.0.7"},
+		{"10.42.0.0/24", 253, "10.42.0.255"}, // one past capacity: the broadcast
+		{"10.42.0.77/24", 0, "10.42.0.2"},    // unmasked input
+		{"10.42.0.0/16", 300, "10.42.1.46"},
+		{"fd42::/64", 0, "fd42::2"},
+		{"fd42::/64", 5, "fd42::7"},
+		{"fd42::/64", 0xfffe, "fd42::1:0"},
+		{"fd42:0:0:0:ffff:ffff:ffff:ffff/128", 0, "fd42:0:0:1::1"}, // carry into the high half
+	}
+	for _, tt := range tests {
+		if got := HostAddr(netip.MustParsePrefix(tt.prefix), tt.i); got.String() != tt.want {
+			t.Errorf("HostAddr(%s, %d) = %s, want %s", tt.prefix, tt.i, got, tt.want)
+		}
+	}
+	if got := HostAddr(netip.Prefix{}, 3); got.IsValid() {
+		t.Errorf("HostAddr(zero prefix) = %s, want the zero address", got)
+	}
+}
+
+func TestAllocatePairedIndexes(t *testing.T) {
+	s, _ := newStore(t)
+	for i := range 4 {
+		p, ev := mustInsert(t, s, staffPeer(i, "alice"))
+		want4 := fmt.Sprintf("10.42.0.%d", i+2)
+		want6 := fmt.Sprintf("fd42::%d", i+2)
+		if p.IPv4.String() != want4 || p.IPv6.String() != want6 {
+			t.Fatalf("peer %d got %s / %s, want %s / %s", i, p.IPv4, p.IPv6, want4, want6)
+		}
+		if ev.IPv4 != p.IPv4 || ev.IPv6 != p.IPv6 {
+			t.Fatalf("C event addresses %s / %s differ from the peer's", ev.IPv4, ev.IPv6)
+		}
+	}
+}
+
+func TestAllocateExhaustionWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	small := func(i int) NewPeer {
+		np := staffPeer(i, fmt.Sprintf("user%d", i))
+		np.ProfileID = "small"
+		np.IPv4Range = netip.MustParsePrefix("10.9.0.0/29")
+		np.IPv6Range = netip.MustParsePrefix("fd09::/64")
+		return np
+	}
+	var got []string
+	for i := range 5 {
+		p, _ := mustInsert(t, s, small(i))
+		got = append(got, p.IPv4.String())
+	}
+	if want := "10.9.0.2 10.9.0.3 10.9.0.4 10.9.0.5 10.9.0.6"; strings.Join(got, " ") != want {
+		t.Fatalf("a /29 handed out %v, want %s", got, want)
+	}
+	peers, events := countRows(t, s, "peers"), countRows(t, s, "events")
+	dv, _ := s.DataVersion(ctx)
+	_, _, err := s.InsertPending(ctx, small(5))
+	if !errors.Is(err, ErrPoolExhausted) {
+		t.Fatalf("sixth peer in a /29: err = %v, want ErrPoolExhausted", err)
+	}
+	if !strings.Contains(err.Error(), `all 5 addresses of profile "small" are in use`) {
+		t.Errorf("message %q does not say what is full", err)
+	}
+	if countRows(t, s, "peers") != peers || countRows(t, s, "events") != events {
+		t.Error("a refused insert wrote rows")
+	}
+	if v, _ := s.DataVersion(ctx); v != dv {
+		t.Error("a refused insert committed something (data version moved)")
+	}
+	if _, err := s.GetPeer(ctx, testKey(5)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetPeer after refused insert = %v, want ErrNotFound", err)
+	}
+	if used, err := s.PoolUsage(ctx, "wg0", "small"); err != nil || used != 5 {
+		t.Errorf("PoolUsage = %d, %v; want 5", used, err)
+	}
+}
+
+func TestAllocateReusesLowestFreed(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	var peers []Peer
+	for i := range 6 {
+		peers = append(peers, mustCreate(t, s, staffPeer(i, "alice")))
+	}
+	// Free .5 and .3 (indexes 3 and 1), in that order.
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{peers[3].PublicKey, peers[1].PublicKey}, ReasonDeleted, "", testClockFuture()); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := mustInsert(t, s, staffPeer(10, "bob"))
+	if p.IPv4.String() != "10.42.0.3" || p.IPv6.String() != "fd42::3" {
+		t.Fatalf("first reuse got %s / %s, want the lowest freed 10.42.0.3 / fd42::3", p.IPv4, p.IPv6)
+	}
+	// A rejected pending peer frees its address as well.
+	p2, ev2 := mustInsert(t, s, staffPeer(11, "bob"))
+	if p2.IPv4.String() != "10.42.0.5" {
+		t.Fatalf("second reuse got %s, want 10.42.0.5", p2.IPv4)
+	}
+	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); err != nil {
+		t.Fatal(err)
+	}
+	p3, _ := mustInsert(t, s, staffPeer(12, "bob"))
+	if p3.IPv4.String() != "10.42.0.5" {
+		t.Fatalf("after reject got %s, want 10.42.0.5 again", p3.IPv4)
+	}
+	p4, _ := mustInsert(t, s, staffPeer(13, "bob"))
+	if p4.IPv4.String() != "10.42.0.8" {
+		t.Fatalf("with no gap left got %s, want 10.42.0.8", p4.IPv4)
+	}
+}
+
+func TestAllocateSingleFamily(t *testing.T) {
+	s, _ := newStore(t)
+	v4only := staffPeer(1, "alice")
+	v4only.ProfileID = "v4"
+	v4only.IPv6Range = netip.Prefix{}
+	p, ev := mustInsert(t, s, v4only)
+	if p.IPv4.String() != "10.42.0.2" || p.IPv6.IsValid() || ev.IPv6.IsValid() {
+		t.Fatalf("v4-only profile: %s / %v", p.IPv4, p.IPv6)
+	}
+	got, err := s.GetPeer(context.Background(), p.PublicKey)
+	if err != nil || got.IPv6.IsValid() || got.IPv4 != p.IPv4 {
+		t.Fatalf("GetPeer v4-only = %+v, %v", got, err)
+	}
+
+	v6only := staffPeer(2, "alice")
+	v6only.Interface = "wg1"
+	v6only.ProfileID = "v6"
+	v6only.IPv4Range = netip.Prefix{}
+	p, _ = mustInsert(t, s, v6only)
+	if p.IPv4.IsValid() || p.IPv6.String() != "fd42::2" {
+		t.Fatalf("v6-only profile: %v / %s", p.IPv4, p.IPv6)
+	}
+	got, err = s.GetPeer(context.Background(), p.PublicKey)
+	if err != nil || got.IPv4.IsValid() || got.IPv6 != p.IPv6 {
+		t.Fatalf("GetPeer v6-only = %+v, %v", got, err)
+	}
+}
+
+func TestAllocateProfilesIndependent(t *testing.T) {
+	s, _ := newStore(t)
+	a := staffPeer(1, "alice")
+	b := staffPeer(2, "alice")
+	b.ProfileID = "guest"
+	b.IPv4Range = netip.MustParsePrefix("10.43.0.0/24")
+	b.IPv6Range = netip.MustParsePrefix("fd43::/64")
+	pa, _ := mustInsert(t, s, a)
+	pb, _ := mustInsert(t, s, b)
+	if pa.IPv4.String() != "10.42.0.2" || pb.IPv4.String() != "10.43.0.2" {
+		t.Fatalf("got %s and %s, want each profile to start at its own .2", pa.IPv4, pb.IPv4)
+	}
+	// Overlapping profiles (config validation forbids them) collide on the
+	// address and are refused as a conflict rather than double-allocated.
+	c := staffPeer(3, "carol")
+	c.ProfileID = "overlap"
+	_, _, err := s.InsertPending(context.Background(), c)
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `address fd42::2 is already in use on interface "wg0"`) && !strings.Contains(err.Error(), `address 10.42.0.2 is already in use on interface "wg0"`) {
+		t.Fatalf("overlapping profile: err = %v, want ErrConflict naming the address", err)
+	}
+}
+
+func TestInsertPendingValidation(t *testing.T) {
+	zero := wgtypes.Key{}
+	tests := []struct {
+		name string
+		edit func(*NewPeer)
+		want string
+	}{
+		{"zero key", func(np *NewPeer) { np.PublicKey = wgtypes.Key{} }, "public key is all zeros"},
+		{"no interface", func(np *NewPeer) { np.Interface = "" }, "interface is empty"},
+		{"no profile", func(np *NewPeer) { np.ProfileID = "" }, "profile id is empty"},
+		{"no user", func(np *NewPeer) { np.UserID = "" }, "user id is empty"},
+		{"negative limit", func(np *NewPeer) { np.MaxPerUser = -1 }, "per-user maximum -1 is negative"},
+		{"zero psk", func(np *NewPeer) { np.PresharedKey = &zero }, "preshared key is all zeros"},
+		{"no ranges", func(np *NewPeer) { np.IPv4Range, np.IPv6Range = netip.Prefix{}, netip.Prefix{} }, "neither an IPv4 nor an IPv6 range"},
+		{"swapped ranges", func(np *NewPeer) { np.IPv4Range, np.IPv6Range = staff6, staff4 }, "is not IPv4"},
+	}
+	s, _ := newStore(t)
+	for _, tt := range tests {
+		np := staffPeer(1, "alice")
+		tt.edit(&np)
+		_, _, err := s.InsertPending(context.Background(), np)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if n := countRows(t, s, "peers"); n != 0 {
+		t.Errorf("invalid inserts wrote %d rows", n)
+	}
+}
+
+func TestInsertPendingConflictAndLimit(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	np := staffPeer(1, "alice")
+	np.MaxPerUser = 2
+	mustInsert(t, s, np)
+
+	// Same key again, for anyone: conflict, nothing written.
+	for _, user := range []string{"alice", "mallory"} {
+		dup := np
+		dup.UserID = user
+		_, _, err := s.InsertPending(ctx, dup)
+		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "public key already in use") {
+			t.Fatalf("duplicate key for %s: err = %v, want ErrConflict", user, err)
+		}
+	}
+	second := staffPeer(2, "alice")
+	second.MaxPerUser = 2
+	mustCreate(t, s, second)
+	third := staffPeer(3, "alice")
+	third.MaxPerUser = 2
+	_, _, err := s.InsertPending(ctx, third)
+	if !errors.Is(err, ErrLimitReached) {
+		t.Fatalf("third config: err = %v, want ErrLimitReached", err)
+	}
+	if want := `user "alice" already has 2 of at most 2 configs in profile "staff"`; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q, want %q", err, want)
+	}
+	// Other users and other profiles are unaffected.
+	other := staffPeer(4, "bob")
+	other.MaxPerUser = 2
+	mustInsert(t, s, other)
+	guest := staffPeer(5, "alice")
+	guest.ProfileID = "guest"
+	guest.IPv4Range = netip.MustParsePrefix("10.43.0.0/24")
+	guest.IPv6Range = netip.Prefix{}
+	guest.MaxPerUser = 2
+	mustInsert(t, s, guest)
+	if n := countRows(t, s, "peers"); n != 4 {
+		t.Errorf("%d peers, want 4", n)
+	}
+	if n := countRows(t, s, "events"); n != 4 {
+		t.Errorf("%d events, want 4 (one C per peer)", n)
+	}
+}
+
+// TestAllocateConcurrent runs 8 goroutines × 250 creates on one profile with
+// a per-user limit, through three Stores on one file (as separate processes
+// would): no duplicate address, no limit overrun, no "database is locked".
+func TestAllocateConcurrent(t *testing.T) {
+	const (
+		workers  = 8
+		each     = 250
+		users    = 10
+		perUser  = 150 // demand is 200 per user: 50 each must be refused
+		wantMade = users * perUser
+	)
+	ctx := context.Background()
+	path := dbPath(t)
+	stores := []*Store{openAt(t, path, nil), openAt(t, path, nil), openAt(t, path, nil)}
+	v4 := netip.MustParsePrefix("10.50.0.0/20")
+	v6 := netip.MustParsePrefix("fd50::/64")
+
+	var (
+		mu      sync.Mutex
+		made    = map[netip.Addr]wgtypes.Key{}
+		limited int
+		errs    []error
+	)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			s := stores[w%len(stores)]
+			for j := range each {
+				n := w*each + j
+				np := NewPeer{
+					PublicKey:  testKey(n + 1),
+					Interface:  "wg0",
+					ProfileID:  "busy",
+					UserID:     fmt.Sprintf("user%d", n%users),
+					IPv4Range:  v4,
+					IPv6Range:  v6,
+					MaxPerUser: perUser,
+				}
+				p, ev, err := s.InsertPending(ctx, np)
+				if err == nil && j%2 == 0 {
+					err = s.Activate(ctx, p.PublicKey, ev.ID)
+				}
+				mu.Lock()
+				switch {
+				case err == nil:
+					if prev, dup := made[p.IPv4]; dup {
+						errs = append(errs, fmt.Errorf("address %s given to %s and %s", p.IPv4, prev, p.PublicKey))
+					}
+					made[p.IPv4] = p.PublicKey
+				case errors.Is(err, ErrLimitReached):
+					limited++
+				default:
+					errs = append(errs, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if len(made) != wantMade || limited != workers*each-wantMade {
+		t.Fatalf("created %d and refused %d, want %d and %d", len(made), limited, wantMade, workers*each-wantMade)
+	}
+	peers, err := stores[0].ListPeers(ctx, PeerFilter{ProfileID: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perUserCount := map[string]int{}
+	seen6 := map[netip.Addr]bool{}
+	for i, p := range peers {
+		perUserCount[p.UserID]++
+		// Dense from the bottom, in listing order, v4 and v6 paired.
+		if want := HostAddr(v4, int64(i)); p.IPv4 != want {
+			t.Fatalf("peer %d has %s, want %s (lowest free first)", i, p.IPv4, want)
+		}
+		if want := HostAddr(v6, int64(i)); p.IPv6 != want {
+			t.Fatalf("peer %d has %s, want %s (paired with %s)", i, p.IPv6, want, p.IPv4)
+		}
+		if seen6[p.IPv6] {
+			t.Fatalf("duplicate IPv6 %s", p.IPv6)
+		}
+		seen6[p.IPv6] = true
+	}
+	for u, n := range perUserCount {
+		if n != perUser {
+			t.Errorf("%s has %d configs, want exactly %d", u, n, perUser)
+		}
+	}
+}
+
+// testClockFuture is a lease end far after any test clock.
+func testClockFuture() time.Time { return newClock().Now().AddDate(1, 0, 0) }

@@ -1,0 +1,600 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// State is a peer's lifecycle state.
+type State string
+
+// Peer states.
+const (
+	// StatePending: the row exists (its addresses are taken) while the
+	// connect script runs; the peer is not on any device.
+	StatePending State = "pending"
+	// StateActive: the connect script accepted it; it belongs on the device.
+	StateActive State = "active"
+)
+
+// Peer is one client configuration as stored.
+type Peer struct {
+	PublicKey     wgtypes.Key
+	Interface     string
+	ProfileID     string
+	UserID        string
+	DisplayName   string
+	IPv4          netip.Addr   // zero: the profile has no IPv4 range
+	IPv6          netip.Addr   // zero: the profile has no IPv6 range
+	PresharedKey  *wgtypes.Key // nil: none
+	OriginatingIP netip.Addr   // zero: not given
+	State         State
+	CreatedAt     time.Time
+	ExpiresAt     time.Time // zero: never
+}
+
+// NewPeer is what InsertPending needs to create a peer.
+type NewPeer struct {
+	PublicKey     wgtypes.Key
+	Interface     string
+	ProfileID     string
+	UserID        string
+	DisplayName   string
+	PresharedKey  *wgtypes.Key
+	OriginatingIP netip.Addr
+	ExpiresAt     time.Time // zero: never
+	// The profile's ranges (zero: no such family); at least one.
+	IPv4Range, IPv6Range netip.Prefix
+	// MaxPerUser limits the user's peers (pending and active) in this
+	// interface and profile; 0 = unlimited.
+	MaxPerUser int
+}
+
+func (np *NewPeer) validate() error {
+	switch {
+	case np.PublicKey == wgtypes.Key{}:
+		return errors.New("public key is all zeros")
+	case np.Interface == "":
+		return errors.New("interface is empty")
+	case np.ProfileID == "":
+		return errors.New("profile id is empty")
+	case np.UserID == "":
+		return errors.New("user id is empty")
+	case np.MaxPerUser < 0:
+		return fmt.Errorf("per-user maximum %d is negative", np.MaxPerUser)
+	case np.PresharedKey != nil && *np.PresharedKey == wgtypes.Key{}:
+		return errors.New("preshared key is all zeros")
+	}
+	return checkRanges(np.IPv4Range, np.IPv6Range)
+}
+
+// InsertPending creates a peer in state pending together with its C event
+// (reason "created", status "running": the outbox never delivers it; the
+// caller runs the connect script and then calls Activate or RejectPending).
+// One immediate transaction checks the per-user limit, allocates the lowest
+// free host index of the profile (IPv4 and IPv6 paired: index i is net+2+i in
+// both), and inserts both rows; on any error nothing is written.
+//
+// Errors: ErrConflict if the key is already stored (for any user: the caller
+// inspects GetPeer to tell an idempotent retry from a conflict) or an
+// allocated address is taken on the interface (overlapping profiles);
+// ErrLimitReached when the user already holds MaxPerUser peers in the
+// profile; ErrPoolExhausted when no index is free.
+func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, error) {
+	if err := np.validate(); err != nil {
+		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	v4 := np.IPv4Range.Masked()
+	v6 := np.IPv6Range.Masked()
+	capacity, err := Capacity(v4, v6)
+	if err != nil {
+		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	now := s.clock()
+	p := Peer{
+		PublicKey:     np.PublicKey,
+		Interface:     np.Interface,
+		ProfileID:     np.ProfileID,
+		UserID:        np.UserID,
+		DisplayName:   np.DisplayName,
+		OriginatingIP: np.OriginatingIP.Unmap().WithZone(""),
+		State:         StatePending,
+		CreatedAt:     now,
+		ExpiresAt:     np.ExpiresAt.UTC(),
+	}
+	if np.ExpiresAt.IsZero() {
+		p.ExpiresAt = time.Time{}
+	}
+	if np.PresharedKey != nil {
+		psk := *np.PresharedKey
+		p.PresharedKey = &psk
+	}
+	createdAt, err := encTime(now)
+	if err != nil {
+		return Peer{}, Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
+	}
+	expiresAt, err := encTime(p.ExpiresAt)
+	if err != nil {
+		return Peer{}, Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
+	}
+	var psk any
+	if p.PresharedKey != nil {
+		psk = p.PresharedKey.String()
+	}
+	key := np.PublicKey.String()
+
+	var ev Event
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var one int
+		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM peers WHERE public_key = ?`, key).Scan(&one); {
+		case err == nil:
+			return fmt.Errorf("public key already in use: %w", ErrConflict)
+		case !errors.Is(err, sql.ErrNoRows):
+			return convErr(err)
+		}
+		if np.MaxPerUser > 0 {
+			var n int
+			if err := tx.QueryRowContext(ctx,
+				`SELECT count(*) FROM peers WHERE user_id = ? AND interface = ? AND profile_id = ?`,
+				np.UserID, np.Interface, np.ProfileID).Scan(&n); err != nil {
+				return convErr(err)
+			}
+			if n >= np.MaxPerUser {
+				return fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
+					np.UserID, n, np.MaxPerUser, np.ProfileID, ErrLimitReached)
+			}
+		}
+		var idx int64
+		if err := tx.QueryRowContext(ctx, poolQuery, np.Interface, np.ProfileID).Scan(&idx); err != nil {
+			return convErr(err)
+		}
+		if idx >= capacity {
+			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, ErrPoolExhausted)
+		}
+		p.IPv4 = HostAddr(v4, idx)
+		p.IPv6 = HostAddr(v6, idx)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
+			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
+			string(StatePending), createdAt, expiresAt); err != nil {
+			err = convErr(err)
+			if errors.Is(err, ErrConflict) {
+				// The key was checked above: an address is taken, which only
+				// overlapping profiles on one interface can cause.
+				addr := p.IPv6
+				if strings.Contains(err.Error(), "ip_four") {
+					addr = p.IPv4
+				}
+				return fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w",
+					addr, p.Interface, ErrConflict)
+			}
+			return err
+		}
+		ev = Event{
+			Kind:          KindConnect,
+			Reason:        ReasonCreated,
+			PublicKey:     p.PublicKey,
+			Interface:     p.Interface,
+			ProfileID:     p.ProfileID,
+			UserID:        p.UserID,
+			IPv4:          p.IPv4,
+			IPv6:          p.IPv6,
+			OriginatingIP: p.OriginatingIP,
+			ExpiresAt:     p.ExpiresAt,
+			CreatedAt:     now,
+			Status:        StatusRunning,
+		}
+		id, err := insertEvent(ctx, tx, &ev)
+		ev.ID = id
+		return err
+	})
+	if err != nil {
+		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	return p, ev, nil
+}
+
+// insertEvent inserts ev (its ID is ignored) and returns the new id.
+func insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) (int64, error) {
+	vals := make([]any, 0, len(eventColumnNames)-1)
+	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil} {
+		v, err := encTime(t)
+		if err != nil {
+			return 0, err
+		}
+		vals = append(vals, v)
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
+		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
+		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
+		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4])
+	if err != nil {
+		return 0, convErr(err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return 0, convErr(err)
+	}
+	return id, nil
+}
+
+// peerState reads a peer's state inside tx; ErrNotFound if it has no row.
+func peerState(ctx context.Context, tx *sql.Tx, key string) (State, error) {
+	var st string
+	if err := tx.QueryRowContext(ctx, `SELECT state FROM peers WHERE public_key = ?`, key).Scan(&st); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("no such peer: %w", ErrNotFound)
+		}
+		return "", convErr(err)
+	}
+	return State(st), nil
+}
+
+// explainEvent says why an event update matched no row, as an error matching
+// ErrNotFound or ErrConflict.
+func explainEvent(ctx context.Context, q queryer, id int64, wantKind, wantStatus, wantKey, wantOwner string) error {
+	var kind, status, key, owner string
+	err := q.QueryRowContext(ctx, `SELECT event, status, public_key, lease_owner FROM events WHERE id = ?`, id).
+		Scan(&kind, &status, &key, &owner)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("event %d: %w", id, ErrNotFound)
+	case err != nil:
+		return convErr(err)
+	case wantKind != "" && kind != wantKind:
+		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, ErrConflict)
+	case wantKey != "" && key != wantKey:
+		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, ErrConflict)
+	case wantStatus != "" && status != wantStatus:
+		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, ErrConflict)
+	case wantOwner != "" && owner != wantOwner:
+		if owner == "" {
+			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, ErrConflict)
+		}
+		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, ErrConflict)
+	}
+	return fmt.Errorf("event %d changed concurrently: %w", id, ErrConflict)
+}
+
+// Activate marks a pending peer active and its C event (cEventID, status
+// running) done, in one transaction, after the connect script accepted it.
+// Calling it again for an already active peer whose C event is done is a
+// no-op. Errors: ErrNotFound if the peer or event does not exist (a stale
+// cleanup may have removed it meanwhile); ErrConflict if the event is not
+// this peer's running C event.
+func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	doneAt, err := encTime(s.clock())
+	if err != nil {
+		return fmt.Errorf("activate peer %s: %w", key, err)
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, attempts = attempts + 1
+			WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`, doneAt, cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if st == StateActive {
+				var status string
+				err := tx.QueryRowContext(ctx, `SELECT status FROM events WHERE id = ? AND event = 'C' AND public_key = ?`,
+					cEventID, k).Scan(&status)
+				if err == nil && status == StatusDone {
+					return nil // already activated
+				}
+			}
+			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE peers SET state = 'active' WHERE public_key = ?`, k); err != nil {
+			return convErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("activate peer %s: %w", key, err)
+	}
+	return nil
+}
+
+// RejectPending removes a pending peer and its running C event (cEventID) in
+// one transaction, after the connect script refused it; its addresses become
+// free. Errors: ErrNotFound if the peer or event does not exist; ErrConflict
+// if the peer is active or the event is not its running C event. Nothing is
+// changed on error.
+func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		if st != StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer can be rejected: %w", st, ErrConflict)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`,
+			cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE public_key = ?`, k); err != nil {
+			return convErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reject peer %s: %w", key, err)
+	}
+	return nil
+}
+
+// GetPeer returns the peer with this key, or an error matching ErrNotFound.
+func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (Peer, error) {
+	var r peerRow
+	err := s.db.QueryRowContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.dest()...)
+	if err != nil {
+		return Peer{}, fmt.Errorf("get peer %s: %w", key, convErr(err))
+	}
+	p, err := r.decode()
+	if err != nil {
+		return Peer{}, fmt.Errorf("get peer %s: %w", key, err)
+	}
+	return p, nil
+}
+
+// PeerFilter selects peers; zero fields match everything.
+type PeerFilter struct {
+	Interface     string
+	ProfileID     string
+	UserID        string
+	State         State
+	ExpiresBefore time.Time // expires_at <= this (peers that never expire never match)
+	CreatedBefore time.Time // created_at < this
+	Limit         int       // 0 = no limit
+}
+
+// ListPeers returns the peers matching f, ordered by interface, profile and
+// host index (that is, by address within a profile).
+func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
+	var where []string
+	var args []any
+	add := func(cond string, arg any) {
+		where = append(where, cond)
+		args = append(args, arg)
+	}
+	if f.Interface != "" {
+		add("interface = ?", f.Interface)
+	}
+	if f.ProfileID != "" {
+		add("profile_id = ?", f.ProfileID)
+	}
+	if f.UserID != "" {
+		add("user_id = ?", f.UserID)
+	}
+	if f.State != "" {
+		if f.State != StatePending && f.State != StateActive {
+			return nil, fmt.Errorf("list peers: unknown state %q (want pending or active)", f.State)
+		}
+		add("state = ?", string(f.State))
+	}
+	if !f.ExpiresBefore.IsZero() {
+		v, err := encTime(f.ExpiresBefore)
+		if err != nil {
+			return nil, fmt.Errorf("list peers: expires before: %w", err)
+		}
+		add("expires_at <= ?", v)
+	}
+	if !f.CreatedBefore.IsZero() {
+		v, err := encTime(f.CreatedBefore)
+		if err != nil {
+			return nil, fmt.Errorf("list peers: created before: %w", err)
+		}
+		add("created_at < ?", v)
+	}
+	q := `SELECT ` + peerColumns + ` FROM peers`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY interface, profile_id, ip_index"
+	if f.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list peers: %w", convErr(err))
+	}
+	defer rows.Close()
+	var out []Peer
+	for rows.Next() {
+		var r peerRow
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, fmt.Errorf("list peers: %w", convErr(err))
+		}
+		p, err := r.decode()
+		if err != nil {
+			return nil, fmt.Errorf("list peers: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list peers: %w", convErr(err))
+	}
+	return out, nil
+}
+
+// PeerCount is the number of peers in one interface, profile and state.
+type PeerCount struct {
+	Interface string
+	ProfileID string
+	State     State
+	Count     int
+}
+
+// CountPeers counts peers per interface, profile and state (for metrics),
+// ordered by those three; combinations without peers are absent.
+func (s *Store) CountPeers(ctx context.Context) ([]PeerCount, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT interface, profile_id, state, count(*) FROM peers
+		GROUP BY interface, profile_id, state ORDER BY interface, profile_id, state`)
+	if err != nil {
+		return nil, fmt.Errorf("count peers: %w", convErr(err))
+	}
+	defer rows.Close()
+	var out []PeerCount
+	for rows.Next() {
+		var c PeerCount
+		var st string
+		if err := rows.Scan(&c.Interface, &c.ProfileID, &st, &c.Count); err != nil {
+			return nil, fmt.Errorf("count peers: %w", convErr(err))
+		}
+		c.State = State(st)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count peers: %w", convErr(err))
+	}
+	return out, nil
+}
+
+// PoolUsage returns how many host indexes of the profile are taken (pending
+// and active peers). See Capacity for the size of the pool.
+func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM peers WHERE interface = ? AND profile_id = ?`,
+		iface, profile).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pool usage of %s/%s: %w", iface, profile, convErr(err))
+	}
+	return n, nil
+}
+
+// Notes put on a pending peer's C event when the peer is deleted before its
+// connect script finished.
+const (
+	NoteStaleConnect   = "outcome unknown: connect script interrupted"
+	NotePendingDeleted = "outcome unknown: peer deleted while its connect script ran"
+)
+
+// DeletePeers deletes the peers with these keys (any state) in one
+// transaction and inserts one D event each (status pending, due now) carrying
+// the peer's identity at that moment. Missing keys are skipped, so a retry is
+// harmless; the events of the rows actually deleted are returned in key order
+// of the input.
+//
+// With a non-empty owner the D events are born leased to owner until
+// leaseUntil: the caller reads byte counters, removes the peers from the
+// device, calls SetEventBytes and delivers the events itself; if it dies, the
+// lease runs out and ClaimDue hands them to another process. With an empty
+// owner they are immediately claimable.
+//
+// For a deleted pending peer its running C event is closed (status done) with
+// last_error NoteStaleConnect when reason is "stale", else NotePendingDeleted.
+func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error) {
+	switch reason {
+	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale:
+	default:
+		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale", reason)
+	}
+	now := s.clock()
+	if owner != "" && !leaseUntil.After(now) {
+		return nil, fmt.Errorf("delete peers: lease for %q must end after now (%s), got %s",
+			owner, now.Format(time.RFC3339Nano), leaseUntil.UTC().Format(time.RFC3339Nano))
+	}
+	if owner == "" {
+		leaseUntil = time.Time{}
+	}
+	nowV, err := encTime(now)
+	if err != nil {
+		return nil, fmt.Errorf("delete peers: %w", err)
+	}
+	note := NotePendingDeleted
+	if reason == ReasonStale {
+		note = NoteStaleConnect
+	}
+	var out []Event
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		sel, err := tx.PrepareContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`)
+		if err != nil {
+			return convErr(err)
+		}
+		defer sel.Close()
+		del, err := tx.PrepareContext(ctx, `DELETE FROM peers WHERE public_key = ?`)
+		if err != nil {
+			return convErr(err)
+		}
+		defer del.Close()
+		seen := make(map[wgtypes.Key]bool, len(keys))
+		for _, key := range keys {
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			var r peerRow
+			if err := sel.QueryRowContext(ctx, key.String()).Scan(r.dest()...); err != nil {
+				if errors.Is(err, sql.ErrNoRows) {
+					continue
+				}
+				return fmt.Errorf("peer %s: %w", key, convErr(err))
+			}
+			p, err := r.decode()
+			if err != nil {
+				return err
+			}
+			if _, err := del.ExecContext(ctx, r.PublicKey); err != nil {
+				return fmt.Errorf("peer %s: %w", key, convErr(err))
+			}
+			if p.State == StatePending {
+				if _, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, last_error = ?
+					WHERE event = 'C' AND public_key = ? AND status = 'running'`, nowV, note, r.PublicKey); err != nil {
+					return fmt.Errorf("peer %s: %w", key, convErr(err))
+				}
+			}
+			ev := Event{
+				Kind:          KindDisconnect,
+				Reason:        reason,
+				PublicKey:     p.PublicKey,
+				Interface:     p.Interface,
+				ProfileID:     p.ProfileID,
+				UserID:        p.UserID,
+				IPv4:          p.IPv4,
+				IPv6:          p.IPv6,
+				OriginatingIP: p.OriginatingIP,
+				ExpiresAt:     p.ExpiresAt,
+				CreatedAt:     now,
+				Status:        StatusPending,
+				NextAttemptAt: now,
+				LeaseOwner:    owner,
+				LeaseUntil:    leaseUntil.UTC(),
+			}
+			if leaseUntil.IsZero() {
+				ev.LeaseUntil = time.Time{}
+			}
+			id, err := insertEvent(ctx, tx, &ev)
+			if err != nil {
+				return fmt.Errorf("peer %s: %w", key, err)
+			}
+			ev.ID = id
+			out = append(out, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete peers: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,387 @@
+// Package store is wgkeeper's SQLite database: the desired state of every peer
+// (table peers), the address allocator, and the event outbox that doubles as
+// the connection log (table events).
+//
+// It is the only package that speaks SQL or imports the SQLite driver. Callers
+// see domain types (wgtypes.Key, netip.Addr, time.Time in UTC) and the
+// sentinel errors below, checked with errors.Is; no driver type leaves the
+// package. It knows nothing of devices, scripts or configuration files: the
+// lifecycle engine decides what to do, the store makes each step atomic.
+//
+// Every write is one immediate transaction (BEGIN IMMEDIATE, via the DSN), so
+// concurrent writers in this and other processes queue on SQLite's busy
+// timeout instead of failing, and the per-user limit and address allocation
+// cannot race.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+
+	"github.com/wgkeeper/wgkeeper/migrations"
+)
+
+// Sentinel errors, checked with errors.Is. The wrapping error says what and
+// which.
+var (
+	// ErrNotFound: the peer or event does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the key or address is already taken, or the row is not in
+	// the state the operation needs (an event leased by another owner, a
+	// peer that is already active, …).
+	ErrConflict = errors.New("conflict")
+	// ErrLimitReached: the user already has the profile's maximum number of
+	// configs.
+	ErrLimitReached = errors.New("per-user limit reached")
+	// ErrPoolExhausted: every address of the profile is in use.
+	ErrPoolExhausted = errors.New("address pool exhausted")
+	// ErrSchemaTooNew: the database was migrated by a newer wgkeeper.
+	ErrSchemaTooNew = errors.New("database schema is newer than this wgkeeper")
+	// ErrCorrupt: a stored value cannot be read back (edited by hand, or
+	// damaged); the error names the row and the column.
+	ErrCorrupt = errors.New("corrupt row")
+)
+
+// SchemaTooNewError is returned by Open (wrapped, and matching
+// ErrSchemaTooNew) when the database records a schema version this binary
+// does not know. Open changes nothing in that case.
+type SchemaTooNewError struct {
+	Version int // recorded in the database
+	Known   int // the newest this binary knows
+}
+
+func (e *SchemaTooNewError) Error() string {
+	return fmt.Sprintf("database schema version %d is newer than this wgkeeper (knows up to %d); upgrade wgkeeper", e.Version, e.Known)
+}
+
+// Unwrap makes errors.Is(err, ErrSchemaTooNew) true.
+func (e *SchemaTooNewError) Unwrap() error { return ErrSchemaTooNew }
+
+// Options configure a Store. The zero value is valid.
+type Options struct {
+	// Now is the clock for created_at, done_at and friends; nil means
+	// time.Now. Its result is converted to UTC.
+	Now func() time.Time
+	// Logger receives migration and file-mode notices; nil discards.
+	Logger *slog.Logger
+}
+
+// Store is an open database. It is safe for concurrent use, and several
+// Stores (in one or several processes) may share one file.
+type Store struct {
+	db     *sql.DB
+	path   string
+	now    func() time.Time
+	log    *slog.Logger
+	dvMu   sync.Mutex
+	dvConn *sql.Conn // dedicated connection: PRAGMA data_version is per connection
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// dsnParams are set on every pooled connection as it is opened.
+const dsnParams = "_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=on&_txlock=immediate&_synchronous=NORMAL"
+
+// Open opens (creating if needed) the database at path and applies the
+// embedded migrations. A new file is created mode 0600, and its parent
+// directory mode 0700 when missing. Every pooled connection runs in WAL mode
+// with a 5 s busy timeout, foreign keys on, synchronous=NORMAL, and immediate
+// write transactions.
+//
+// Opening an up-to-date database changes nothing. A database whose schema is
+// newer than this binary knows fails with a *SchemaTooNewError (matching
+// ErrSchemaTooNew) and is left untouched. Open is safe to run concurrently
+// with other processes opening the same file: each migration is applied once.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open database: no path given")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if strings.ContainsRune(abs, '?') {
+		return nil, fmt.Errorf("open database %s: path must not contain '?'", path)
+	}
+	s := &Store{path: abs, now: opts.Now, log: opts.Logger}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := s.prepareFile(); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", abs, err)
+	}
+	if err := s.open(ctx); err != nil {
+		if s.db != nil {
+			s.Close()
+		}
+		return nil, fmt.Errorf("open database %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// prepareFile creates the parent directory (0700) and the file (0600) if
+// missing, so the database never exists with looser permissions.
+func (s *Store) prepareFile() error {
+	dir := filepath.Dir(s.path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create directory: %w", err)
+		}
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		// The umask may have removed bits; it never adds any, but be exact.
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
+			return fmt.Errorf("set file mode: %w", err)
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("create file: %w", err)
+		}
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return errors.New("not a regular file")
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			s.log.Warn("database file is readable by group or others; it holds preshared keys, consider chmod 0600",
+				"path", s.path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		}
+		return nil
+	default:
+		return fmt.Errorf("create file: %w", err)
+	}
+}
+
+func (s *Store) open(ctx context.Context) error {
+	db, err := sql.Open("sqlite3", s.path+"?"+dsnParams)
+	if err != nil {
+		return convErr(err)
+	}
+	s.db = db
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return convErr(err)
+	}
+	s.dvConn = conn
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return convErr(err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %q, not WAL (is the file on a filesystem without shared memory support?)", mode)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	// SQLite gives -wal and -shm the main file's mode; tighten them anyway in
+	// case they predate this process.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		name := s.path + suffix
+		if fi, err := os.Stat(name); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(name, 0o600); err != nil {
+				return fmt.Errorf("set mode of %s: %w", filepath.Base(name), err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close closes the database. Calling it again returns the first result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.dvConn != nil {
+			errs = append(errs, s.dvConn.Close())
+		}
+		errs = append(errs, s.db.Close())
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("close database %s: %w", s.path, convErr(err))
+		}
+	})
+	return s.closeErr
+}
+
+// Path returns the absolute path of the database file.
+func (s *Store) Path() string { return s.path }
+
+// migrate applies the embedded migrations the database lacks, each in its own
+// immediate transaction, recording them in schema_migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	all, err := migrations.List(migrations.FS)
+	if err != nil {
+		return err
+	}
+	known := len(all)
+	current, err := schemaVersion(ctx, s.db)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > known {
+		return &SchemaTooNewError{Version: current, Known: known}
+	}
+	for _, m := range all[current:] {
+		applied := false
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			// Another process may have applied it since we looked.
+			v, err := schemaVersion(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if v > known {
+				return &SchemaTooNewError{Version: v, Known: known}
+			}
+			if v >= m.Version {
+				return nil
+			}
+			if v != m.Version-1 {
+				return fmt.Errorf("database is at version %d, cannot apply %d", v, m.Version)
+			}
+			if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+				version    INTEGER NOT NULL PRIMARY KEY,
+				name       TEXT    NOT NULL,
+				applied_at INTEGER NOT NULL
+			) STRICT`); err != nil {
+				return convErr(err)
+			}
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return convErr(err)
+			}
+			at, err := encTime(s.clock())
+			if err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+				m.Version, m.Name, at); err != nil {
+				return convErr(err)
+			}
+			applied = true
+			return nil
+		})
+		if err != nil {
+			var tooNew *SchemaTooNewError
+			if errors.As(err, &tooNew) {
+				return err
+			}
+			return fmt.Errorf("apply migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		if applied {
+			s.log.Info("applied database migration", "version", m.Version, "name", m.Name)
+		}
+	}
+	return nil
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// schemaVersion reads the highest recorded migration; 0 on a fresh database.
+func schemaVersion(ctx context.Context, q queryer) (int, error) {
+	var n int
+	if err := q.QueryRowContext(ctx,
+		`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return 0, convErr(err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	var v int
+	if err := q.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, convErr(err)
+	}
+	return v, nil
+}
+
+// SchemaVersion returns the highest migration applied to the database.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	v, err := schemaVersion(ctx, s.db)
+	if err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
+}
+
+// DataVersion returns SQLite's data_version as seen by a connection that the
+// Store holds for its lifetime and never writes with: the value changes
+// whenever any other connection — this Store's pool or another process —
+// commits. Compare successive values to notice changes cheaply.
+func (s *Store) DataVersion(ctx context.Context) (int64, error) {
+	s.dvMu.Lock()
+	defer s.dvMu.Unlock()
+	var v int64
+	if err := s.dvConn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		return 0, fmt.Errorf("read data version: %w", convErr(err))
+	}
+	return v, nil
+}
+
+// clock returns the injected time in UTC.
+func (s *Store) clock() time.Time { return s.now().UTC() }
+
+// write runs fn in one immediate transaction, committing when fn returns nil.
+func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return convErr(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return convErr(err)
+	}
+	return nil
+}
+
+// dbError carries a driver error's text without its type.
+type dbError struct{ msg string }
+
+func (e *dbError) Error() string { return e.msg }
+
+// convErr maps driver errors to the package's own: unique and primary-key
+// violations become ErrConflict, sql.ErrNoRows ErrNotFound, and any other
+// SQLite error a plain error with the same text.
+func convErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	var se sqlite3.Error
+	if !errors.As(err, &se) {
+		var sp *sqlite3.Error
+		if !errors.As(err, &sp) || sp == nil {
+			return err
+		}
+		se = *sp
+	}
+	if se.Code == sqlite3.ErrConstraint &&
+		(se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey) {
+		return fmt.Errorf("%s: %w", se.Error(), ErrConflict)
+	}
+	return &dbError{msg: se.Error()}
+}
