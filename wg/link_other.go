@@ -1,0 +1,13 @@
+//go:build !linux
+
+package wg
+
+import (
+	"errors"
+	"log/slog"
+)
+
+var errNotLinux = errors.New("wgkeeper creates interfaces on Linux only; use mode \"existing\"")
+
+func upKernel(Spec, *slog.Logger) (*Link, error)    { return nil, errNotLinux }
+func upUserspace(Spec, *slog.Logger) (*Link, error) { return nil, errNotLinux }
