@@ -1,0 +1,16 @@
+// Package hooks runs the operator's connect/disconnect script, the
+// eduVPN-compatible hook of wgkeeper.
+//
+// It owns everything about one script run: the exact environment the script
+// sees (PATH, the configured pass-through names, and the VPN_* variables of
+// one event), the startup check of the script file, the process group, the
+// timeout and its escalation from SIGTERM to SIGKILL, the bounded capture of
+// stdout and stderr, the bound on concurrent runs, and the log line of every
+// run. It knows nothing of the store or of WireGuard devices: callers hand it
+// the values of one event and get back a Result saying what happened.
+//
+// The script is executed directly, never through a shell, with no arguments,
+// stdin from /dev/null and "/" as its working directory. Values reach it only
+// through the environment, verbatim, so nothing a portal sends can be
+// interpreted as shell syntax by wgkeeper.
+package hooks

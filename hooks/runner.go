@@ -1,0 +1,562 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultConcurrency = 4
+	DefaultKillGrace   = 2 * time.Second
+)
+
+// DefaultPath is the PATH a script gets when wgkeeper itself runs without one.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// OutputLimit is how many bytes of stdout and of stderr are kept per run;
+// the rest is read, counted and dropped, so a script can never block on a
+// full pipe nor make wgkeeper hold more than this in memory.
+const OutputLimit = 64 << 10
+
+// drainWait bounds how long output is still read after every process of the
+// script's group is gone; only a process that left the group (setsid) can
+// keep the pipes open that long.
+const drainWait = 500 * time.Millisecond
+
+// Config configures a Runner. Zero values take the defaults above.
+type Config struct {
+	// Script is the absolute path of the executable; "" means no script:
+	// Run then does nothing and reports Ran == false.
+	Script string
+	// Timeout bounds one run (default 30s). When it passes, the script's
+	// whole process group gets SIGTERM, and SIGKILL KillGrace later.
+	Timeout time.Duration
+	// Concurrency bounds the runs in progress at once across all callers of
+	// the Runner (default 4).
+	Concurrency int
+	// PassEnv names variables copied from wgkeeper's environment to the
+	// script when set there. PATH is always passed; VPN_* names are reserved.
+	PassEnv []string
+	// Logger receives one line per run (nil discards).
+	Logger *slog.Logger
+	// KillGrace is the time between SIGTERM and SIGKILL (default 2s).
+	KillGrace time.Duration
+}
+
+// Runner runs the hook script. It is safe for concurrent use.
+type Runner struct {
+	script  string
+	timeout time.Duration
+	grace   time.Duration
+	passEnv []string
+	log     *slog.Logger
+	sem     chan struct{}
+}
+
+// New validates cfg and returns a Runner. When cfg.Script is set it must
+// pass CheckScript; the error then names the rule broken, and wgkeeper must
+// refuse to start. Negative durations or concurrency and invalid or reserved
+// PassEnv names are errors too.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("hooks timeout %s is negative", cfg.Timeout)
+	}
+	if cfg.KillGrace < 0 {
+		return nil, fmt.Errorf("hooks kill grace %s is negative", cfg.KillGrace)
+	}
+	if cfg.Concurrency < 0 {
+		return nil, fmt.Errorf("hooks concurrency %d is negative", cfg.Concurrency)
+	}
+	r := &Runner{
+		script:  cfg.Script,
+		timeout: cfg.Timeout,
+		grace:   cfg.KillGrace,
+		log:     cfg.Logger,
+	}
+	if r.timeout == 0 {
+		r.timeout = DefaultTimeout
+	}
+	if r.grace == 0 {
+		r.grace = DefaultKillGrace
+	}
+	n := cfg.Concurrency
+	if n == 0 {
+		n = DefaultConcurrency
+	}
+	r.sem = make(chan struct{}, n)
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	seen := map[string]bool{"PATH": true}
+	for _, name := range cfg.PassEnv {
+		if err := checkEnvName(name); err != nil {
+			return nil, err
+		}
+		if !seen[name] {
+			seen[name] = true
+			r.passEnv = append(r.passEnv, name)
+		}
+	}
+	if r.script != "" {
+		if err := CheckScript(r.script); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func checkEnvName(name string) error {
+	if name == "" {
+		return errors.New("hooks pass_env: empty variable name")
+	}
+	for i, c := range name {
+		ok := c == '_' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || i > 0 && '0' <= c && c <= '9'
+		if !ok {
+			return fmt.Errorf("hooks pass_env: %q is not a valid variable name (letters, digits and _, not starting with a digit)", name)
+		}
+	}
+	if strings.HasPrefix(name, "VPN_") {
+		return fmt.Errorf("hooks pass_env: %q is reserved: wgkeeper sets the VPN_* variables itself", name)
+	}
+	return nil
+}
+
+// Configured reports whether a script is configured.
+func (r *Runner) Configured() bool { return r.script != "" }
+
+// Script returns the configured script path ("" when none).
+func (r *Runner) Script() string { return r.script }
+
+// Result is what happened in one Run.
+type Result struct {
+	// Ran is false only when no script is configured; nothing was run then.
+	Ran bool
+	// ExitCode is the script's exit status. It is 127 when the script or
+	// the interpreter on its #! line does not exist, and 126 when it cannot
+	// be executed (permission denied, not an executable format), as a shell
+	// would report; Err then says which. It is -1 when the script was
+	// killed by a signal (see Signal) or never started for another reason.
+	ExitCode int
+	// Signal is the signal that ended the script, 0 when it exited.
+	Signal syscall.Signal
+	// TimedOut is true when the run was stopped because the timeout, or the
+	// deadline of the caller's context, passed.
+	TimedOut bool
+	// Duration is the wall time of the run, from start to the end of output.
+	Duration time.Duration
+	// PID is the script's process ID, which is also its process group ID;
+	// 0 when it never started.
+	PID int
+	// Stdout and Stderr hold at most OutputLimit bytes each; the numbers of
+	// bytes read beyond that and dropped are in StdoutDropped/StderrDropped.
+	Stdout, Stderr               []byte
+	StdoutDropped, StderrDropped int64
+	// Err is set when the script could not be started, the event's values
+	// were refused, waiting for a free slot or the run itself was ended by
+	// the caller's context, or the script could not be reaped.
+	Err error
+}
+
+// OK reports whether the event may be taken as accepted: no script is
+// configured, or the script ran to completion and exited 0 in time.
+func (r Result) OK() bool {
+	return !r.Ran || (r.Err == nil && r.ExitCode == 0 && !r.TimedOut)
+}
+
+// Failure returns nil when OK, and otherwise an error that says what went
+// wrong: Err, a timeout, a signal or the exit status, followed by the last
+// line of stderr (at most 200 bytes) when there is one. It suits the
+// "rejected by connect script" message and an event's last error.
+func (r Result) Failure() error {
+	if r.OK() {
+		return nil
+	}
+	if r.Err != nil {
+		return r.Err
+	}
+	var msg string
+	switch {
+	case r.TimedOut:
+		msg = fmt.Sprintf("hook script timed out after %s", r.Duration.Round(time.Millisecond))
+	case r.Signal != 0:
+		msg = fmt.Sprintf("hook script killed by signal %d (%s)", int(r.Signal), r.Signal)
+	default:
+		msg = fmt.Sprintf("hook script exited with status %d", r.ExitCode)
+	}
+	if last := lastLine(r.Stderr, 200); last != "" {
+		msg += ": " + last
+	}
+	return errors.New(msg)
+}
+
+func lastLine(b []byte, max int) string {
+	b = bytes.TrimSpace(b)
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = bytes.TrimSpace(b[i+1:])
+	}
+	if len(b) > max {
+		b = b[:max]
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+// Run runs the script once for the event v and waits for it, bounded by
+// the timeout, the kill grace, and ctx. It first builds the environment (a
+// value refused by Vars.Env returns at once with Err set and nothing run),
+// then waits for one of the Concurrency slots shared by all callers (ctx
+// ends the wait), then runs the script directly with no arguments, stdin
+// from /dev/null, working directory "/", in its own process group.
+//
+// The run ends when the script exits; whatever it left running in its
+// process group is then killed with SIGKILL, so a script wanting a
+// long-lived helper must start it in its own session (setsid). When the
+// timeout passes or ctx ends first, the group gets SIGTERM and, KillGrace
+// later, SIGKILL; Run returns within about timeout + KillGrace even when a
+// child keeps stdout open. Every run is logged once with its event_id.
+// When no script is configured, Run returns a Result with Ran false.
+func (r *Runner) Run(ctx context.Context, v Vars) Result {
+	if !r.Configured() {
+		return Result{}
+	}
+	env, err := r.environ(v)
+	if err != nil {
+		res := Result{Ran: true, ExitCode: -1, Err: err}
+		r.logResult(v, res)
+		return res
+	}
+	select {
+	case r.sem <- struct{}{}:
+	case <-ctx.Done():
+		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(ctx.Err(), context.DeadlineExceeded),
+			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, ctx.Err())}
+		r.logResult(v, res)
+		return res
+	}
+	res := r.run(ctx, env)
+	<-r.sem
+	r.logResult(v, res)
+	return res
+}
+
+// environ returns the script's whole environment: PATH, the pass-through
+// variables that are set, and the VPN_* variables of v.
+func (r *Runner) environ(v Vars) ([]string, error) {
+	vpn, err := v.Env()
+	if err != nil {
+		return nil, err
+	}
+	env := make([]string, 0, 1+len(r.passEnv)+len(vpn))
+	path, ok := os.LookupEnv("PATH")
+	if !ok || path == "" {
+		path = DefaultPath
+	}
+	env = append(env, "PATH="+path)
+	for _, name := range r.passEnv {
+		if val, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+val)
+		}
+	}
+	return append(env, vpn...), nil
+}
+
+func (r *Runner) run(ctx context.Context, env []string) Result {
+	res := Result{Ran: true, ExitCode: -1}
+	start := time.Now()
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		res.Err = fmt.Errorf("run hook script %s: stdout pipe: %w", r.script, err)
+		return res
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		res.Err = fmt.Errorf("run hook script %s: stderr pipe: %w", r.script, err)
+		return res
+	}
+	cmd := &exec.Cmd{
+		Path:        r.script,
+		Args:        []string{r.script},
+		Env:         env,
+		Dir:         "/",
+		Stdout:      outW,
+		Stderr:      errW,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	err = startCmd(cmd)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		res.ExitCode, res.Err = r.startError(err)
+		res.Duration = time.Since(start)
+		return res
+	}
+	pid := cmd.Process.Pid
+	res.PID = pid
+
+	var stdout, stderr capture
+	outDone := make(chan struct{})
+	errDone := make(chan struct{})
+	go stdout.readFrom(outR, outDone)
+	go stderr.readFrom(errR, errDone)
+
+	// Wait for the script to exit without reaping it: while it is an
+	// unreaped zombie its PID, and so its process group ID, cannot be
+	// reused, which makes signalling -pid safe until cmd.Wait below.
+	exited := make(chan error, 1)
+	go func() { exited <- waitExit(pid) }()
+
+	timer := time.NewTimer(r.timeout)
+	defer timer.Stop()
+	var waitErr error
+	gone := false
+	select {
+	case waitErr = <-exited:
+		gone = true
+	case <-timer.C:
+		res.TimedOut = true
+	case <-ctx.Done():
+		res.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+		res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, ctx.Err())
+	}
+	if !gone {
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		grace := time.NewTimer(r.grace)
+		select {
+		case waitErr = <-exited:
+			gone = true
+		case <-grace.C:
+		}
+		grace.Stop()
+	}
+	if waitErr == nil {
+		// Whatever is left in the group, including the script itself when
+		// it outlived the grace, is killed now.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	if !gone {
+		select {
+		case waitErr = <-exited:
+			gone = true
+		case <-time.After(r.grace):
+		}
+	}
+	if !gone {
+		// Stuck in an uninterruptible sleep; reap it whenever it ends.
+		go func() {
+			<-exited
+			_ = cmd.Wait()
+		}()
+		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (pid %d) did not exit after SIGKILL", r.script, pid))
+	} else {
+		err := cmd.Wait()
+		var exitErr *exec.ExitError
+		switch {
+		case err == nil || errors.As(err, &exitErr):
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			switch {
+			case ws.Exited():
+				res.ExitCode = ws.ExitStatus()
+			case ws.Signaled():
+				res.Signal = ws.Signal()
+			}
+		default:
+			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, err))
+		}
+		if waitErr != nil {
+			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, waitErr))
+		}
+	}
+
+	// Every process of the group is gone now, so the pipes are closed unless
+	// a process that left the group still holds them.
+	drain := time.NewTimer(drainWait)
+	held := false
+	for _, done := range []chan struct{}{outDone, errDone} {
+		select {
+		case <-done:
+		case <-drain.C:
+			held = true
+			outR.Close()
+			errR.Close()
+			<-done
+		}
+	}
+	drain.Stop()
+	outR.Close()
+	errR.Close()
+	if held {
+		r.log.Warn("hook script output still held open by a process outside its process group; stopped reading",
+			"script", r.script, "pid", pid)
+	}
+	res.Stdout, res.StdoutDropped = stdout.buf, stdout.dropped
+	res.Stderr, res.StderrDropped = stderr.buf, stderr.dropped
+	res.Duration = time.Since(start)
+	return res
+}
+
+// startCmd starts cmd, retrying briefly on ETXTBSY, which a script still open
+// for writing (being deployed, or inherited across a concurrent fork) gives.
+func startCmd(cmd *exec.Cmd) error {
+	delay := 5 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := cmd.Start()
+		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == 5 {
+			return err
+		}
+		time.Sleep(delay)
+		delay *= 2
+		// A Cmd cannot be started twice; start a fresh copy.
+		*cmd = exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
+			Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, SysProcAttr: cmd.SysProcAttr}
+	}
+}
+
+// startError maps a start failure to a shell-style exit status and a clear
+// error.
+func (r *Runner) startError(err error) (int, error) {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return -1, fmt.Errorf("run hook script %s: %w", r.script, err)
+	}
+	switch errno {
+	case syscall.ENOENT:
+		if _, serr := os.Stat(r.script); errors.Is(serr, fs.ErrNotExist) {
+			return 127, fmt.Errorf("run hook script %s: it does not exist (removed or renamed since startup?)", r.script)
+		}
+		if interp, ok := readShebang(r.script); ok {
+			if _, serr := os.Stat(interp); serr != nil {
+				return 127, fmt.Errorf("run hook script %s: interpreter %s named on its #! line does not exist", r.script, interp)
+			}
+		}
+		return 127, fmt.Errorf("run hook script %s: %w", r.script, errno)
+	case syscall.EACCES, syscall.EPERM:
+		mode := ""
+		if fi, serr := os.Stat(r.script); serr == nil {
+			mode = fmt.Sprintf(" (mode %04o)", fi.Mode().Perm())
+		}
+		return 126, fmt.Errorf("run hook script %s: permission denied%s; is it still executable?", r.script, mode)
+	case syscall.ENOEXEC:
+		return 126, fmt.Errorf("run hook script %s: not an executable format; add a first line such as #!/bin/sh", r.script)
+	}
+	return -1, fmt.Errorf("run hook script %s: %w", r.script, errno)
+}
+
+func readShebang(path string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := io.ReadFull(f, head)
+	return shebang(head[:n])
+}
+
+// waitExit blocks until process pid has exited, leaving it unreaped.
+func waitExit(pid int) error {
+	const pPID = 1     // P_PID
+	var info [128]byte // siginfo_t
+	for {
+		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
+			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
+		if errno != syscall.EINTR {
+			if errno != 0 {
+				return errno
+			}
+			return nil
+		}
+	}
+}
+
+// capture keeps the first OutputLimit bytes written to it and counts the
+// rest. Writes never fail, so the writer is drained to the end.
+type capture struct {
+	buf     []byte
+	dropped int64
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	room := OutputLimit - len(c.buf)
+	room = max(0, min(room, len(p)))
+	c.buf = append(c.buf, p[:room]...)
+	c.dropped += int64(len(p) - room)
+	return len(p), nil
+}
+
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// readFrom reads r to its end (or until it is closed) into c, then closes
+// done.
+func (c *capture) readFrom(r io.Reader, done chan<- struct{}) {
+	defer close(done)
+	bp := scratchPool.Get().(*[]byte)
+	defer scratchPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			_, _ = c.Write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (r *Runner) logResult(v Vars, res Result) {
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.Int64("event_id", v.EventID),
+		slog.String("event", v.Event),
+		slog.String("reason", v.Reason),
+		slog.String("iface", v.Interface),
+		slog.String("peer", v.ConnectionID),
+		slog.String("user", v.UserID),
+		slog.Int("exit_code", res.ExitCode),
+		slog.Duration("duration", res.Duration),
+	)
+	if res.Signal != 0 {
+		attrs = append(attrs, slog.String("signal", res.Signal.String()))
+	}
+	if res.TimedOut {
+		attrs = append(attrs, slog.Bool("timed_out", true))
+	}
+	if out := bytes.TrimSpace(res.Stdout); len(out) > 0 {
+		attrs = append(attrs, slog.String("stdout", string(out)))
+	}
+	if res.StdoutDropped > 0 {
+		attrs = append(attrs, slog.Int64("stdout_dropped", res.StdoutDropped))
+	}
+	if out := bytes.TrimSpace(res.Stderr); len(out) > 0 {
+		attrs = append(attrs, slog.String("stderr", string(out)))
+	}
+	if res.StderrDropped > 0 {
+		attrs = append(attrs, slog.Int64("stderr_dropped", res.StderrDropped))
+	}
+	if res.Err != nil {
+		attrs = append(attrs, slog.String("error", res.Err.Error()))
+	}
+	level, msg := slog.LevelInfo, "hook script succeeded"
+	if !res.OK() {
+		level, msg = slog.LevelWarn, "hook script failed"
+	}
+	r.log.LogAttrs(context.Background(), level, msg, attrs...)
+}
