@@ -38,9 +38,12 @@ type PeerStore interface {
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
 }
 
-// PeerLister reads the desired state.
+// PeerLister reads the desired state. DataVersion changes whenever any
+// connection or process commits to the store; the engine uses it to skip
+// re-reading unchanged state.
 type PeerLister interface {
 	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
+	DataVersion(ctx context.Context) (int64, error)
 }
 
 // Outbox removes configs with their disconnect events and tracks delivery.
@@ -130,6 +133,13 @@ type Engine struct {
 
 	mu         sync.Mutex
 	serverKeys map[string]wgtypes.Key // interface -> public key, learnt from reads
+	wantCache  map[string]wantedState // interface -> desired peers at a data version
+}
+
+// wantedState is an interface's desired peers as of a store data version.
+type wantedState struct {
+	version int64
+	wanted  []wg.Wanted
 }
 
 // New returns an Engine.
@@ -148,6 +158,7 @@ func New(o Options) (*Engine, error) {
 		obs:        o.Observer,
 		crash:      o.crash,
 		serverKeys: map[string]wgtypes.Key{},
+		wantCache:  map[string]wantedState{},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -191,7 +202,7 @@ func (e *Engine) point(name string) {
 
 type nopObserver struct{}
 
-func (nopObserver) ScriptRun(string, bool, time.Duration)                {}
+func (nopObserver) ScriptRun(string, bool, time.Duration)              {}
 func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error) {}
 func (nopObserver) Expired(int)                                        {}
 func (nopObserver) DeviceReadError(string)                             {}

@@ -77,13 +77,9 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 		return fmt.Errorf("skipped, device not read: %w", err)
 	}
 	e.rememberKey(iface, d.PublicKey)
-	peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive})
+	want, err := e.desired(ctx, iface)
 	if err != nil {
 		return fmt.Errorf("skipped, store not read: %w", err)
-	}
-	want := make([]wg.Wanted, len(peers))
-	for i, p := range peers {
-		want[i] = wanted(p)
 	}
 	plan, err := wg.MakePlan(want, d.Peers, orphans)
 	if err != nil {
@@ -116,6 +112,34 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 		return fmt.Errorf("write plan: %w", err)
 	}
 	return nil
+}
+
+// desired returns the interface's active configs in device form. It reads
+// the store only when something was committed since the last read, so a
+// reconcile with nothing to do costs one device read and a comparison.
+func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error) {
+	v, err := e.store.DataVersion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	c, ok := e.wantCache[iface]
+	e.mu.Unlock()
+	if ok && c.version == v {
+		return c.wanted, nil
+	}
+	peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive})
+	if err != nil {
+		return nil, err
+	}
+	want := make([]wg.Wanted, len(peers))
+	for i, p := range peers {
+		want[i] = wanted(p)
+	}
+	e.mu.Lock()
+	e.wantCache[iface] = wantedState{version: v, wanted: want}
+	e.mu.Unlock()
+	return want, nil
 }
 
 func (e *Engine) confirmOnDevice(ctx context.Context, iface string, keys []wgtypes.Key) ([]wgtypes.Key, error) {
