@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// newLogger builds the slog logger of a command: text for a terminal or
+// journald, JSON for log pipelines.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("-log-format %q: want text or json", format)
+}
+
+// parts are the pieces a command that changes things needs.
+type parts struct {
+	cfg    *config.Config
+	store  *store.Store
+	dev    *wg.Client
+	runner *hooks.Runner
+	engine *reconcile.Engine
+}
+
+func (p *parts) close() {
+	if p.store != nil {
+		p.store.Close()
+	}
+	if p.dev != nil {
+		p.dev.Close()
+	}
+}
+
+// openParts loads the config and opens store, device client, script runner
+// and engine.
+func (e *env) openParts(log *slog.Logger) (*parts, error) {
+	cfg, err := e.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	return e.openPartsWith(cfg, log)
+}
+
+func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger) (*parts, error) {
+	p := &parts{cfg: cfg}
+	var err error
+	p.runner, err = hooks.New(hooks.Config{
+		Script:      cfg.Hooks.Script,
+		Timeout:     cfg.Hooks.Timeout,
+		Concurrency: cfg.Hooks.Concurrency,
+		PassEnv:     cfg.Hooks.PassEnv,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.store, err = e.openStore(cfg, log); err != nil {
+		return nil, err
+	}
+	if p.dev, err = wg.NewClient(); err != nil {
+		p.close()
+		return nil, fmt.Errorf("open WireGuard control: %w", err)
+	}
+	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func cmdDaemon(e *env, args []string) error {
+	fs := flag.NewFlagSet("daemon", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(e, fs, args, "daemon",
+		"Run until SIGINT or SIGTERM: bring up the interfaces wgkeeper owns, run\nhousekeeping on housekeeping.schedule, reconcile every\nhousekeeping.reconcile_interval, expire configs at their expiry, deliver\nevents as soon as they are due. SIGHUP reloads the config.",
+		"wgkeeper -config examples/wgkeeper.toml daemon"); err != nil {
+		return err
+	}
+	log, err := newLogger(e.stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	d := &daemon{env: e, log: log}
+	return d.run()
+}
+
+type daemon struct {
+	env   *env
+	log   *slog.Logger
+	p     *parts
+	links []*wg.Link
+
+	wake chan struct{} // something changed: recompute timers
+}
+
+func (d *daemon) run() error {
+	ctx := d.env.ctx
+	p, err := d.env.openParts(d.log)
+	if err != nil {
+		return err
+	}
+	d.p = p
+	defer p.close()
+	if err := d.upInterfaces(ctx, p.cfg); err != nil {
+		d.downInterfaces()
+		return err
+	}
+	defer d.downInterfaces()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	d.wake = make(chan struct{}, 1)
+	var running sync.WaitGroup
+	defer running.Wait()
+
+	housekeep := func() {
+		if _, err := p.engine.Housekeeping(ctx, false); err != nil && !errors.Is(err, reconcile.ErrBusy) && ctx.Err() == nil {
+			d.log.Error("housekeeping", "err", err)
+		}
+		d.poke()
+	}
+	sched, err := d.startCron(p.cfg.Housekeeping.Schedule, housekeep)
+	if err != nil {
+		return err
+	}
+	defer func() { <-sched.Stop().Done() }()
+
+	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.Database, "interfaces", len(p.cfg.Interfaces))
+	housekeep()
+
+	recon := time.NewTicker(p.cfg.Housekeeping.ReconcileInterval)
+	defer recon.Stop()
+	watch := time.NewTicker(500 * time.Millisecond)
+	defer watch.Stop()
+	lastVersion, _ := p.store.DataVersion(ctx)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	d.arm(ctx, timer)
+
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("stopping", "reason", context.Cause(ctx))
+			return nil
+		case <-hup:
+			d.reload(ctx, sched, &recon, housekeep)
+			d.arm(ctx, timer)
+		case <-recon.C:
+			p.engine.ReconcileAll(ctx, false)
+		case <-watch.C:
+			// Another process (a CLI command, the API of another node)
+			// may have written: data_version tells cheaply.
+			v, err := p.store.DataVersion(ctx)
+			if err == nil && v != lastVersion {
+				lastVersion = v
+				d.arm(ctx, timer)
+			}
+		case <-d.wake:
+			d.arm(ctx, timer)
+		case <-timer.C:
+			// An expiry or a retry is due now.
+			if _, err := p.engine.Expire(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("expire", "err", err)
+			}
+			if _, err := p.engine.Deliver(ctx); err != nil && ctx.Err() == nil {
+				d.log.Error("deliver", "err", err)
+			}
+			d.arm(ctx, timer)
+		}
+	}
+}
+
+func (d *daemon) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// arm sets the timer to the earliest expiry or event retry.
+func (d *daemon) arm(ctx context.Context, t *time.Timer) {
+	next := time.Now().Add(time.Hour)
+	if at, ok, err := d.p.store.NextExpiry(ctx); err == nil && ok && at.Before(next) {
+		next = at
+	}
+	if at, ok, err := d.p.store.NextDue(ctx); err == nil && ok && at.Before(next) {
+		next = at
+	}
+	wait := time.Until(next)
+	if wait < 0 {
+		wait = 0
+	}
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(wait)
+}
+
+func (d *daemon) startCron(spec string, job func()) (*cron.Cron, error) {
+	cl := cronLogger{d.log}
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
+	if _, err := c.AddFunc(spec, job); err != nil {
+		return nil, fmt.Errorf("housekeeping.schedule %q: %w", spec, err)
+	}
+	c.Start()
+	return c, nil
+}
+
+// reload re-reads the config on SIGHUP. A bad file keeps the old config.
+// Interfaces are not re-created: a change of interfaces needs a restart.
+func (d *daemon) reload(ctx context.Context, sched *cron.Cron, recon **time.Ticker, job func()) {
+	cfg, err := d.env.loadConfig()
+	if err != nil {
+		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
+	if _, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency, PassEnv: cfg.Hooks.PassEnv}); err != nil {
+		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
+	d.p.engine.SetConfig(cfg)
+	d.p.cfg = cfg
+	(*recon).Reset(cfg.Housekeeping.ReconcileInterval)
+	for _, en := range sched.Entries() {
+		sched.Remove(en.ID)
+	}
+	if _, err := sched.AddFunc(cfg.Housekeeping.Schedule, job); err != nil {
+		d.log.Error("reload: schedule", "err", err)
+	}
+	d.log.Info("config reloaded", "config", d.env.configPath)
+	_ = ctx
+}
+
+// upInterfaces creates the interfaces wgkeeper owns and sets key and port
+// of existing ones when the config names them.
+func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
+	for _, ifc := range cfg.Interfaces {
+		var key *wgtypes.Key
+		if ifc.PrivateKeyFile != "" {
+			k, err := wg.LoadOrCreateKey(ifc.PrivateKeyFile)
+			if err != nil {
+				return fmt.Errorf("interface %s: %w", ifc.Name, err)
+			}
+			key = &k
+		}
+		switch ifc.Mode {
+		case "kernel", "userspace":
+			if key == nil {
+				return fmt.Errorf("interface %s: mode %s needs private_key_file", ifc.Name, ifc.Mode)
+			}
+			var addrs []netip.Prefix
+			for _, prof := range cfg.Profiles {
+				if prof.Interface == ifc.Name {
+					addrs = append(addrs, prof.ServerAddrs()...)
+				}
+			}
+			l, err := wg.Up(ctx, wg.Spec{Name: ifc.Name, Mode: ifc.Mode, PrivateKey: *key, ListenPort: ifc.ListenPort, Addresses: addrs, Logger: d.log})
+			if err != nil {
+				return fmt.Errorf("interface %s: %w", ifc.Name, err)
+			}
+			d.links = append(d.links, l)
+			d.log.Info("interface up", "iface", ifc.Name, "mode", ifc.Mode, "port", ifc.ListenPort, "public_key", key.PublicKey().String())
+		default:
+			var port *int
+			if ifc.ListenPort != 0 {
+				port = &ifc.ListenPort
+			}
+			if key != nil || port != nil {
+				if err := d.p.dev.SetDevice(ctx, ifc.Name, key, port); err != nil {
+					return fmt.Errorf("interface %s: %w", ifc.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (d *daemon) downInterfaces() {
+	for i := len(d.links) - 1; i >= 0; i-- {
+		if err := d.links[i].Close(); err != nil {
+			d.log.Error("remove interface", "err", err)
+		}
+	}
+	d.links = nil
+}
+
+type cronLogger struct{ l *slog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error("cron: "+msg, append(kv, "err", err)...)
+}

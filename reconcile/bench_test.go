@@ -1,0 +1,133 @@
+package reconcile
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// seed puts n active configs (expiring at exp; zero = never) in the store
+// and on the device, without running scripts.
+func (h *harness) seed(tb testing.TB, n int, exp time.Time) []store.Peer {
+	tb.Helper()
+	prof, _ := h.cfg.Profile("staff")
+	var add []wg.Wanted
+	var out []store.Peer
+	for i := 0; i < n; i++ {
+		k, _ := wgtypes.GeneratePrivateKey()
+		p, ev, err := h.st.InsertPending(h.ctx, store.NewPeer{
+			PublicKey: k.PublicKey(), Interface: h.srv.Name, ProfileID: "staff", UserID: "bench",
+			ExpiresAt: exp, IPv4Range: prof.IPv4Range, IPv6Range: prof.IPv6Range,
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := h.st.Activate(h.ctx, p.PublicKey, ev.ID); err != nil {
+			tb.Fatal(err)
+		}
+		add = append(add, wanted(p))
+		out = append(out, p)
+	}
+	if _, err := h.dev.Apply(h.ctx, h.srv.Name, wg.Plan{Add: add}); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// BenchmarkHousekeepingNoop10k: a housekeeping run on a 10k-peer interface
+// with nothing to do, against one raw wgctrl Device() read of the same
+// device, measured alternately in the same run. Target ratio <= 1.5.
+func BenchmarkHousekeepingNoop10k(b *testing.B) {
+	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	h.seed(b, 10000, time.Time{})
+	raw, err := wgctrl.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	if s, err := h.eng.Housekeeping(h.ctx, true); err != nil || !s.Reports[0].Plan.Empty() {
+		b.Fatalf("warm-up: %+v %v", s, err)
+	}
+	var rawNs, hkNs time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		d, err := raw.Device(h.srv.Name)
+		rawNs += time.Since(t0)
+		if err != nil || len(d.Peers) != 10000 {
+			b.Fatal(err)
+		}
+		t0 = time.Now()
+		s, err := h.eng.Housekeeping(h.ctx, true)
+		hkNs += time.Since(t0)
+		if err != nil || !s.Reports[0].Plan.Empty() {
+			b.Fatalf("%+v %v", s, err)
+		}
+	}
+	b.ReportMetric(float64(rawNs.Milliseconds())/float64(b.N), "raw-read-ms")
+	b.ReportMetric(float64(hkNs.Milliseconds())/float64(b.N), "housekeeping-ms")
+	b.ReportMetric(float64(hkNs)/float64(rawNs), "ratio")
+}
+
+// timedDevice measures the time spent in device writes.
+type timedDevice struct {
+	Device
+	apply atomic.Int64
+}
+
+func (d *timedDevice) Apply(ctx context.Context, name string, p wg.Plan) (wg.Counts, error) {
+	t0 := time.Now()
+	c, err := d.Device.Apply(ctx, name, p)
+	d.apply.Add(int64(time.Since(t0)))
+	return c, err
+}
+
+// BenchmarkExpire10pctOf10k: expire 1000 of 10k configs with a trivial
+// script at concurrency 4; reports total time, D events/s and the share of
+// the time spent writing the device.
+func BenchmarkExpire10pctOf10k(b *testing.B) {
+	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	trivial := filepath.Join(h.dir, "true.sh")
+	if err := os.WriteFile(trivial, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	run, err := hooks.New(hooks.Config{Script: trivial, Timeout: 5 * time.Second, Concurrency: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	td := &timedDevice{Device: h.dev}
+	e, err := New(Options{Config: h.cfg, Store: h.st, Device: td, Runner: run, Now: h.clock.Now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.seed(b, 9000, time.Time{})
+	var total time.Duration
+	var events int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		h.seed(b, 1000, h.clock.Now().Add(time.Minute))
+		h.clock.Advance(2 * time.Minute)
+		b.StartTimer()
+		t0 := time.Now()
+		r, err := e.Expire(h.ctx)
+		total += time.Since(t0)
+		if err != nil || len(r.Events) != 1000 || r.Delivered != 1000 {
+			b.Fatalf("expire: %d events, %d delivered, %v", len(r.Events), r.Delivered, err)
+		}
+		events += len(r.Events)
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/expire-1000")
+	b.ReportMetric(float64(events)/total.Seconds(), "D-events/s")
+	b.ReportMetric(float64(td.apply.Load())/float64(total), "device-write-share")
+}

@@ -1,0 +1,378 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// InvalidError is bad input: Field names what was wrong.
+type InvalidError struct {
+	Field   string
+	Message string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Message }
+
+func invalid(field, format string, a ...any) error {
+	return &InvalidError{Field: field, Message: fmt.Sprintf(format, a...)}
+}
+
+// RejectedError is a create refused by the connect script. Nothing was kept:
+// no row, no device peer, no event.
+type RejectedError struct {
+	ExitCode int
+	TimedOut bool
+	Err      error // the script could not be run at all
+	Output   string
+}
+
+func (e *RejectedError) Error() string {
+	switch {
+	case e.TimedOut:
+		return "rejected by connect script: timed out"
+	case e.Err != nil:
+		return fmt.Sprintf("rejected by connect script: %v", e.Err)
+	default:
+		return fmt.Sprintf("rejected by connect script: exit status %d", e.ExitCode)
+	}
+}
+
+// ErrInProgress is a retried create whose first attempt is still running
+// its connect script.
+var ErrInProgress = errors.New("a create for this public key is still in progress")
+
+// CreateRequest asks for a new config.
+type CreateRequest struct {
+	UserID    string
+	ProfileID string
+	// PublicKey is the client's key; nil means wgkeeper generates the key
+	// pair and returns the private key once, without storing it.
+	PublicKey     *wgtypes.Key
+	DisplayName   string
+	ExpiresAt     time.Time     // zero: the profile's default
+	ExpiresIn     time.Duration // used when ExpiresAt is zero; 0: default
+	OriginatingIP netip.Addr
+}
+
+// Created is a config ready to hand to the client.
+type Created struct {
+	Peer store.Peer
+	// Existing is true when the request was a retry of a config that exists.
+	Existing bool
+	// PrivateKey is set only when wgkeeper generated the key pair.
+	PrivateKey *wgtypes.Key
+	Client     ClientConfig
+	// DeviceErr is set when the config is valid but adding it to the device
+	// failed; the next reconcile adds it.
+	DeviceErr error
+}
+
+// MaxUserIDLen is the longest user id accepted, in bytes.
+const MaxUserIDLen = 256
+
+// ValidateUserID checks a user id: 1–256 bytes of UTF-8 without control
+// characters.
+func ValidateUserID(u string) error {
+	switch {
+	case u == "":
+		return invalid("user_id", "must not be empty")
+	case len(u) > MaxUserIDLen:
+		return invalid("user_id", "is %d bytes long; the limit is %d", len(u), MaxUserIDLen)
+	case !utf8.ValidString(u):
+		return invalid("user_id", "is not valid UTF-8")
+	}
+	for _, r := range u {
+		if unicode.IsControl(r) {
+			return invalid("user_id", "contains the control character %U", r)
+		}
+	}
+	return nil
+}
+
+// ParseKey parses a public key in standard base64 (as wg prints it) or
+// base64url, rejecting the all-zero key.
+func ParseKey(s string) (wgtypes.Key, error) {
+	k, err := wgtypes.ParseKey(s)
+	if err != nil {
+		std := strings.NewReplacer("-", "+", "_", "/").Replace(s)
+		if std != s {
+			k, err = wgtypes.ParseKey(std)
+		}
+	}
+	if err != nil {
+		return wgtypes.Key{}, invalid("public_key", "%q is not a WireGuard key (44 characters of base64 encoding 32 bytes)", s)
+	}
+	if k == (wgtypes.Key{}) {
+		return wgtypes.Key{}, invalid("public_key", "the all-zero key is not allowed")
+	}
+	return k, nil
+}
+
+// Create makes a new config: validate, reserve addresses, run the connect
+// script, then activate and add the peer to the device. A retry of a create
+// that succeeded (same key, user and profile) returns the existing config
+// with Existing set and runs no script.
+//
+// Errors: *InvalidError for bad input; *RejectedError when the script said
+// no; store.ErrConflict when the key belongs to another user or profile;
+// store.ErrLimitReached; store.ErrPoolExhausted; ErrInProgress.
+func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error) {
+	cfg := e.Config()
+	if err := ValidateUserID(req.UserID); err != nil {
+		return nil, err
+	}
+	prof, ok := cfg.Profile(req.ProfileID)
+	if !ok {
+		return nil, invalid("profile_id", "unknown profile %q", req.ProfileID)
+	}
+	ifc, ok := cfg.Interface(prof.Interface)
+	if !ok {
+		return nil, invalid("profile_id", "profile %q names unknown interface %q", prof.ID, prof.Interface)
+	}
+	if len(req.DisplayName) > 256 || !utf8.ValidString(req.DisplayName) || strings.ContainsFunc(req.DisplayName, unicode.IsControl) {
+		return nil, invalid("display_name", "must be at most 256 bytes of UTF-8 without control characters")
+	}
+	if req.OriginatingIP.IsValid() && req.OriginatingIP.Zone() != "" {
+		return nil, invalid("originating_ip", "must not carry a zone")
+	}
+	now := e.clock()
+	expires, err := expiryFor(prof, req, now)
+	if err != nil {
+		return nil, err
+	}
+	serverKey, err := e.serverKey(ctx, ifc.Name)
+	if err != nil {
+		return nil, err
+	}
+
+	var priv *wgtypes.Key
+	pub := wgtypes.Key{}
+	if req.PublicKey != nil {
+		pub = *req.PublicKey
+		if pub == (wgtypes.Key{}) {
+			return nil, invalid("public_key", "the all-zero key is not allowed")
+		}
+		if pub == serverKey {
+			return nil, invalid("public_key", "is the server's own key")
+		}
+	} else {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			return nil, fmt.Errorf("generate key pair: %w", err)
+		}
+		priv = &k
+		pub = k.PublicKey()
+	}
+	var psk *wgtypes.Key
+	if prof.PresharedKeys {
+		k, err := wgtypes.GenerateKey()
+		if err != nil {
+			return nil, fmt.Errorf("generate preshared key: %w", err)
+		}
+		psk = &k
+	}
+
+	peer, cev, err := e.store.InsertPending(ctx, store.NewPeer{
+		PublicKey:     pub,
+		Interface:     ifc.Name,
+		ProfileID:     prof.ID,
+		UserID:        req.UserID,
+		DisplayName:   req.DisplayName,
+		PresharedKey:  psk,
+		OriginatingIP: req.OriginatingIP,
+		ExpiresAt:     expires,
+		IPv4Range:     prof.IPv4Range,
+		IPv6Range:     prof.IPv6Range,
+		MaxPerUser:    prof.MaxConfigsPerUser,
+	})
+	if errors.Is(err, store.ErrConflict) && req.PublicKey != nil {
+		return e.existing(ctx, pub, req, prof, ifc, serverKey, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log := e.log.With("iface", ifc.Name, "peer", pub.String(), "user", req.UserID, "profile", prof.ID, "event_id", cev.ID)
+	e.point("create:inserted")
+
+	// From here on the work finishes even if the caller goes away: the
+	// script's verdict must be acted on, whatever the request does.
+	ctx = context.WithoutCancel(ctx)
+	res := e.runScript(ctx, cev)
+	e.point("create:script-ran")
+	if !res.OK() {
+		if err := e.store.RejectPending(ctx, pub, cev.ID); err != nil {
+			log.Error("remove rejected config", "err", err)
+		}
+		rej := &RejectedError{ExitCode: res.ExitCode, TimedOut: res.TimedOut, Err: res.Err, Output: strings.TrimSpace(string(res.Stderr))}
+		log.Warn("connect script rejected config", "exit_code", res.ExitCode, "timed_out", res.TimedOut, "err", res.Err)
+		return nil, rej
+	}
+	if err := e.store.Activate(ctx, pub, cev.ID); err != nil {
+		// The script said yes but the row could not be activated; the
+		// stale-pending cleanup will send the D event.
+		return nil, fmt.Errorf("activate %s: %w", pub, err)
+	}
+	peer.State = store.StateActive
+	log.Info("config created", "ip_four", addrString(peer.IPv4), "ip_six", addrString(peer.IPv6), "expires_at", timeString(peer.ExpiresAt))
+	e.point("create:activated")
+
+	out := &Created{Peer: peer, PrivateKey: priv, Client: clientConfig(peer, prof, ifc, serverKey, priv)}
+	if err := e.addToDevice(ctx, ifc.Name, peer); err != nil {
+		log.Error("add config to device; the next reconcile adds it", "err", err)
+		out.DeviceErr = err
+	}
+	return out, nil
+}
+
+// existing answers a create whose key is already stored.
+func (e *Engine) existing(ctx context.Context, key wgtypes.Key, req CreateRequest, prof config.Profile, ifc config.Interface, serverKey wgtypes.Key, cause error) (*Created, error) {
+	p, err := e.store.GetPeer(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		// Deleted in between: the caller may simply try again.
+		return nil, cause
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.UserID != req.UserID || p.ProfileID != req.ProfileID {
+		return nil, fmt.Errorf("public key %s is already in use: %w", key, store.ErrConflict)
+	}
+	if p.State != store.StateActive {
+		return nil, ErrInProgress
+	}
+	return &Created{Peer: p, Existing: true, Client: clientConfig(p, prof, ifc, serverKey, nil)}, nil
+}
+
+func expiryFor(prof config.Profile, req CreateRequest, now time.Time) (time.Time, error) {
+	var exp time.Time
+	switch {
+	case !req.ExpiresAt.IsZero():
+		exp = req.ExpiresAt.UTC()
+		if !exp.After(now) {
+			return time.Time{}, invalid("expires_at", "%s is not in the future", exp.Format(time.RFC3339))
+		}
+	case req.ExpiresIn < 0:
+		return time.Time{}, invalid("expires_in", "must not be negative")
+	case req.ExpiresIn > 0:
+		exp = now.Add(req.ExpiresIn)
+	case prof.Expiry > 0:
+		exp = now.Add(prof.Expiry)
+	}
+	if prof.MaxExpiry > 0 {
+		limit := now.Add(prof.MaxExpiry)
+		if exp.IsZero() {
+			exp = limit
+		} else if exp.After(limit) {
+			field := "expires_at"
+			if req.ExpiresAt.IsZero() {
+				field = "expires_in"
+			}
+			return time.Time{}, invalid(field, "%s is beyond the profile's maximum lifetime of %s", exp.Format(time.RFC3339), prof.MaxExpiry)
+		}
+	}
+	return exp, nil
+}
+
+// serverKey returns the interface's public key, read from the device once
+// and then remembered (refreshed by every reconcile).
+func (e *Engine) serverKey(ctx context.Context, iface string) (wgtypes.Key, error) {
+	e.mu.Lock()
+	k, ok := e.serverKeys[iface]
+	e.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	d, err := e.dev.Read(ctx, iface)
+	if err != nil {
+		e.obs.DeviceReadError(iface)
+		return wgtypes.Key{}, fmt.Errorf("read %s for its public key: %w", iface, err)
+	}
+	e.rememberKey(iface, d.PublicKey)
+	return d.PublicKey, nil
+}
+
+func (e *Engine) rememberKey(iface string, k wgtypes.Key) {
+	e.mu.Lock()
+	e.serverKeys[iface] = k
+	e.mu.Unlock()
+}
+
+// addToDevice adds one active peer, under the interface's device lock.
+func (e *Engine) addToDevice(ctx context.Context, iface string, p store.Peer) error {
+	l, err := e.deviceLock(ctx, iface)
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	_, err = e.dev.Apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(p)}})
+	return err
+}
+
+// wanted is the device-side form of a stored peer.
+func wanted(p store.Peer) wg.Wanted {
+	w := wg.Wanted{PublicKey: p.PublicKey}
+	if p.IPv4.IsValid() {
+		w.AllowedIPs = append(w.AllowedIPs, netip.PrefixFrom(p.IPv4, 32))
+	}
+	if p.IPv6.IsValid() {
+		w.AllowedIPs = append(w.AllowedIPs, netip.PrefixFrom(p.IPv6, 128))
+	}
+	if p.PresharedKey != nil {
+		w.PresharedKey = *p.PresharedKey
+	}
+	return w
+}
+
+// runScript runs the script for an event and reports it to the observer.
+func (e *Engine) runScript(ctx context.Context, ev store.Event) hooks.Result {
+	res := e.run.Run(ctx, varsOf(ev))
+	if res.Ran {
+		e.obs.ScriptRun(ev.Kind, res.OK(), res.Duration)
+	}
+	return res
+}
+
+func varsOf(ev store.Event) hooks.Vars {
+	return hooks.Vars{
+		Event:         ev.Kind,
+		UserID:        ev.UserID,
+		ProfileID:     ev.ProfileID,
+		ConnectionID:  ev.PublicKey.String(),
+		IPFour:        ev.IPv4,
+		IPSix:         ev.IPv6,
+		OriginatingIP: ev.OriginatingIP,
+		BytesIn:       ev.BytesIn,
+		BytesOut:      ev.BytesOut,
+		Reason:        ev.Reason,
+		Interface:     ev.Interface,
+		ExpiresAt:     ev.ExpiresAt,
+		EventID:       ev.ID,
+	}
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func timeString(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,159 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+// Delivery counts what one Deliver call did.
+type Delivery struct {
+	Done    int // script ran and exited 0 (or no script is configured)
+	Retried int // failed, scheduled again
+	Failed  int // failed for the last time: status failed
+}
+
+// Deliver runs every due disconnect event in id order, with the script
+// runner's concurrency, until none is due. Each event is claimed with a
+// lease first, so two processes never run one event at once; a lease left by
+// a dead process expires and the event is run again (at-least-once).
+func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
+	var total Delivery
+	limit := 4 * max(e.Config().Hooks.Concurrency, 1)
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		now := e.clock()
+		evs, err := e.store.ClaimDue(ctx, e.owner, now, now.Add(e.leaseFor()), limit)
+		if err != nil {
+			return total, fmt.Errorf("claim due events: %w", err)
+		}
+		if len(evs) == 0 {
+			return total, nil
+		}
+		d := e.deliverBatch(context.WithoutCancel(ctx), evs)
+		total.Done += d.Done
+		total.Retried += d.Retried
+		total.Failed += d.Failed
+	}
+}
+
+// deliverClaimed delivers events this engine already holds the lease of and
+// returns how many succeeded.
+func (e *Engine) deliverClaimed(ctx context.Context, evs []store.Event) int {
+	return e.deliverBatch(ctx, evs).Done
+}
+
+func (e *Engine) deliverBatch(ctx context.Context, evs []store.Event) Delivery {
+	var (
+		mu  sync.Mutex
+		out Delivery
+		wg  sync.WaitGroup
+	)
+	// The runner bounds how many scripts run at once; starting a goroutine
+	// per event of a bounded batch keeps the runner's slots full.
+	for i := range evs {
+		wg.Add(1)
+		go func(ev store.Event) {
+			defer wg.Done()
+			r := e.deliverOne(ctx, ev)
+			mu.Lock()
+			switch r {
+			case outcomeDone:
+				out.Done++
+			case outcomeRetry:
+				out.Retried++
+			case outcomeFailed:
+				out.Failed++
+			}
+			mu.Unlock()
+		}(evs[i])
+	}
+	wg.Wait()
+	return out
+}
+
+type outcome int
+
+const (
+	outcomeDone outcome = iota
+	outcomeRetry
+	outcomeFailed
+	outcomeLost
+)
+
+func (e *Engine) deliverOne(ctx context.Context, ev store.Event) outcome {
+	log := e.log.With("event_id", ev.ID, "peer", ev.PublicKey.String(), "iface", ev.Interface, "user", ev.UserID)
+	res := e.runScript(ctx, ev)
+	e.point("deliver:script-ran")
+	if res.OK() {
+		if err := e.store.MarkDone(ctx, ev.ID, e.owner); err != nil {
+			log.Error("mark event done; it will be delivered again", "err", err)
+			return outcomeLost
+		}
+		return outcomeDone
+	}
+	hc := e.Config().Hooks
+	attempts := ev.Attempts + 1
+	final := attempts >= max(hc.MaxAttempts, 1)
+	next := e.clock().Add(Backoff(attempts, hc.RetryBase, hc.RetryMax))
+	msg := failureText(res)
+	if err := e.store.MarkAttemptFailed(ctx, ev.ID, e.owner, msg, next, final); err != nil {
+		log.Error("record failed delivery", "err", err)
+		return outcomeLost
+	}
+	if final {
+		log.Error("disconnect script failed for the last time; event marked failed", "attempts", attempts, "err", msg)
+		return outcomeFailed
+	}
+	log.Warn("disconnect script failed; will retry", "attempts", attempts, "next_attempt_at", next.Format(time.RFC3339), "err", msg)
+	return outcomeRetry
+}
+
+func failureText(r hooks.Result) string {
+	switch {
+	case r.TimedOut:
+		return "timed out"
+	case r.Err != nil:
+		return r.Err.Error()
+	default:
+		return fmt.Sprintf("exit status %d", r.ExitCode)
+	}
+}
+
+// Backoff is the wait before attempt n+1 after n failed attempts: base
+// doubled n-1 times, at most limit.
+func Backoff(n int, base, limit time.Duration) time.Duration {
+	if base <= 0 {
+		base = time.Second
+	}
+	d := base
+	for i := 1; i < n; i++ {
+		d *= 2
+		if limit > 0 && d >= limit {
+			return limit
+		}
+		if d <= 0 { // overflow
+			return limit
+		}
+	}
+	if limit > 0 && d > limit {
+		return limit
+	}
+	return d
+}
+
+// Retry makes one failed event due again.
+func (e *Engine) Retry(ctx context.Context, id int64) error {
+	return e.store.RetryEvent(ctx, id)
+}
+
+// RetryFailed makes every failed event due again and returns how many.
+func (e *Engine) RetryFailed(ctx context.Context) (int, error) {
+	return e.store.RetryFailed(ctx)
+}

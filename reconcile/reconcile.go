@@ -1,0 +1,208 @@
+// Package reconcile is wgkeeper's lifecycle engine. It creates, deletes,
+// expires and revokes peer configurations, repairs the devices so they match
+// the store, and delivers the disconnect events to the operator's script with
+// at-least-once semantics.
+//
+// It owns the order of the steps — store, script, device — that makes the
+// guarantees hold: a peer is never on a device without a successful connect
+// script, and every config whose connect succeeded gets a disconnect event
+// once it is removed, whichever process removes it and whenever a process
+// dies. It does not speak SQL, wgctrl or os/exec itself: it consumes the
+// small interfaces below, satisfied by the store, wg and hooks packages.
+package reconcile
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// PeerStore creates configs.
+type PeerStore interface {
+	InsertPending(ctx context.Context, p store.NewPeer) (store.Peer, store.Event, error)
+	Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error
+	RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error
+	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
+}
+
+// PeerLister reads the desired state. DataVersion changes whenever any
+// connection or process commits to the store; the engine uses it to skip
+// re-reading unchanged state.
+type PeerLister interface {
+	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
+	DataVersion(ctx context.Context) (int64, error)
+}
+
+// Outbox removes configs with their disconnect events and tracks delivery.
+type Outbox interface {
+	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error)
+	SetEventBytes(ctx context.Context, id int64, in, out int64) error
+	ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error)
+	MarkDone(ctx context.Context, id int64, owner string) error
+}
+
+// Retrier records failed deliveries and lets an operator try again.
+type Retrier interface {
+	MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg string, next time.Time, final bool) error
+	RetryEvent(ctx context.Context, id int64) error
+	RetryFailed(ctx context.Context) (int, error)
+	PruneEvents(ctx context.Context, before time.Time) (int, error)
+}
+
+// Store is everything the engine needs from the database.
+type Store interface {
+	PeerStore
+	PeerLister
+	Outbox
+	Retrier
+}
+
+// Device reads and writes live WireGuard interfaces.
+type Device interface {
+	Read(ctx context.Context, name string) (*wg.Device, error)
+	Apply(ctx context.Context, name string, p wg.Plan) (wg.Counts, error)
+}
+
+// Runner runs the connect/disconnect script.
+type Runner interface {
+	Run(ctx context.Context, v hooks.Vars) hooks.Result
+}
+
+// Compile-time checks that the real parts fit.
+var (
+	_ Store  = (*store.Store)(nil)
+	_ Device = (*wg.Client)(nil)
+	_ Runner = (*hooks.Runner)(nil)
+)
+
+// Options configure an Engine. Store, Device and Runner are required.
+type Options struct {
+	Config *config.Config
+	Store  Store
+	Device Device
+	Runner Runner
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// LockDir holds the lock files that serialise housekeeping and device
+	// writes across processes. Empty means the database's directory.
+	LockDir string
+	// Owner names this process in event leases; empty means host:pid:random.
+	Owner string
+	// Observer receives measurements; nil means none.
+	Observer Observer
+	// crash is called at named points of the lifecycle; tests use it to
+	// simulate a process dying there.
+	crash func(point string)
+}
+
+// Observer receives what the engine measures (metrics). Every method must be
+// safe for concurrent use and fast.
+type Observer interface {
+	ScriptRun(event string, ok bool, d time.Duration)
+	Reconciled(iface string, c wg.Counts, d time.Duration, err error)
+	Expired(n int)
+	DeviceReadError(iface string)
+}
+
+// Engine runs the lifecycle. It is safe for concurrent use.
+type Engine struct {
+	cfg     atomic.Pointer[config.Config]
+	store   Store
+	dev     Device
+	run     Runner
+	log     *slog.Logger
+	now     func() time.Time
+	lockDir string
+	owner   string
+	obs     Observer
+	crash   func(string)
+
+	mu         sync.Mutex
+	serverKeys map[string]wgtypes.Key // interface -> public key, learnt from reads
+	wantCache  map[string]wantedState // interface -> desired peers at a data version
+}
+
+// wantedState is an interface's desired peers as of a store data version.
+type wantedState struct {
+	version int64
+	wanted  []wg.Wanted
+}
+
+// New returns an Engine.
+func New(o Options) (*Engine, error) {
+	if o.Config == nil || o.Store == nil || o.Device == nil || o.Runner == nil {
+		return nil, fmt.Errorf("reconcile: config, store, device and runner are required")
+	}
+	e := &Engine{
+		store:      o.Store,
+		dev:        o.Device,
+		run:        o.Runner,
+		log:        o.Logger,
+		now:        o.Now,
+		lockDir:    o.LockDir,
+		owner:      o.Owner,
+		obs:        o.Observer,
+		crash:      o.crash,
+		serverKeys: map[string]wgtypes.Key{},
+		wantCache:  map[string]wantedState{},
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.obs == nil {
+		e.obs = nopObserver{}
+	}
+	if e.owner == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		e.owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if e.lockDir == "" {
+		e.lockDir = dirOf(o.Config.Database)
+	}
+	e.cfg.Store(o.Config)
+	return e, nil
+}
+
+// SetConfig swaps the configuration (a reload). Steps already running finish
+// with the configuration they started with.
+func (e *Engine) SetConfig(c *config.Config) { e.cfg.Store(c) }
+
+// Config returns the configuration in force.
+func (e *Engine) Config() *config.Config { return e.cfg.Load() }
+
+// Owner is the name this engine uses in event leases.
+func (e *Engine) Owner() string { return e.owner }
+
+func (e *Engine) clock() time.Time { return e.now().UTC() }
+
+func (e *Engine) point(name string) {
+	if e.crash != nil {
+		e.crash(name)
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ScriptRun(string, bool, time.Duration)              {}
+func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error) {}
+func (nopObserver) Expired(int)                                        {}
+func (nopObserver) DeviceReadError(string)                             {}

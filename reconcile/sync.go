@@ -1,0 +1,242 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// Report is the outcome of reconciling one interface.
+type Report struct {
+	Interface string
+	// Plan is what was (or, in a dry run, would be) written.
+	Plan wg.Plan
+	// Counts is what was written; zero in a dry run.
+	Counts wg.Counts
+	// Expiring lists, in a dry run, the active configs that housekeeping
+	// would expire now.
+	Expiring []store.Peer
+	DryRun   bool
+	Duration time.Duration
+	// Err is set when the interface was skipped (device unreadable) or the
+	// write failed; nothing is assumed about the device then.
+	Err error
+}
+
+// Reconcile makes one interface match the store: one device read, one pure
+// plan, one incremental write. Missing peers are restored without a C event,
+// drift is repaired, orphans are removed or kept per the interface's
+// orphans setting. A device that cannot be read is skipped with an error
+// and nothing is touched. With dryRun nothing changes.
+func (e *Engine) Reconcile(ctx context.Context, iface string, dryRun bool) Report {
+	start := time.Now()
+	r := Report{Interface: iface, DryRun: dryRun}
+	r.Err = e.reconcile(ctx, iface, dryRun, &r)
+	r.Duration = time.Since(start)
+	if !dryRun {
+		e.obs.Reconciled(iface, r.Counts, r.Duration, r.Err)
+		if r.Err != nil {
+			e.log.Error("reconcile", "iface", iface, "err", r.Err)
+		} else if !r.Plan.Empty() {
+			e.log.Info("reconciled", "iface", iface, "added", r.Counts.Added, "updated", r.Counts.Updated,
+				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "duration", r.Duration.Round(time.Microsecond))
+		}
+	}
+	return r
+}
+
+func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Report) error {
+	cfg := e.Config()
+	ifc, ok := cfg.Interface(iface)
+	if !ok {
+		return fmt.Errorf("interface %q is not configured", iface)
+	}
+	orphans := wg.OrphansRemove
+	if ifc.Orphans == "keep" {
+		orphans = wg.OrphansKeep
+	}
+	if !dryRun {
+		l, err := e.deviceLock(ctx, iface)
+		if err != nil {
+			return err
+		}
+		defer l.unlock()
+	}
+	// Device first, then store: a peer a concurrent create put on the
+	// device was activated in the store before, so it is in the store read
+	// and can never be mistaken for an orphan.
+	d, err := e.dev.Read(ctx, iface)
+	if err != nil {
+		e.obs.DeviceReadError(iface)
+		return fmt.Errorf("skipped, device not read: %w", err)
+	}
+	e.rememberKey(iface, d.PublicKey)
+	want, err := e.desired(ctx, iface)
+	if err != nil {
+		return fmt.Errorf("skipped, store not read: %w", err)
+	}
+	plan, err := wg.MakePlan(want, d.Peers, orphans)
+	if err != nil {
+		return err
+	}
+	if dryRun {
+		r.Plan = plan
+		exp, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive, ExpiresBefore: e.clock()})
+		if err != nil {
+			return err
+		}
+		r.Expiring = exp
+		return nil
+	}
+	if len(plan.Remove) > 0 {
+		// A read that raced a write can show peers that are not really
+		// there; remove only what a second read confirms.
+		plan.Remove, err = e.confirmOnDevice(ctx, iface, plan.Remove)
+		if err != nil {
+			return err
+		}
+	}
+	r.Plan = plan
+	if plan.Empty() {
+		return nil
+	}
+	c, err := e.dev.Apply(ctx, iface, plan)
+	r.Counts = c
+	if err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	return nil
+}
+
+// desired returns the interface's active configs in device form. It reads
+// the store only when something was committed since the last read, so a
+// reconcile with nothing to do costs one device read and a comparison.
+func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error) {
+	v, err := e.store.DataVersion(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	c, ok := e.wantCache[iface]
+	e.mu.Unlock()
+	if ok && c.version == v {
+		return c.wanted, nil
+	}
+	peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive})
+	if err != nil {
+		return nil, err
+	}
+	want := make([]wg.Wanted, len(peers))
+	for i, p := range peers {
+		want[i] = wanted(p)
+	}
+	e.mu.Lock()
+	e.wantCache[iface] = wantedState{version: v, wanted: want}
+	e.mu.Unlock()
+	return want, nil
+}
+
+func (e *Engine) confirmOnDevice(ctx context.Context, iface string, keys []wgtypes.Key) ([]wgtypes.Key, error) {
+	d, err := e.dev.Read(ctx, iface)
+	if err != nil {
+		e.obs.DeviceReadError(iface)
+		return nil, fmt.Errorf("skipped, second device read: %w", err)
+	}
+	there := make(map[wgtypes.Key]bool, len(d.Peers))
+	for _, p := range d.Peers {
+		there[p.PublicKey] = true
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if there[k] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// ReconcileAll reconciles every configured interface, in config order.
+func (e *Engine) ReconcileAll(ctx context.Context, dryRun bool) []Report {
+	cfg := e.Config()
+	out := make([]Report, 0, len(cfg.Interfaces))
+	for _, ifc := range cfg.Interfaces {
+		out = append(out, e.Reconcile(ctx, ifc.Name, dryRun))
+	}
+	return out
+}
+
+// Summary is what one housekeeping run did.
+type Summary struct {
+	Expired   int
+	Stale     int
+	Reports   []Report
+	Delivery  Delivery
+	Pruned    int
+	Duration  time.Duration
+	Errors    []string
+	StartedAt time.Time
+}
+
+// Housekeeping runs, in order: expire, clean stale pending, reconcile every
+// interface, deliver due events, prune done events older than
+// log_retention. Two runs never overlap, across processes too: with wait the
+// call waits for a running one to end; without, it returns ErrBusy.
+// Failures of one step are recorded in Summary.Errors and the later steps
+// still run; the error returned is the first of them.
+func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
+	l, err := e.housekeepingLock(ctx, wait)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer l.unlock()
+	start := time.Now()
+	s := Summary{StartedAt: e.clock()}
+	var errs []error
+	note := func(step string, err error) {
+		if err != nil {
+			err = fmt.Errorf("%s: %w", step, err)
+			errs = append(errs, err)
+			s.Errors = append(s.Errors, err.Error())
+		}
+	}
+
+	r, err := e.Expire(ctx)
+	s.Expired = len(r.Events)
+	note("expire", err)
+	noteDevice(note, "expire", r)
+
+	r, err = e.CleanStale(ctx)
+	s.Stale = len(r.Events)
+	note("stale", err)
+	noteDevice(note, "stale", r)
+
+	s.Reports = e.ReconcileAll(ctx, false)
+	for _, rep := range s.Reports {
+		note("reconcile "+rep.Interface, rep.Err)
+	}
+
+	s.Delivery, err = e.Deliver(ctx)
+	note("deliver", err)
+
+	if ret := e.Config().Housekeeping.LogRetention; ret > 0 {
+		s.Pruned, err = e.store.PruneEvents(ctx, e.clock().Add(-ret))
+		note("prune", err)
+	}
+	s.Duration = time.Since(start)
+	e.log.Info("housekeeping", "expired", s.Expired, "stale", s.Stale, "delivered", s.Delivery.Done,
+		"retried", s.Delivery.Retried, "failed", s.Delivery.Failed, "pruned", s.Pruned,
+		"errors", len(s.Errors), "duration", s.Duration.Round(time.Microsecond))
+	return s, errors.Join(errs...)
+}
+
+func noteDevice(note func(string, error), step string, r Removed) {
+	for iface, err := range r.DeviceErrs {
+		note(step+" on "+iface, err)
+	}
+}
