@@ -47,6 +47,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"daemon", "run: own interfaces, API, scheduler, expiry and delivery", cmdDaemon},
 		{"migrate", "create or upgrade the database and print its schema version", cmdMigrate},
 		{"version", "print the version", cmdVersion},
 	}
