@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -18,14 +19,10 @@ var ScheduleParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Mo
 // silently rounds shorter or negative intervals up to 1s).
 func ParseSchedule(spec string) (cron.Schedule, error) {
 	if reason := scheduleProblem(spec); reason != "" {
-		return nil, &scheduleError{spec: spec, reason: reason}
+		return nil, fmt.Errorf("invalid schedule %s: %s", quote(spec), reason)
 	}
 	return ScheduleParser.Parse(spec)
 }
-
-type scheduleError struct{ spec, reason string }
-
-func (e *scheduleError) Error() string { return "invalid schedule " + quote(e.spec) + ": " + e.reason }
 
 func quote(s string) string { return render(s) }
 
