@@ -167,6 +167,12 @@ func TestInvalidFiles(t *testing.T) {
 			[]string{`interface "wg0": listen_port = 70000: must be between 1 and 65535, or 0 to leave the port alone`}},
 		{"listen port 0 on owned interface", iface + "mode = \"kernel\"\nprivate_key_file = \"wg0.key\"\nlisten_port = 0\n",
 			[]string{`interface "wg0": listen_port = 0: must be between 1 and 65535`}},
+		{"two interfaces on one port", iface + "listen_port = 51820\n[[interface]]\nname = \"wg1\"\nmode = \"kernel\"\nprivate_key_file = \"wg1.key\"\n" +
+			"[[interface]]\nname = \"wg2\"\nlisten_port = 51820\n",
+			[]string{
+				`interface "wg1": listen_port (default 51820): already used by interface "wg0"`,
+				`interface "wg2": listen_port = 51820: already used by interface "wg0"`,
+			}},
 		{"endpoint without port", iface + "endpoint = \"vpn.example.org\"\n",
 			[]string{`interface "wg0": endpoint = "vpn.example.org": must be host:port, such as "vpn.example.org:51820"`}},
 		{"endpoint IPv6 without brackets", iface + "endpoint = \"2001:db8::1:51820\"\n",

@@ -80,7 +80,12 @@ func checkValid(t *testing.T, c *Config) {
 		}
 	}
 	names := map[string]bool{}
+	ports := map[int]bool{}
 	for _, i := range c.Interfaces {
+		if i.ListenPort != 0 && ports[i.ListenPort] {
+			t.Fatalf("listen port %d used twice", i.ListenPort)
+		}
+		ports[i.ListenPort] = true
 		if ifNameProblem(i.Name) != "" || names[i.Name] {
 			t.Fatalf("interface name %q invalid or duplicate", i.Name)
 		}
