@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,11 +87,11 @@ func (t *table) has(k string) bool { _, ok := t.m[k]; return ok }
 func (t *table) unknown(known ...string) {
 	var extra []string
 	for k := range t.m {
-		if !contains(known, k) {
+		if !slices.Contains(known, k) {
 			extra = append(extra, k)
 		}
 	}
-	sort.Strings(extra)
+	slices.Sort(extra)
 	for _, k := range extra {
 		if t.array != "" {
 			t.ps.add("unknown key %q in %s", t.array+"."+k, t.label)
@@ -99,15 +99,6 @@ func (t *table) unknown(known ...string) {
 			t.ps.add("unknown key %q", t.prefix+k)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // str returns the string at k; ok is false when k is absent or not a string
