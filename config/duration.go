@@ -65,9 +65,9 @@ var (
 
 // ParseDuration parses a duration in Go syntax (a sequence of decimal numbers,
 // each with an optional fraction and a unit: "1.5h", "2h45m") extended with
-// the unit "d" for 24 hours ("90d", "1d12h"). "0" alone needs no unit. Signs,
-// negative values, unknown units and values beyond the range of
-// time.Duration are errors. For inputs without "d" it accepts exactly what
+// the unit "d" for 24 hours ("90d", "1d12h"). "0" alone needs no unit and a
+// leading "+" is allowed; negative values, unknown units and values beyond
+// the range of time.Duration are errors. For inputs without "d" it accepts exactly what
 // time.ParseDuration accepts, minus negative values, and returns the same
 // value.
 func ParseDuration(s string) (time.Duration, error) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -87,11 +87,11 @@ func (t *table) has(k string) bool { _, ok := t.m[k]; return ok }
 func (t *table) unknown(known ...string) {
 	var extra []string
 	for k := range t.m {
-		if !contains(known, k) {
+		if !slices.Contains(known, k) {
 			extra = append(extra, k)
 		}
 	}
-	sort.Strings(extra)
+	slices.Sort(extra)
 	for _, k := range extra {
 		if t.array != "" {
 			t.ps.add("unknown key %q in %s", t.array+"."+k, t.label)
@@ -99,15 +99,6 @@ func (t *table) unknown(known ...string) {
 			t.ps.add("unknown key %q", t.prefix+k)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // str returns the string at k; ok is false when k is absent or not a string
@@ -171,7 +162,7 @@ func (t *table) duration(k string, def time.Duration) (time.Duration, bool) {
 	return d, true
 }
 
-// shown renders the value of k as written, or def marked as the default.
+// shownDuration names key k with its value as written, or def marked as the default.
 func (t *table) shownDuration(k string, def time.Duration) string {
 	if v, ok := t.m[k]; ok {
 		return t.key(k) + " = " + render(v)
@@ -605,22 +596,22 @@ func validDomain(s string) bool {
 	return strings.Trim(last, "0123456789") != ""
 }
 
-// labelFor names entry i (0-based) of an array of tables: by its name when
-// the name is valid and used once, else by position.
-func labelFor(section string, i int, names []string, valid func(string) bool) string {
-	n := names[i]
-	if n != "" && valid(n) {
-		count := 0
-		for _, o := range names {
-			if o == n {
-				count++
-			}
-		}
-		if count == 1 {
-			return fmt.Sprintf("%s %q", section, n)
+// entryLabels names the entries of an array of tables: by name when the
+// name is valid and used once, else by position ("interface #2").
+func entryLabels(section string, names []string, valid func(string) bool) []string {
+	count := make(map[string]int, len(names))
+	for _, n := range names {
+		count[n]++
+	}
+	labels := make([]string, len(names))
+	for i, n := range names {
+		if n != "" && count[n] == 1 && valid(n) {
+			labels[i] = fmt.Sprintf("%s %q", section, n)
+		} else {
+			labels[i] = fmt.Sprintf("%s #%d", section, i+1)
 		}
 	}
-	return fmt.Sprintf("%s #%d", section, i+1)
+	return labels
 }
 
 func entryNames(entries []map[string]any, key string) []string {
@@ -634,10 +625,10 @@ func entryNames(entries []map[string]any, key string) []string {
 func parseInterfaces(top *table, dir string) []Interface {
 	entries := top.entries("interface")
 	names := entryNames(entries, "name")
-	labels := make([]string, len(entries))
+	labels := entryLabels("interface", names, func(s string) bool { return ifNameProblem(s) == "" })
+	first := firstIndex(names)
 	var out []Interface
 	for i, m := range entries {
-		labels[i] = labelFor("interface", i, names, func(s string) bool { return ifNameProblem(s) == "" })
 		t := newTable(m, "", top.ps)
 		t.array, t.label = "interface", labels[i]
 		t.unknown("name", "mode", "private_key_file", "listen_port", "endpoint", "orphans")
@@ -647,7 +638,7 @@ func parseInterfaces(top *table, dir string) []Interface {
 			ifc.Name = s
 			if reason := ifNameProblem(s); reason != "" {
 				t.bad("name", s, "%s", reason)
-			} else if j := indexOf(names[:i], s); j >= 0 {
+			} else if j := first[s]; j < i {
 				t.bad("name", s, "already used by interface #%d", j+1)
 			}
 		} else if !t.has("name") {
@@ -694,18 +685,33 @@ func parseInterfaces(top *table, dir string) []Interface {
 				t.bad("orphans", s, `must be "remove" or "keep"`)
 			}
 		}
+		if ifc.ListenPort != 0 && t.ok("listen_port", "mode") {
+			for j, o := range out {
+				if o.ListenPort != ifc.ListenPort {
+					continue
+				}
+				if t.has("listen_port") {
+					t.bad("listen_port", int64(ifc.ListenPort), "already used by %s", labels[j])
+				} else {
+					t.problem("listen_port (default %d): already used by %s", ifc.ListenPort, labels[j])
+				}
+				break
+			}
+		}
 		out = append(out, ifc)
 	}
 	return out
 }
 
-func indexOf(list []string, s string) int {
-	for i, v := range list {
-		if v == s {
-			return i
+// firstIndex maps each name to the position of its first entry.
+func firstIndex(names []string) map[string]int {
+	m := make(map[string]int, len(names))
+	for i, n := range names {
+		if _, ok := m[n]; !ok {
+			m[n] = i
 		}
 	}
-	return -1
+	return m
 }
 
 // ifNameProblem checks a Linux interface name as the kernel does
@@ -749,6 +755,8 @@ func profileIDProblem(s string) string {
 func parseProfiles(top *table, ifaces []Interface) []Profile {
 	entries := top.entries("profile")
 	ids := entryNames(entries, "id")
+	labels := entryLabels("profile", ids, func(s string) bool { return profileIDProblem(s) == "" })
+	first := firstIndex(ids)
 	var out []Profile
 	// ranges of the profiles read so far, for the overlap check
 	type placed struct {
@@ -757,7 +765,7 @@ func parseProfiles(top *table, ifaces []Interface) []Profile {
 	}
 	var seen []placed
 	for i, m := range entries {
-		label := labelFor("profile", i, ids, func(s string) bool { return profileIDProblem(s) == "" })
+		label := labels[i]
 		t := newTable(m, "", top.ps)
 		t.array, t.label = "profile", label
 		t.unknown("id", "interface", "display_name", "ipv4_range", "ipv6_range", "client_allowed_ips",
@@ -768,7 +776,7 @@ func parseProfiles(top *table, ifaces []Interface) []Profile {
 			p.ID = s
 			if reason := profileIDProblem(s); reason != "" {
 				t.bad("id", s, "%s", reason)
-			} else if j := indexOf(ids[:i], s); j >= 0 {
+			} else if j := first[s]; j < i {
 				t.bad("id", s, "already used by profile #%d", j+1)
 			}
 		} else if !t.has("id") {

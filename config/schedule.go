@@ -1,31 +1,31 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
 )
 
-// ScheduleParser parses housekeeping.schedule exactly as the daemon does:
+// scheduleParser parses housekeeping.schedule exactly as the daemon does:
 // five standard fields or a descriptor ("@hourly", "@every 1m"), with an
 // optional "CRON_TZ=Zone " prefix.
-var ScheduleParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+var scheduleParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// ParseSchedule parses a housekeeping schedule with ScheduleParser after the
-// checks the cron package lacks: a time zone prefix must be followed by a
-// schedule, and "@every" needs an interval of at least one second (cron
-// silently rounds shorter or negative intervals up to 1s).
+// ParseSchedule parses a housekeeping schedule as the daemon runs it (five
+// standard fields or a descriptor, optional "CRON_TZ=Zone " prefix), after
+// the checks the cron package lacks: a time zone prefix must be followed by
+// a schedule, and "@every" needs an interval of at least one second (cron
+// silently rounds shorter or negative intervals up to 1s). The error names
+// the spec and the reason. Use it in the daemon so that what the config
+// accepts and what runs are the same.
 func ParseSchedule(spec string) (cron.Schedule, error) {
 	if reason := scheduleProblem(spec); reason != "" {
-		return nil, &scheduleError{spec: spec, reason: reason}
+		return nil, fmt.Errorf("invalid schedule %s: %s", quote(spec), reason)
 	}
-	return ScheduleParser.Parse(spec)
+	return scheduleParser.Parse(spec)
 }
-
-type scheduleError struct{ spec, reason string }
-
-func (e *scheduleError) Error() string { return "invalid schedule " + quote(e.spec) + ": " + e.reason }
 
 func quote(s string) string { return render(s) }
 
@@ -55,7 +55,7 @@ func scheduleProblem(spec string) (reason string) {
 			return "interval must be at least 1s"
 		}
 	}
-	if _, err := ScheduleParser.Parse(spec); err != nil {
+	if _, err := scheduleParser.Parse(spec); err != nil {
 		return err.Error()
 	}
 	return ""
