@@ -392,3 +392,50 @@ func TestAllocateConcurrent(t *testing.T) {
 
 // testClockFuture is a lease end far after any test clock.
 func testClockFuture() time.Time { return newClock().Now().AddDate(1, 0, 0) }
+
+// TestAllocatorFollowsHandEdits changes peers with plain SQL, as an import of
+// existing configs or an operator might; the allocator's triggers keep the
+// lowest free index right.
+func TestAllocatorFollowsHandEdits(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	raw := func(q string, args ...any) {
+		t.Helper()
+		if _, err := s.db.Exec(q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insertAt := func(i int, idx int64) {
+		raw(`INSERT INTO peers (public_key, interface, profile_id, user_id, ip_index, ip_four, ip_six, state, created_at)
+			VALUES (?, 'wg0', 'staff', 'imported', ?, ?, ?, 'active', 1)`,
+			testKey(i).String(), idx, HostAddr(staff4, idx).String(), HostAddr(staff6, idx).String())
+	}
+	made := 1000
+	next := func(want string) {
+		t.Helper()
+		made++
+		p, _, err := s.InsertPending(ctx, staffPeer(made, "new"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.IPv4.String() != want {
+			t.Fatalf("allocated %s, want %s", p.IPv4, want)
+		}
+	}
+	// Imported out of order, with gaps: 5, 2, 9.
+	insertAt(1, 5)
+	insertAt(2, 2)
+	insertAt(3, 9)
+	next("10.42.0.2") // index 0
+	next("10.42.0.3") // index 1
+	next("10.42.0.5") // index 3
+	// Moved by hand from index 9 to 20: 9 is free again, 10..19 too.
+	raw(`UPDATE peers SET ip_index = 20, ip_four = ?, ip_six = ? WHERE public_key = ?`,
+		HostAddr(staff4, 20).String(), HostAddr(staff6, 20).String(), testKey(3).String())
+	for _, want := range []string{"10.42.0.6", "10.42.0.8", "10.42.0.9", "10.42.0.10", "10.42.0.11"} { // 4, 6, 7, 8, 9
+		next(want)
+	}
+	// Deleted by hand: back on the free list.
+	raw(`DELETE FROM peers WHERE public_key = ?`, testKey(2).String())
+	next("10.42.0.4")
+}
