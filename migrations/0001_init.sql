@@ -51,8 +51,19 @@ CREATE TABLE ip_free (
     PRIMARY KEY (interface, profile_id, ip_index)
 ) STRICT, WITHOUT ROWID;
 
+-- A row inserted above the high-water mark (by hand, or an import of existing
+-- configs) leaves the indexes it skipped on the free list (at most 2^20 of
+-- them, more than any IPv4 range holds).
 CREATE TRIGGER peers_pool_take AFTER INSERT ON peers
 BEGIN
+    INSERT OR IGNORE INTO ip_free (interface, profile_id, ip_index)
+    WITH RECURSIVE gap (i, stop) AS (
+        SELECT hw, min(NEW.ip_index, hw + 1048576) FROM (
+            SELECT coalesce((SELECT next_index FROM ip_pools
+                              WHERE interface = NEW.interface AND profile_id = NEW.profile_id), 0) AS hw)
+        UNION ALL
+        SELECT i + 1, stop FROM gap WHERE i + 1 < stop)
+    SELECT NEW.interface, NEW.profile_id, i FROM gap WHERE i < stop;
     DELETE FROM ip_free
      WHERE interface = NEW.interface AND profile_id = NEW.profile_id AND ip_index = NEW.ip_index;
     INSERT INTO ip_pools (interface, profile_id, next_index)
@@ -70,6 +81,14 @@ CREATE TRIGGER peers_pool_move AFTER UPDATE OF interface, profile_id, ip_index O
 BEGIN
     INSERT OR IGNORE INTO ip_free (interface, profile_id, ip_index)
     VALUES (OLD.interface, OLD.profile_id, OLD.ip_index);
+    INSERT OR IGNORE INTO ip_free (interface, profile_id, ip_index)
+    WITH RECURSIVE gap (i, stop) AS (
+        SELECT hw, min(NEW.ip_index, hw + 1048576) FROM (
+            SELECT coalesce((SELECT next_index FROM ip_pools
+                              WHERE interface = NEW.interface AND profile_id = NEW.profile_id), 0) AS hw)
+        UNION ALL
+        SELECT i + 1, stop FROM gap WHERE i + 1 < stop)
+    SELECT NEW.interface, NEW.profile_id, i FROM gap WHERE i < stop;
     DELETE FROM ip_free
      WHERE interface = NEW.interface AND profile_id = NEW.profile_id AND ip_index = NEW.ip_index;
     INSERT INTO ip_pools (interface, profile_id, next_index)

@@ -435,7 +435,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 		var n int64
 		err := s.write(ctx, func(tx *sql.Tx) error {
 			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id IN (
-				SELECT e.id FROM events e
+				SELECT e.id FROM events e INDEXED BY events_done
 				 WHERE e.status = 'done' AND e.done_at < ?
 				   AND (e.event = 'D' OR EXISTS (SELECT 1 FROM events d
 				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.id > e.id))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,10 @@ func TestPragmasOnEveryConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
-		var fk, busy, sync int
+		var fk, busy, sync, cache int
+		if err := c.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache); err != nil || cache != -32768 {
+			t.Errorf("connection %d: cache_size = %d, %v; want -32768", i, cache, err)
+		}
 		if err := c.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil {
 			t.Fatal(err)
 		}
@@ -75,6 +79,28 @@ func TestPragmasOnEveryConnection(t *testing.T) {
 		if fk != 1 || busy != 5000 || sync != 1 {
 			t.Errorf("connection %d: foreign_keys=%d busy_timeout=%d synchronous=%d, want 1, 5000, 1 (NORMAL)", i, fk, busy, sync)
 		}
+	}
+}
+
+func TestOpenWarnsAboutLooseMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "loose.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s, err := Open(context.Background(), path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !strings.Contains(logs.String(), "readable by group or others") || !strings.Contains(logs.String(), "mode=0644") {
+		t.Errorf("no warning about mode 0644 in log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "applied database migration") {
+		t.Errorf("migration not logged:\n%s", logs.String())
 	}
 }
 

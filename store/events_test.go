@@ -1,0 +1,721 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func TestCreateActivateReject(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	psk := testKey(900)
+	np := staffPeer(1, "alice")
+	np.DisplayName = "laptop"
+	np.PresharedKey = &psk
+	np.OriginatingIP = netip.MustParseAddr("::ffff:192.0.2.9")
+	np.ExpiresAt = clock.Now().Add(90 * 24 * time.Hour)
+	created := clock.Now()
+
+	p, ev := mustInsert(t, s, np)
+	psk[0] = 0 // the store keeps its own copy
+	if p.State != StatePending || !p.CreatedAt.Equal(created) || p.PresharedKey == nil || *p.PresharedKey != testKey(900) {
+		t.Fatalf("inserted peer = %+v", p)
+	}
+	if ev.Kind != KindConnect || ev.Reason != ReasonCreated || ev.Status != StatusRunning || ev.ID == 0 ||
+		ev.UserID != "alice" || ev.OriginatingIP.String() != "192.0.2.9" || !ev.ExpiresAt.Equal(np.ExpiresAt) {
+		t.Fatalf("C event = %+v", ev)
+	}
+	got, err := s.GetPeer(ctx, p.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.DisplayName != "laptop" || got.OriginatingIP.String() != "192.0.2.9" || *got.PresharedKey != testKey(900) ||
+		!got.ExpiresAt.Equal(np.ExpiresAt) || got.ExpiresAt.Location() != time.UTC || got.State != StatePending {
+		t.Fatalf("GetPeer = %+v", got)
+	}
+	// The outbox never claims a running C event.
+	if evs, err := s.ClaimDue(ctx, "a", clock.Now().Add(time.Hour), clock.Now().Add(2*time.Hour), 10); err != nil || len(evs) != 0 {
+		t.Fatalf("ClaimDue with only a running C = %v, %v", evs, err)
+	}
+
+	if err := s.Activate(ctx, p.PublicKey, ev.ID+1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Activate with an unknown event = %v, want ErrNotFound", err)
+	}
+	clock.Add(time.Second)
+	if err := s.Activate(ctx, p.PublicKey, ev.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Activate(ctx, p.PublicKey, ev.ID); err != nil {
+		t.Fatalf("second Activate = %v, want nil (idempotent)", err)
+	}
+	got, _ = s.GetPeer(ctx, p.PublicKey)
+	if got.State != StateActive {
+		t.Fatalf("state after Activate = %s", got.State)
+	}
+	evs, _ := s.ListEvents(ctx, EventFilter{})
+	if len(evs) != 1 || evs[0].Status != StatusDone || evs[0].Attempts != 1 || !evs[0].DoneAt.Equal(clock.Now()) {
+		t.Fatalf("C event after Activate = %+v", evs)
+	}
+	if err := s.RejectPending(ctx, p.PublicKey, ev.ID); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "peer is active") {
+		t.Errorf("RejectPending of an active peer = %v, want ErrConflict", err)
+	}
+
+	// Reject: the row and its C event vanish.
+	p2, ev2 := mustInsert(t, s, staffPeer(2, "bob"))
+	if err := s.RejectPending(ctx, p2.PublicKey, ev.ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("RejectPending with another peer's event = %v, want ErrConflict", err)
+	}
+	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetPeer(ctx, p2.PublicKey); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetPeer after reject = %v", err)
+	}
+	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second RejectPending = %v, want ErrNotFound", err)
+	}
+	if err := s.Activate(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Activate after reject = %v, want ErrNotFound", err)
+	}
+	if n := countRows(t, s, "events"); n != 1 {
+		t.Errorf("%d events after reject, want 1", n)
+	}
+}
+
+func TestDeletePeersLeasedEvents(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	a := mustCreate(t, s, staffPeer(1, "alice"))
+	b := mustCreate(t, s, staffPeer(2, "bob"))
+	lease := clock.Now().Add(time.Minute)
+
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, "bored", "", time.Time{}); err == nil ||
+		!strings.Contains(err.Error(), `reason "bored"`) {
+		t.Errorf("unknown reason: err = %v", err)
+	}
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "me", clock.Now()); err == nil {
+		t.Error("a lease ending now was accepted")
+	}
+
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{b.PublicKey, testKey(99), a.PublicKey, b.PublicKey}, ReasonExpired, "daemon", lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].PublicKey != b.PublicKey || evs[1].PublicKey != a.PublicKey || evs[0].ID >= evs[1].ID {
+		t.Fatalf("DeletePeers events = %+v, want b then a (missing and duplicate keys skipped)", evs)
+	}
+	for _, ev := range evs {
+		if ev.Kind != KindDisconnect || ev.Reason != ReasonExpired || ev.Status != StatusPending ||
+			ev.LeaseOwner != "daemon" || !ev.LeaseUntil.Equal(lease) || !ev.NextAttemptAt.Equal(clock.Now()) {
+			t.Errorf("D event = %+v", ev)
+		}
+	}
+	if evs[1].IPv4 != a.IPv4 || evs[1].IPv6 != a.IPv6 || evs[1].UserID != "alice" {
+		t.Errorf("D event does not carry the peer's identity: %+v", evs[1])
+	}
+	if got, _ := s.ListPeers(ctx, PeerFilter{}); len(got) != 0 {
+		t.Fatalf("peers left after delete: %v", got)
+	}
+	// Stored as returned.
+	stored, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	if len(stored) != 2 || stored[1] != evs[0] || stored[0] != evs[1] {
+		t.Fatalf("stored D events differ from the returned ones:\n%+v\n%+v", stored, evs)
+	}
+	// Deleting again is harmless.
+	again, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "daemon", lease)
+	if err != nil || len(again) != 0 {
+		t.Fatalf("second DeletePeers = %v, %v", again, err)
+	}
+
+	// Bytes go into the pending D event only.
+	if err := s.SetEventBytes(ctx, evs[0].ID, 1234, 5678); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetEventBytes(ctx, evs[0].ID, -1, 0); err == nil {
+		t.Error("negative byte counter accepted")
+	}
+	if err := s.SetEventBytes(ctx, 9999, 1, 1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetEventBytes unknown = %v, want ErrNotFound", err)
+	}
+	cEvents, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	if err := s.SetEventBytes(ctx, cEvents[0].ID, 1, 1); !errors.Is(err, ErrConflict) {
+		t.Errorf("SetEventBytes on a C event = %v, want ErrConflict", err)
+	}
+
+	// The lease holds: nobody else claims them until it runs out.
+	if got, err := s.ClaimDue(ctx, "cli", clock.Now(), clock.Now().Add(time.Minute), 10); err != nil || len(got) != 0 {
+		t.Fatalf("ClaimDue under a live lease = %v, %v", got, err)
+	}
+	if at, ok, err := s.NextDue(ctx); err != nil || !ok || !at.Equal(lease) {
+		t.Errorf("NextDue = %s, %v, %v; want the lease end %s", at, ok, err, lease)
+	}
+	if err := s.MarkDone(ctx, evs[0].ID, "daemon"); err != nil {
+		t.Fatal(err)
+	}
+	// The holder crashed before delivering the other one: after the lease
+	// it is claimable, and the former holder can no longer finish it.
+	now := clock.Add(2 * time.Minute)
+	got, err := s.ClaimDue(ctx, "cli", now, now.Add(time.Minute), 10)
+	if err != nil || len(got) != 1 || got[0].ID != evs[1].ID || got[0].LeaseOwner != "cli" {
+		t.Fatalf("ClaimDue after the lease expired = %+v, %v", got, err)
+	}
+	err = s.MarkDone(ctx, evs[1].ID, "daemon")
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `leased to "cli", not "daemon"`) {
+		t.Fatalf("MarkDone by the former holder = %v, want ErrConflict", err)
+	}
+	if err := s.MarkDone(ctx, evs[1].ID, "cli"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkDone(ctx, evs[1].ID, "cli"); !errors.Is(err, ErrConflict) {
+		t.Errorf("MarkDone twice = %v, want ErrConflict", err)
+	}
+	if err := s.MarkDone(ctx, 9999, "cli"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("MarkDone unknown = %v, want ErrNotFound", err)
+	}
+	final, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	for _, ev := range final {
+		if ev.Status != StatusDone || ev.Attempts != 1 || ev.LeaseOwner != "" || !ev.LeaseUntil.IsZero() || ev.DoneAt.IsZero() {
+			t.Errorf("delivered event = %+v", ev)
+		}
+	}
+	if final[1].BytesIn != 1234 || final[1].BytesOut != 5678 {
+		t.Errorf("bytes = %d/%d, want 1234/5678", final[1].BytesIn, final[1].BytesOut)
+	}
+	if err := s.SetEventBytes(ctx, evs[0].ID, 1, 1); !errors.Is(err, ErrConflict) {
+		t.Errorf("SetEventBytes on a done event = %v, want ErrConflict", err)
+	}
+	if _, ok, _ := s.NextDue(ctx); ok {
+		t.Error("NextDue reports something with nothing pending")
+	}
+}
+
+func TestStalePendingDelete(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	p, c := mustInsert(t, s, staffPeer(1, "alice"))
+	clock.Add(2 * time.Minute)
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonStale, "", time.Time{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("DeletePeers = %v, %v", evs, err)
+	}
+	if evs[0].LeaseOwner != "" || !evs[0].LeaseUntil.IsZero() || evs[0].Reason != ReasonStale {
+		t.Errorf("unleased D event = %+v", evs[0])
+	}
+	all, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	if len(all) != 1 || all[0].ID != c.ID || all[0].Status != StatusDone || all[0].LastError != NoteStaleConnect ||
+		!all[0].DoneAt.Equal(clock.Now()) {
+		t.Fatalf("C event of the stale peer = %+v", all)
+	}
+	if err := s.Activate(ctx, p.PublicKey, c.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Activate after stale cleanup = %v, want ErrNotFound", err)
+	}
+	// Immediately claimable without a lease.
+	got, err := s.ClaimDue(ctx, "x", clock.Now(), clock.Now().Add(time.Minute), 5)
+	if err != nil || len(got) != 1 || got[0].ID != evs[0].ID {
+		t.Fatalf("ClaimDue = %v, %v", got, err)
+	}
+	// A pending peer deleted for another reason gets the other note.
+	p2, _ := mustInsert(t, s, staffPeer(2, "bob"))
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p2.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	cs, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect, UserID: "bob"})
+	if len(cs) != 1 || cs[0].LastError != NotePendingDeleted || cs[0].Status != StatusDone {
+		t.Errorf("C event of a deleted pending peer = %+v", cs)
+	}
+}
+
+func TestRetryAndBackoff(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	p := mustCreate(t, s, staffPeer(1, "alice"))
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "d", clock.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := evs[0].ID
+	if err := s.MarkAttemptFailed(ctx, id, "other", "boom", clock.Now().Add(time.Second), false); !errors.Is(err, ErrConflict) {
+		t.Errorf("MarkAttemptFailed by a non-holder = %v, want ErrConflict", err)
+	}
+	if err := s.MarkAttemptFailed(ctx, id, "d", "boom", time.Time{}, false); err == nil {
+		t.Error("non-final failure without a next attempt time accepted")
+	}
+	next := clock.Now().Add(10 * time.Second)
+	if err := s.MarkAttemptFailed(ctx, id, "d", "exit status 3", next, false); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.ListEvents(ctx, EventFilter{Status: StatusPending})
+	if len(got) != 1 || got[0].Attempts != 1 || got[0].LastError != "exit status 3" || !got[0].NextAttemptAt.Equal(next) ||
+		got[0].LeaseOwner != "" || !got[0].LeaseUntil.IsZero() {
+		t.Fatalf("after one failure: %+v", got)
+	}
+	if at, ok, _ := s.NextDue(ctx); !ok || !at.Equal(next) {
+		t.Errorf("NextDue = %s, %v; want %s", at, ok, next)
+	}
+	// Not due before next_attempt_at.
+	if c, _ := s.ClaimDue(ctx, "d", next.Add(-time.Nanosecond), next.Add(time.Minute), 5); len(c) != 0 {
+		t.Fatalf("claimed before it was due: %+v", c)
+	}
+	c, err := s.ClaimDue(ctx, "d", next, next.Add(time.Minute), 5)
+	if err != nil || len(c) != 1 {
+		t.Fatalf("ClaimDue when due = %v, %v", c, err)
+	}
+	long := strings.Repeat("é", MaxErrorLen)
+	if err := s.MarkAttemptFailed(ctx, id, "d", long, time.Time{}, true); err != nil {
+		t.Fatal(err)
+	}
+	failed, _ := s.ListEvents(ctx, EventFilter{Status: StatusFailed})
+	if len(failed) != 1 || failed[0].Attempts != 2 || !failed[0].NextAttemptAt.IsZero() ||
+		len(failed[0].LastError) > MaxErrorLen || !strings.HasSuffix(failed[0].LastError, "(truncated)") {
+		t.Fatalf("after the final failure: attempts %d, next %s, error length %d", failed[0].Attempts, failed[0].NextAttemptAt, len(failed[0].LastError))
+	}
+	if !strings.HasPrefix(failed[0].LastError, "éé") || strings.ContainsRune(failed[0].LastError, '\uFFFD') {
+		t.Error("truncation split a character")
+	}
+	if c, _ := s.ClaimDue(ctx, "d", next.Add(time.Hour), next.Add(2*time.Hour), 5); len(c) != 0 {
+		t.Fatalf("claimed a failed event: %+v", c)
+	}
+	counts, err := s.CountEvents(ctx)
+	if err != nil || counts[StatusFailed] != 1 || counts[StatusDone] != 1 || counts[StatusPending] != 0 || counts[StatusRunning] != 0 {
+		t.Fatalf("CountEvents = %v, %v", counts, err)
+	}
+
+	if err := s.RetryEvent(ctx, 9999); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RetryEvent unknown = %v, want ErrNotFound", err)
+	}
+	clock.Add(time.Hour)
+	if err := s.RetryEvent(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetryEvent(ctx, id); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "is pending, not failed") {
+		t.Errorf("RetryEvent of a pending event = %v, want ErrConflict", err)
+	}
+	got, _ = s.ListEvents(ctx, EventFilter{Status: StatusPending})
+	if len(got) != 1 || got[0].Attempts != 0 || !got[0].NextAttemptAt.Equal(clock.Now()) {
+		t.Fatalf("after RetryEvent: %+v", got)
+	}
+
+	// RetryFailed puts back every failed event.
+	for i := 2; i <= 4; i++ {
+		p := mustCreate(t, s, staffPeer(i, "bob"))
+		evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonRevoked, "d", clock.Now().Add(time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.MarkAttemptFailed(ctx, evs[0].ID, "d", "no", time.Time{}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.RetryFailed(ctx)
+	if err != nil || n != 3 {
+		t.Fatalf("RetryFailed = %d, %v; want 3", n, err)
+	}
+	if n, _ := s.RetryFailed(ctx); n != 0 {
+		t.Errorf("second RetryFailed = %d, want 0", n)
+	}
+}
+
+func TestClaimDueValidation(t *testing.T) {
+	s, clock := newStore(t)
+	now := clock.Now()
+	for _, tt := range []struct {
+		owner string
+		until time.Time
+		limit int
+		want  string
+	}{
+		{"", now.Add(time.Minute), 1, "owner is empty"},
+		{"a", now.Add(time.Minute), 0, "limit 0 is not positive"},
+		{"a", now, 1, "is not after now"},
+	} {
+		if _, err := s.ClaimDue(context.Background(), tt.owner, now, tt.until, tt.limit); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ClaimDue(%q, %d) = %v, want %q", tt.owner, tt.limit, err, tt.want)
+		}
+	}
+}
+
+// TestClaimDueConcurrent: two Stores on one file (two processes) claim the
+// same backlog concurrently; every event is handed out exactly once.
+func TestClaimDueConcurrent(t *testing.T) {
+	const n = 300
+	ctx := context.Background()
+	path := dbPath(t)
+	clock := newClock()
+	a := openAt(t, path, clock)
+	b := openAt(t, path, clock)
+	np := staffPeer(0, "u")
+	np.IPv4Range = netip.MustParsePrefix("10.60.0.0/22")
+	var keys []wgtypes.Key
+	for i := range n {
+		np.PublicKey = testKey(i + 1)
+		keys = append(keys, mustCreate(t, a, np).PublicKey)
+	}
+	if _, err := a.DeletePeers(ctx, keys, ReasonExpired, "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	now := clock.Now()
+	var mu sync.Mutex
+	owner := map[int64]string{}
+	var wg sync.WaitGroup
+	for w := range 4 {
+		s := []*Store{a, b}[w%2]
+		name := fmt.Sprintf("worker%d", w)
+		wg.Go(func() {
+			for {
+				evs, err := s.ClaimDue(ctx, name, now, now.Add(time.Minute), 7)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(evs) == 0 {
+					return
+				}
+				for i, ev := range evs {
+					if i > 0 && evs[i-1].ID >= ev.ID {
+						t.Errorf("claim not in id order: %d then %d", evs[i-1].ID, ev.ID)
+					}
+					if ev.LeaseOwner != name {
+						t.Errorf("event %d returned with owner %q, want %q", ev.ID, ev.LeaseOwner, name)
+					}
+					mu.Lock()
+					if prev, dup := owner[ev.ID]; dup {
+						t.Errorf("event %d claimed by %s and %s", ev.ID, prev, name)
+					}
+					owner[ev.ID] = name
+					mu.Unlock()
+					if err := s.MarkDone(ctx, ev.ID, name); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(owner) != n {
+		t.Fatalf("%d events claimed, want %d", len(owner), n)
+	}
+	counts, _ := a.CountEvents(ctx)
+	if counts[StatusDone] != 2*n {
+		t.Errorf("done events = %d, want %d (C and D of each peer)", counts[StatusDone], 2*n)
+	}
+}
+
+func TestListPeersFilters(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	start := clock.Now()
+	exp := func(np NewPeer, d time.Duration) NewPeer { np.ExpiresAt = start.Add(d); return np }
+	mustCreate(t, s, exp(staffPeer(1, "alice"), time.Hour))
+	clock.Add(time.Minute)
+	mustCreate(t, s, exp(staffPeer(2, "bob"), 2*time.Hour))
+	clock.Add(time.Minute)
+	mustInsert(t, s, exp(staffPeer(3, "alice"), time.Hour)) // pending
+	guest := staffPeer(4, "alice")
+	guest.Interface = "wg1"
+	guest.ProfileID = "guest"
+	mustCreate(t, s, guest) // never expires
+
+	keys := func(ps []Peer) string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, fmt.Sprint(p.PublicKey[31]))
+		}
+		return strings.Join(out, ",")
+	}
+	tests := []struct {
+		f    PeerFilter
+		want string
+	}{
+		{PeerFilter{}, "1,2,3,4"},
+		{PeerFilter{UserID: "alice"}, "1,3,4"},
+		{PeerFilter{Interface: "wg1"}, "4"},
+		{PeerFilter{ProfileID: "staff", State: StatePending}, "3"},
+		{PeerFilter{State: StateActive, ExpiresBefore: start.Add(time.Hour)}, "1"}, // inclusive
+		{PeerFilter{State: StateActive, ExpiresBefore: start.Add(time.Hour - 1)}, ""},
+		{PeerFilter{ExpiresBefore: start.Add(24 * time.Hour)}, "1,2,3"},
+		{PeerFilter{CreatedBefore: start.Add(time.Minute)}, "1"}, // exclusive
+		{PeerFilter{CreatedBefore: start.Add(time.Minute + 1)}, "1,2"},
+		{PeerFilter{Limit: 2}, "1,2"},
+	}
+	for _, tt := range tests {
+		got, err := s.ListPeers(ctx, tt.f)
+		if err != nil {
+			t.Fatalf("ListPeers(%+v): %v", tt.f, err)
+		}
+		if keys(got) != tt.want {
+			t.Errorf("ListPeers(%+v) = %s, want %s", tt.f, keys(got), tt.want)
+		}
+	}
+	if _, err := s.ListPeers(ctx, PeerFilter{State: "gone"}); err == nil || !strings.Contains(err.Error(), `unknown state "gone"`) {
+		t.Errorf("bad state filter: %v", err)
+	}
+	if at, ok, err := s.NextExpiry(ctx); err != nil || !ok || !at.Equal(start.Add(time.Hour)) {
+		t.Errorf("NextExpiry = %s, %v, %v; want %s (pending peers do not count)", at, ok, err, start.Add(time.Hour))
+	}
+	counts, err := s.CountPeers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PeerCount{{"wg0", "staff", StateActive, 2}, {"wg0", "staff", StatePending, 1}, {"wg1", "guest", StateActive, 1}}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Errorf("CountPeers = %v, want %v", counts, want)
+	}
+	if used, _ := s.PoolUsage(ctx, "wg0", "staff"); used != 3 {
+		t.Errorf("PoolUsage = %d, want 3", used)
+	}
+}
+
+func TestNextExpiryNone(t *testing.T) {
+	s, _ := newStore(t)
+	mustCreate(t, s, staffPeer(1, "alice"))
+	if _, ok, err := s.NextExpiry(context.Background()); ok || err != nil {
+		t.Errorf("NextExpiry with no expiring peer: ok=%v err=%v", ok, err)
+	}
+}
+
+func TestListEventsFilters(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	a := mustCreate(t, s, staffPeer(1, "alice"))                                                              // C1
+	mustCreate(t, s, staffPeer(2, "bob"))                                                                     // C2
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil { // D3
+		t.Fatal(err)
+	}
+	mustInsert(t, s, staffPeer(3, "alice")) // C4 running
+	ids := func(evs []Event) string {
+		var out []string
+		for _, e := range evs {
+			out = append(out, fmt.Sprint(e.ID))
+		}
+		return strings.Join(out, ",")
+	}
+	key := a.PublicKey
+	tests := []struct {
+		f    EventFilter
+		want string
+	}{
+		{EventFilter{}, "4,3,2,1"},
+		{EventFilter{Kind: KindConnect}, "4,2,1"},
+		{EventFilter{Status: StatusPending}, "3"},
+		{EventFilter{Status: StatusRunning}, "4"},
+		{EventFilter{UserID: "alice"}, "4,3,1"},
+		{EventFilter{PublicKey: &key}, "3,1"},
+		{EventFilter{AfterID: 2}, "4,3"},
+		{EventFilter{BeforeID: 3}, "2,1"},
+		{EventFilter{Limit: 2}, "4,3"},
+		{EventFilter{BeforeID: 4, Limit: 2}, "3,2"},
+	}
+	for _, tt := range tests {
+		got, err := s.ListEvents(ctx, tt.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids(got) != tt.want {
+			t.Errorf("ListEvents(%+v) = %s, want %s", tt.f, ids(got), tt.want)
+		}
+	}
+	if _, err := s.ListEvents(ctx, EventFilter{Status: "lost"}); err == nil || !strings.Contains(err.Error(), `unknown status "lost"`) {
+		t.Errorf("bad status filter: %v", err)
+	}
+	if _, err := s.ListEvents(ctx, EventFilter{Kind: "X"}); err == nil || !strings.Contains(err.Error(), `unknown kind "X"`) {
+		t.Errorf("bad kind filter: %v", err)
+	}
+}
+
+func TestPruneEvents(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	day := 24 * time.Hour
+	// Closed session, long ago: C and D both go.
+	old := mustCreate(t, s, staffPeer(1, "alice"))
+	evs, _ := s.DeletePeers(ctx, []wgtypes.Key{old.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	if err := s.MarkDone(ctx, evs[0].ID, "x"); err != nil {
+		t.Fatal(err)
+	}
+	// Long-lived config created long ago: its C stays while it lives.
+	live := mustCreate(t, s, staffPeer(2, "bob"))
+	// A failed and a pending D long ago: kept (not done).
+	f := mustCreate(t, s, staffPeer(3, "carol"))
+	p := mustCreate(t, s, staffPeer(4, "dave"))
+	fe, _ := s.DeletePeers(ctx, []wgtypes.Key{f.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	if err := s.MarkAttemptFailed(ctx, fe[0].ID, "x", "no", time.Time{}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(100 * day)
+	recent := mustCreate(t, s, staffPeer(5, "erin"))
+	evs, _ = s.DeletePeers(ctx, []wgtypes.Key{recent.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	if err := s.MarkDone(ctx, evs[0].ID, "x"); err != nil {
+		t.Fatal(err)
+	}
+
+	n, err := s.PruneEvents(ctx, clock.Now().Add(-90*day))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pruned: alice's C and D, and the C events of carol and dave (their
+	// sessions are closed; their D events are not done).
+	if n != 4 {
+		t.Fatalf("PruneEvents = %d, want 4", n)
+	}
+	left, _ := s.ListEvents(ctx, EventFilter{})
+	var desc []string
+	for _, e := range left {
+		desc = append(desc, e.UserID+":"+e.Kind+":"+e.Status)
+	}
+	want := "erin:D:done,erin:C:done,dave:D:pending,carol:D:failed,bob:C:done"
+	if strings.Join(desc, ",") != want {
+		t.Errorf("left after prune: %s, want %s", strings.Join(desc, ","), want)
+	}
+	sess, _ := s.WhoHad(ctx, live.IPv4, clock.Now())
+	if len(sess) != 1 || sess[0].C.UserID != "bob" {
+		t.Errorf("WhoHad for a long-lived config after prune = %+v", sess)
+	}
+	if n, _ := s.PruneEvents(ctx, clock.Now().Add(-90*day)); n != 0 {
+		t.Errorf("second prune = %d, want 0", n)
+	}
+	// An id is never reused after pruning.
+	_, c6 := mustInsert(t, s, staffPeer(6, "frank"))
+	if c6.ID <= left[0].ID {
+		t.Errorf("new event id %d reuses or precedes %d", c6.ID, left[0].ID)
+	}
+}
+
+func TestPruneEventsBatches(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	// More done rows than one batch, inserted directly.
+	_, err := s.db.Exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+		INSERT INTO events (event, reason, public_key, interface, profile_id, user_id, created_at, status, done_at)
+		SELECT 'D', 'deleted', 'k' || i, 'wg0', 'staff', 'u', 1, 'done', 1 FROM n`, pruneBatch*2+17)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.PruneEvents(ctx, clock.Now())
+	if err != nil || n != pruneBatch*2+17 {
+		t.Fatalf("PruneEvents = %d, %v; want %d", n, err, pruneBatch*2+17)
+	}
+}
+
+// TestWhoHad: "who had 10.42.0.7 at time T" across several sessions with
+// address reuse.
+func TestWhoHad(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	// Indexes 0..4 taken for good, so .7 is the next address.
+	for i := range 5 {
+		mustCreate(t, s, staffPeer(100+i, "filler"))
+	}
+	ip := netip.MustParseAddr("10.42.0.7")
+
+	t0 := clock.Add(time.Hour)
+	alice := mustCreate(t, s, staffPeer(1, "alice"))
+	if alice.IPv4 != ip {
+		t.Fatalf("alice got %s, want %s", alice.IPv4, ip)
+	}
+	t1 := clock.Add(time.Hour)
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{alice.PublicKey}, ReasonExpired, "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	t2 := clock.Add(time.Hour)
+	bob := mustCreate(t, s, staffPeer(2, "bob"))
+	t3 := clock.Add(time.Hour)
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{bob.PublicKey}, ReasonRevoked, "", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(time.Hour)
+	// alice's key comes back later and gets the address again.
+	t4 := clock.Add(time.Hour)
+	again := mustCreate(t, s, staffPeer(1, "alice"))
+	if bob.IPv4 != ip || again.IPv4 != ip {
+		t.Fatalf("reuse: bob %s, alice again %s, want %s", bob.IPv4, again.IPv4, ip)
+	}
+	// Same address on another interface belongs to someone else.
+	t5 := clock.Add(time.Minute)
+	other := staffPeer(3, "carol")
+	other.Interface = "wg9"
+	for i := range 6 {
+		o := other
+		o.PublicKey = testKey(200 + i)
+		if i == 5 {
+			o.PublicKey = testKey(3)
+		}
+		mustCreate(t, s, o)
+	}
+
+	type result struct{ user, end string }
+	query := func(addr netip.Addr, at time.Time) []result {
+		t.Helper()
+		sess, err := s.WhoHad(ctx, addr, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []result
+		for _, x := range sess {
+			end := "open"
+			if x.D != nil {
+				end = x.D.Reason
+				if x.D.PublicKey != x.C.PublicKey || x.D.ID <= x.C.ID {
+					t.Errorf("mismatched pair C %d / D %d", x.C.ID, x.D.ID)
+				}
+			}
+			if x.C.Interface == "wg9" {
+				end += "@wg9"
+			}
+			out = append(out, result{x.C.UserID, end})
+		}
+		return out
+	}
+	tests := []struct {
+		at   time.Time
+		want string
+	}{
+		{t0.Add(-time.Second), "[]"},
+		{t0, "[{alice expired}]"},
+		{t0.Add(30 * time.Minute), "[{alice expired}]"},
+		{t1, "[]"}, // D recorded at t1: not held at t1
+		{t2.Add(time.Minute), "[{bob revoked}]"},
+		{t3.Add(30 * time.Minute), "[]"},
+		{t4, "[{alice open}]"},
+		{t5.Add(-time.Nanosecond), "[{alice open}]"},
+		{t5, "[{alice open} {carol open@wg9}]"},
+		{t5.Add(24 * time.Hour), "[{alice open} {carol open@wg9}]"},
+	}
+	for _, tt := range tests {
+		if got := fmt.Sprint(query(ip, tt.at)); got != tt.want {
+			t.Errorf("WhoHad(%s, %s) = %s, want %s", ip, tt.at.Format(time.TimeOnly), got, tt.want)
+		}
+	}
+	// IPv6 and the IPv4-mapped form find the same sessions.
+	if got := fmt.Sprint(query(netip.MustParseAddr("fd42::7"), t2.Add(time.Minute))); got != "[{bob revoked}]" {
+		t.Errorf("WhoHad(fd42::7) = %s", got)
+	}
+	if got := fmt.Sprint(query(netip.MustParseAddr("::ffff:10.42.0.7"), t2.Add(time.Minute))); got != "[{bob revoked}]" {
+		t.Errorf("WhoHad(::ffff:10.42.0.7) = %s", got)
+	}
+	if _, err := s.WhoHad(ctx, netip.Addr{}, t0); err == nil {
+		t.Error("WhoHad without an address accepted")
+	}
+
+	sess, err := s.UserSessions(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sess) != 2 || sess[0].D == nil || sess[0].D.Reason != ReasonExpired || sess[1].D != nil ||
+		!sess[0].C.CreatedAt.Equal(t0) || !sess[0].D.CreatedAt.Equal(t1) || !sess[1].C.CreatedAt.Equal(t4) {
+		t.Errorf("UserSessions(alice) = %+v", sess)
+	}
+	if sess, _ := s.UserSessions(ctx, "nobody"); len(sess) != 0 {
+		t.Errorf("UserSessions(nobody) = %+v", sess)
+	}
+}
