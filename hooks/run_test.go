@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -165,6 +166,16 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 	}
 }
 
+// TestTimeoutWithoutPidfd runs the timeout cases with the fallback exit
+// watcher used on kernels without pidfd_open.
+func TestTimeoutWithoutPidfd(t *testing.T) {
+	usePidfd = false
+	defer func() { usePidfd = true }()
+	TestTimeoutKillsProcessGroup(t)
+	TestContextCancelStopsScript(t)
+	TestExitStatuses(t)
+}
+
 func TestContextCancelStopsScript(t *testing.T) {
 	path := writeScript(t, t.TempDir(), "hook.sh", "#!/bin/sh\nsleep 30 &\nsleep 30\n")
 	r := newRunner(t, Config{Script: path, Timeout: time.Minute, KillGrace: 300 * time.Millisecond})
@@ -297,5 +308,30 @@ func TestRunIsLogged(t *testing.T) {
 	}
 	if strings.Contains(lines[0], "stderr=") || strings.Contains(lines[1], "stdout=") {
 		t.Error("empty output logged")
+	}
+}
+
+func TestExitWatchUsesPidfd(t *testing.T) {
+	cmd := exec.Command("/bin/sleep", "0.1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := watchExit(cmd.Process.Pid)
+	defer w.close()
+	if w.pidfd == nil {
+		t.Skip("pidfd_open not available on this kernel; the fallback is covered by TestTimeoutWithoutPidfd")
+	}
+	if w.wait(context.Background(), 10*time.Millisecond) {
+		t.Fatal("reported an exit before the process ended")
+	}
+	if !w.wait(context.Background(), 5*time.Second) || w.err != nil {
+		t.Fatalf("no exit reported (err %v)", w.err)
+	}
+	// Not reaped yet: the process is a zombie until Wait.
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat"); err != nil || !strings.Contains(string(b), ") Z ") {
+		t.Fatalf("process not left as a zombie: %q %v", b, err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
 	}
 }

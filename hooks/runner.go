@@ -14,7 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -317,51 +316,28 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	go stdout.readFrom(outR, outDone)
 	go stderr.readFrom(errR, errDone)
 
-	// Wait for the script to exit without reaping it: while it is an
-	// unreaped zombie its PID, and so its process group ID, cannot be
-	// reused, which makes signalling -pid safe until cmd.Wait below.
-	exited := make(chan error, 1)
-	go func() { exited <- waitExit(pid) }()
-
-	timer := time.NewTimer(r.timeout)
-	defer timer.Stop()
-	var waitErr error
-	gone := false
-	select {
-	case waitErr = <-exited:
-		gone = true
-	case <-timer.C:
-		res.TimedOut = true
-	case <-ctx.Done():
-		res.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
-		res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, ctx.Err())
-	}
-	if !gone {
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		grace := time.NewTimer(r.grace)
-		select {
-		case waitErr = <-exited:
-			gone = true
-		case <-grace.C:
+	w := watchExit(pid)
+	defer w.close()
+	if !w.wait(ctx, r.timeout) {
+		if err := ctx.Err(); err != nil {
+			res.TimedOut = errors.Is(err, context.DeadlineExceeded)
+			res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, err)
+		} else {
+			res.TimedOut = true
 		}
-		grace.Stop()
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		w.wait(context.Background(), r.grace)
 	}
-	if waitErr == nil {
-		// Whatever is left in the group, including the script itself when
-		// it outlived the grace, is killed now.
+	if w.err == nil {
+		// The script is still alive or an unreaped zombie, so -pid is still
+		// its group: whatever is left in it, including the script itself
+		// when it outlived the grace, is killed now.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
-	if !gone {
-		select {
-		case waitErr = <-exited:
-			gone = true
-		case <-time.After(r.grace):
-		}
-	}
-	if !gone {
+	if !w.wait(context.Background(), r.grace) {
 		// Stuck in an uninterruptible sleep; reap it whenever it ends.
 		go func() {
-			<-exited
+			_ = waitid(pPID, pid, syscall.WEXITED|syscall.WNOWAIT)
 			_ = cmd.Wait()
 		}()
 		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (pid %d) did not exit after SIGKILL", r.script, pid))
@@ -380,8 +356,8 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 		default:
 			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, err))
 		}
-		if waitErr != nil {
-			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, waitErr))
+		if w.err != nil {
+			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, w.err))
 		}
 	}
 
@@ -468,22 +444,6 @@ func readShebang(path string) (string, bool) {
 	head := make([]byte, 256)
 	n, _ := io.ReadFull(f, head)
 	return shebang(head[:n])
-}
-
-// waitExit blocks until process pid has exited, leaving it unreaped.
-func waitExit(pid int) error {
-	const pPID = 1     // P_PID
-	var info [128]byte // siginfo_t
-	for {
-		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
-			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
-		if errno != syscall.EINTR {
-			if errno != 0 {
-				return errno
-			}
-			return nil
-		}
-	}
 }
 
 // capture keeps the first OutputLimit bytes written to it and counts the
