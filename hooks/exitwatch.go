@@ -49,7 +49,8 @@ func watchExit(pid int) *exitWatch {
 	if errno == 0 {
 		// A non-blocking descriptor: NewFile registers it with the poller.
 		f := os.NewFile(fd, "pidfd")
-		if rc, err := f.SyscallConn(); err == nil {
+		// Deadlines work only when the poller took the descriptor.
+		if rc, err := f.SyscallConn(); err == nil && f.SetReadDeadline(time.Time{}) == nil {
 			w.pidfd, w.rc = f, rc
 			return w
 		}

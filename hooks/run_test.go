@@ -335,3 +335,32 @@ func TestExitWatchUsesPidfd(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOutputHeldOutsideGroup: a process that left the script's process group
+// (setsid) and keeps stdout open cannot hold the run for longer than the
+// short drain bound; what was written before is kept.
+func TestOutputHeldOutsideGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "escaped.pid")
+	path := writeScript(t, dir, "hook.sh", "#!/bin/sh\necho before\n/usr/bin/setsid /bin/sh -c 'echo $$ > "+pidFile+"; exec /bin/sleep 30' &\n"+
+		"while [ ! -s "+quote(pidFile)+" ]; do /bin/sleep 0.01; done\nexit 0\n")
+	var buf syncBuffer
+	r := newRunner(t, Config{Script: path, Timeout: 10 * time.Second, Logger: textLogger(&buf)})
+	begin := time.Now()
+	res := r.Run(context.Background(), connectVars())
+	elapsed := time.Since(begin)
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if !res.OK() || string(res.Stdout) != "before\n" {
+		t.Fatalf("got %+v, want success with the output written before", res)
+	}
+	if elapsed > drainWait+time.Second {
+		t.Errorf("returned after %s", elapsed)
+	}
+	if !strings.Contains(buf.String(), "held open by a process outside its process group") {
+		t.Errorf("no warning logged:\n%s", buf.String())
+	}
+}
