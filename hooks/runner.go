@@ -276,12 +276,12 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	res := Result{Ran: true, ExitCode: -1}
 	start := time.Now()
 
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		res.Err = fmt.Errorf("run hook script %s: stdout pipe: %w", r.script, err)
 		return res
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
@@ -386,6 +386,23 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	res.Stderr, res.StderrDropped = stderr.buf, stderr.dropped
 	res.Duration = time.Since(start)
 	return res
+}
+
+// outputPipe returns a pipe whose read end is non-blocking and served by
+// the runtime's poller, and whose write end, meant only for the child, is
+// an ordinary blocking descriptor the poller never sees. Both are
+// close-on-exec, so no other child started meanwhile inherits them.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
 // startCmd starts cmd, retrying briefly on ETXTBSY, which a script still open
