@@ -317,7 +317,6 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	go stderr.readFrom(errR, errDone)
 
 	w := watchExit(pid)
-	defer w.close()
 	if !w.wait(ctx, r.timeout) {
 		if err := ctx.Err(); err != nil {
 			res.TimedOut = errors.Is(err, context.DeadlineExceeded)
