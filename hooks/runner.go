@@ -47,8 +47,9 @@ type Config struct {
 	// Concurrency bounds the runs in progress at once across all callers of
 	// the Runner (default 4).
 	Concurrency int
-	// PassEnv names variables copied from wgkeeper's environment to the
-	// script when set there. PATH is always passed; VPN_* names are reserved.
+	// PassEnv names variables copied from wgkeeper's environment (as it is
+	// at each run) to the script when set there. PATH is always passed;
+	// VPN_* names are reserved.
 	PassEnv []string
 	// Logger receives one line per run (nil discards).
 	Logger *slog.Logger
