@@ -351,3 +351,19 @@ func TestOutputHeldOutsideGroup(t *testing.T) {
 		t.Errorf("no warning logged:\n%s", buf.String())
 	}
 }
+
+func TestCanceledContextRunsNothing(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	r := newRunner(t, Config{Script: writeScript(t, dir, "s.sh", "#!/bin/sh\n: > "+quote(marker)+"\n")})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 { // a free slot must not win against the ended context
+		if res := r.Run(ctx, connectVars()); !errors.Is(res.Err, context.Canceled) || res.PID != 0 {
+			t.Fatalf("got %+v, want a refused run", res)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the script ran with an ended context")
+	}
+}

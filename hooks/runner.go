@@ -203,13 +203,13 @@ func (r Result) Failure() error {
 	return errors.New(msg)
 }
 
-func lastLine(b []byte, max int) string {
+func lastLine(b []byte, limit int) string {
 	b = bytes.TrimSpace(b)
 	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
 		b = bytes.TrimSpace(b[i+1:])
 	}
-	if len(b) > max {
-		b = b[:max]
+	if len(b) > limit {
+		b = b[:limit]
 	}
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
@@ -238,11 +238,9 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 		r.logResult(v, res)
 		return res
 	}
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(ctx.Err(), context.DeadlineExceeded),
-			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, ctx.Err())}
+	if err := r.acquire(ctx); err != nil {
+		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(err, context.DeadlineExceeded),
+			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, err)}
 		r.logResult(v, res)
 		return res
 	}
@@ -250,6 +248,20 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 	<-r.sem
 	r.logResult(v, res)
 	return res
+}
+
+// acquire takes one of the Concurrency slots, unless ctx ends first (or
+// has already ended: then no slot is taken even when one is free).
+func (r *Runner) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // environ returns the script's whole environment: PATH, the pass-through
