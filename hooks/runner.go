@@ -14,7 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -48,8 +47,9 @@ type Config struct {
 	// Concurrency bounds the runs in progress at once across all callers of
 	// the Runner (default 4).
 	Concurrency int
-	// PassEnv names variables copied from wgkeeper's environment to the
-	// script when set there. PATH is always passed; VPN_* names are reserved.
+	// PassEnv names variables copied from wgkeeper's environment (as it is
+	// at each run) to the script when set there. PATH is always passed;
+	// VPN_* names are reserved.
 	PassEnv []string
 	// Logger receives one line per run (nil discards).
 	Logger *slog.Logger
@@ -203,13 +203,13 @@ func (r Result) Failure() error {
 	return errors.New(msg)
 }
 
-func lastLine(b []byte, max int) string {
+func lastLine(b []byte, limit int) string {
 	b = bytes.TrimSpace(b)
 	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
 		b = bytes.TrimSpace(b[i+1:])
 	}
-	if len(b) > max {
-		b = b[:max]
+	if len(b) > limit {
+		b = b[:limit]
 	}
 	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
@@ -238,11 +238,9 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 		r.logResult(v, res)
 		return res
 	}
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(ctx.Err(), context.DeadlineExceeded),
-			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, ctx.Err())}
+	if err := r.acquire(ctx); err != nil {
+		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(err, context.DeadlineExceeded),
+			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, err)}
 		r.logResult(v, res)
 		return res
 	}
@@ -250,6 +248,20 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 	<-r.sem
 	r.logResult(v, res)
 	return res
+}
+
+// acquire takes one of the Concurrency slots, unless ctx ends first (or
+// has already ended: then no slot is taken even when one is free).
+func (r *Runner) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case r.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // environ returns the script's whole environment: PATH, the pass-through
@@ -277,12 +289,12 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	res := Result{Ran: true, ExitCode: -1}
 	start := time.Now()
 
-	outR, outW, err := os.Pipe()
+	outR, outW, err := outputPipe()
 	if err != nil {
 		res.Err = fmt.Errorf("run hook script %s: stdout pipe: %w", r.script, err)
 		return res
 	}
-	errR, errW, err := os.Pipe()
+	errR, errW, err := outputPipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
@@ -317,51 +329,27 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	go stdout.readFrom(outR, outDone)
 	go stderr.readFrom(errR, errDone)
 
-	// Wait for the script to exit without reaping it: while it is an
-	// unreaped zombie its PID, and so its process group ID, cannot be
-	// reused, which makes signalling -pid safe until cmd.Wait below.
-	exited := make(chan error, 1)
-	go func() { exited <- waitExit(pid) }()
-
-	timer := time.NewTimer(r.timeout)
-	defer timer.Stop()
-	var waitErr error
-	gone := false
-	select {
-	case waitErr = <-exited:
-		gone = true
-	case <-timer.C:
-		res.TimedOut = true
-	case <-ctx.Done():
-		res.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
-		res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, ctx.Err())
-	}
-	if !gone {
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		grace := time.NewTimer(r.grace)
-		select {
-		case waitErr = <-exited:
-			gone = true
-		case <-grace.C:
+	w := watchExit(pid)
+	if !w.wait(ctx, r.timeout) {
+		if err := ctx.Err(); err != nil {
+			res.TimedOut = errors.Is(err, context.DeadlineExceeded)
+			res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, err)
+		} else {
+			res.TimedOut = true
 		}
-		grace.Stop()
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		w.wait(context.Background(), r.grace)
 	}
-	if waitErr == nil {
-		// Whatever is left in the group, including the script itself when
-		// it outlived the grace, is killed now.
+	if w.err == nil {
+		// The script is still alive or an unreaped zombie, so -pid is still
+		// its group: whatever is left in it, including the script itself
+		// when it outlived the grace, is killed now.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
-	if !gone {
-		select {
-		case waitErr = <-exited:
-			gone = true
-		case <-time.After(r.grace):
-		}
-	}
-	if !gone {
+	if !w.wait(context.Background(), r.grace) {
 		// Stuck in an uninterruptible sleep; reap it whenever it ends.
 		go func() {
-			<-exited
+			_ = waitid(pPID, pid, syscall.WEXITED|syscall.WNOWAIT)
 			_ = cmd.Wait()
 		}()
 		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (pid %d) did not exit after SIGKILL", r.script, pid))
@@ -380,8 +368,8 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 		default:
 			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, err))
 		}
-		if waitErr != nil {
-			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, waitErr))
+		if w.err != nil {
+			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, w.err))
 		}
 	}
 
@@ -410,6 +398,23 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 	res.Stderr, res.StderrDropped = stderr.buf, stderr.dropped
 	res.Duration = time.Since(start)
 	return res
+}
+
+// outputPipe returns a pipe whose read end is non-blocking and served by
+// the runtime's poller, and whose write end, meant only for the child, is
+// an ordinary blocking descriptor the poller never sees. Both are
+// close-on-exec, so no other child started meanwhile inherits them.
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := syscall.SetNonblock(p[0], true); err != nil {
+		syscall.Close(p[0])
+		syscall.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
 }
 
 // startCmd starts cmd, retrying briefly on ETXTBSY, which a script still open
@@ -468,22 +473,6 @@ func readShebang(path string) (string, bool) {
 	head := make([]byte, 256)
 	n, _ := io.ReadFull(f, head)
 	return shebang(head[:n])
-}
-
-// waitExit blocks until process pid has exited, leaving it unreaped.
-func waitExit(pid int) error {
-	const pPID = 1     // P_PID
-	var info [128]byte // siginfo_t
-	for {
-		_, _, errno := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(pid),
-			uintptr(unsafe.Pointer(&info[0])), syscall.WEXITED|syscall.WNOWAIT, 0, 0)
-		if errno != syscall.EINTR {
-			if errno != 0 {
-				return errno
-			}
-			return nil
-		}
-	}
 }
 
 // capture keeps the first OutputLimit bytes written to it and counts the
