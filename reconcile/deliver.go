@@ -116,14 +116,10 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event) outcome {
 }
 
 func failureText(r hooks.Result) string {
-	switch {
-	case r.TimedOut:
-		return "timed out"
-	case r.Err != nil:
-		return r.Err.Error()
-	default:
-		return fmt.Sprintf("exit status %d", r.ExitCode)
+	if err := r.Failure(); err != nil {
+		return err.Error()
 	}
+	return "failed"
 }
 
 // Backoff is the wait before attempt n+1 after n failed attempts: base

@@ -359,7 +359,7 @@ func TestDeliveryRetriesThenFails(t *testing.T) {
 		t.Fatalf("delete: %+v, %v", r, err)
 	}
 	ev := h.event(r.Events[0].ID)
-	if ev.Status != "pending" || ev.Attempts != 1 || !ev.NextAttemptAt.Equal(h.clock.Now().Add(10*time.Second)) || ev.LastError != "exit status 3" {
+	if ev.Status != "pending" || ev.Attempts != 1 || !ev.NextAttemptAt.Equal(h.clock.Now().Add(10*time.Second)) || ev.LastError != "hook script exited with status 3: failing on purpose" {
 		t.Fatalf("after first failure: %+v", ev)
 	}
 	// Not due yet.
