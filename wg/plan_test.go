@@ -404,3 +404,57 @@ func planKeys(p wg.Plan) []wgtypes.Key {
 	ks = append(ks, p.Remove...)
 	return append(ks, p.KeptOrphans...)
 }
+
+// FuzzMakePlan feeds MakePlan arbitrary wanted and device peers (the device
+// side is outside input) and checks that it never panics and that, when it
+// accepts the input, applying its plan converges in one step.
+func FuzzMakePlan(f *testing.F) {
+	f.Add([]byte{1, 1, 32, 0, 0x81, 1, 32, 0, 2, 2, 24, 3, 0x83, 9, 16, 1}, false)
+	f.Add([]byte{1, 1, 32, 0, 1, 2, 32, 0}, true)
+	f.Add([]byte{0x81, 1, 32, 0, 0x81, 1, 32, 0}, false)
+	f.Fuzz(func(t *testing.T, data []byte, keep bool) {
+		var wanted []wg.Wanted
+		var actual []wg.Peer
+		for len(data) >= 4 {
+			c := data[:4]
+			data = data[4:]
+			k := key(c[0]&0x1f + 1)
+			ips := []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, c[0] & 0x1f, c[1], 1}), int(c[2]%40))}
+			if c[2] >= 33 {
+				ips = []netip.Prefix{netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 15: c[1]}), int(c[2]))}
+			}
+			var psk wgtypes.Key
+			if c[3]&1 != 0 {
+				psk = key(0xf0)
+			}
+			ka := time.Duration(c[3]>>1) * time.Second
+			if c[0]&0x80 != 0 {
+				actual = append(actual, wg.Peer{PublicKey: k, PresharedKey: psk, AllowedIPs: ips, Keepalive: ka})
+			} else {
+				wanted = append(wanted, wg.Wanted{PublicKey: k, PresharedKey: psk, AllowedIPs: ips, Keepalive: ka})
+			}
+		}
+		o := wg.OrphansRemove
+		if keep {
+			o = wg.OrphansKeep
+		}
+		p, err := wg.MakePlan(wanted, actual, o)
+		if err != nil {
+			return
+		}
+		seen := map[wgtypes.Key]bool{}
+		for _, k := range planKeys(p) {
+			if seen[k] {
+				t.Fatalf("key %s twice in %s", k, fmtPlan(p))
+			}
+			seen[k] = true
+		}
+		p2, err := wg.MakePlan(wanted, simulate(actual, p), o)
+		if err != nil {
+			t.Fatalf("plan after apply: %v", err)
+		}
+		if !p2.Empty() {
+			t.Fatalf("plan after apply not empty: %s (first plan %s)", fmtPlan(p2), fmtPlan(p))
+		}
+	})
+}
