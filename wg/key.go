@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -20,11 +21,15 @@ func ParsePrivateKey(data []byte) (wgtypes.Key, error) {
 	if len(s) != base64.StdEncoding.EncodedLen(wgtypes.KeyLen) {
 		return wgtypes.Key{}, fmt.Errorf("not a WireGuard private key: want 44 base64 characters as written by `wg genkey`, got %d bytes", len(s))
 	}
-	var k wgtypes.Key
-	n, err := base64.StdEncoding.Strict().Decode(k[:], s)
+	// Decode into a buffer of the full decoded length: 44 characters without
+	// padding would decode to 33 bytes.
+	buf := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	n, err := base64.StdEncoding.Strict().Decode(buf, s)
 	if err != nil || n != wgtypes.KeyLen {
 		return wgtypes.Key{}, errors.New("not a WireGuard private key: invalid base64 (want the output of `wg genkey`)")
 	}
+	var k wgtypes.Key
+	copy(k[:], buf[:n])
 	if k == (wgtypes.Key{}) {
 		return wgtypes.Key{}, errors.New("not a WireGuard private key: all zero")
 	}
@@ -64,12 +69,11 @@ func loadKey(path string) (wgtypes.Key, error) {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return wgtypes.Key{}, fmt.Errorf("read key file %s: mode %04o lets group or others access the private key; run chmod 600 %s", path, perm, path)
 	}
-	data := make([]byte, 1024)
-	n, err := f.Read(data)
-	if err != nil && n == 0 {
+	data, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("read key file %s: %w", path, err)
 	}
-	k, err := ParsePrivateKey(data[:n])
+	k, err := ParsePrivateKey(data)
 	if err != nil {
 		return wgtypes.Key{}, fmt.Errorf("read key file %s: %w", path, err)
 	}

@@ -3,6 +3,7 @@ package wg
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -37,48 +38,51 @@ func MakePlan(wanted []Wanted, actual []Peer, o Orphans) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("make plan: %w", err)
 	}
-	as := actual
-	if !slices.IsSortedFunc(as, func(a, b Peer) int { return compareKeys(a.PublicKey, b.PublicKey) }) {
-		as = slices.Clone(actual)
-		slices.SortFunc(as, func(a, b Peer) int { return compareKeys(a.PublicKey, b.PublicKey) })
-	}
-	for j := 1; j < len(as); j++ {
-		if as[j].PublicKey == as[j-1].PublicKey {
-			return Plan{}, fmt.Errorf("make plan: device lists peer %s twice", as[j].PublicKey)
+	order := sortedOrder(len(actual), func(i int) *wgtypes.Key { return &actual[i].PublicKey })
+	for j := 1; j < len(order); j++ {
+		if actual[order[j].i].PublicKey == actual[order[j-1].i].PublicKey {
+			return Plan{}, fmt.Errorf("make plan: device lists peer %s twice", actual[order[j].i].PublicKey)
 		}
 	}
 
 	var p Plan
 	var scratch []netip.Prefix
 	i, j := 0, 0
-	for i < len(ws) || j < len(as) {
+	for i < len(ws) || j < len(order) {
 		var c int
 		switch {
 		case i == len(ws):
 			c = 1
-		case j == len(as):
+		case j == len(order):
 			c = -1
 		default:
-			c = compareKeys(ws[i].PublicKey, as[j].PublicKey)
+			c = compareKeys(ws[i].PublicKey, actual[order[j].i].PublicKey)
 		}
 		switch {
 		case c < 0:
 			p.Add = append(p.Add, ws[i])
 			i++
 		case c > 0:
+			k := actual[order[j].i].PublicKey
 			if o == OrphansKeep {
-				p.KeptOrphans = append(p.KeptOrphans, as[j].PublicKey)
+				p.KeptOrphans = append(p.KeptOrphans, k)
 			} else {
-				p.Remove = append(p.Remove, as[j].PublicKey)
+				p.Remove = append(p.Remove, k)
 			}
 			j++
 		default:
-			w, a := ws[i], as[j]
-			ch := Change{Wanted: w}
-			scratch = appendNormalized(scratch[:0], a.AllowedIPs)
-			ch.AllowedIPs = !slices.Equal(w.AllowedIPs, scratch)
-			ch.PresharedKey = w.PresharedKey != a.PresharedKey
-			ch.Keepalive = w.Keepalive != a.Keepalive
+			w, a := &ws[i], &actual[order[j].i]
+			ips := slices.Equal(w.AllowedIPs, a.AllowedIPs)
+			if !ips {
+				scratch = appendNormalized(scratch[:0], a.AllowedIPs)
+				ips = slices.Equal(w.AllowedIPs, scratch)
+			}
+			ch := Change{
+				Wanted:       *w,
+				AllowedIPs:   !ips,
+				PresharedKey: w.PresharedKey != a.PresharedKey,
+				Keepalive:    w.Keepalive != a.Keepalive,
+			}
 			if ch.AllowedIPs || ch.PresharedKey || ch.Keepalive {
 				p.Update = append(p.Update, ch)
 			}
@@ -89,13 +93,35 @@ func MakePlan(wanted []Wanted, actual []Peer, o Orphans) (Plan, error) {
 	return p, nil
 }
 
+// keyPos is a key's first 8 bytes (big-endian) and its index: sorting these
+// moves no pointers and almost always decides on the first word.
+type keyPos struct {
+	k0 uint64
+	i  int32
+}
+
+// sortedOrder returns the indices 0..n-1 ordered by the keys keyAt returns.
+func sortedOrder(n int, keyAt func(int) *wgtypes.Key) []keyPos {
+	order := make([]keyPos, n)
+	for i := range order {
+		order[i] = keyPos{k0: binary.BigEndian.Uint64(keyAt(i)[:8]), i: int32(i)}
+	}
+	slices.SortFunc(order, func(a, b keyPos) int {
+		if a.k0 != b.k0 {
+			return cmp.Compare(a.k0, b.k0)
+		}
+		return compareKeys(*keyAt(int(a.i)), *keyAt(int(b.i)))
+	})
+	return order
+}
+
 // normalizeWanted validates wanted and returns it sorted by key with every
 // allowed-IP list masked, sorted and deduplicated. The input is not modified;
 // lists already in normal form are shared, not copied.
 func normalizeWanted(wanted []Wanted) ([]Wanted, error) {
-	ws := make([]Wanted, len(wanted))
-	owner := make(map[netip.Prefix]wgtypes.Key, len(wanted)*2)
-	for i, w := range wanted {
+	owner := make(map[prefixKey]int32, len(wanted)*2)
+	for i := range wanted {
+		w := &wanted[i]
 		if w.PublicKey == (wgtypes.Key{}) {
 			return nil, fmt.Errorf("wanted peer %d: zero public key", i)
 		}
@@ -106,25 +132,36 @@ func normalizeWanted(wanted []Wanted) ([]Wanted, error) {
 			if !pfx.IsValid() {
 				return nil, fmt.Errorf("wanted peer %s: invalid allowed ip %q", w.PublicKey, pfx)
 			}
+			pk := keyOfPrefix(pfx.Masked())
+			if other, dup := owner[pk]; dup && wanted[other].PublicKey != w.PublicKey {
+				return nil, fmt.Errorf("allowed ip %s wanted for two peers, %s and %s", pfx.Masked(), wanted[other].PublicKey, w.PublicKey)
+			}
+			owner[pk] = int32(i)
+		}
+	}
+	order := sortedOrder(len(wanted), func(i int) *wgtypes.Key { return &wanted[i].PublicKey })
+	ws := make([]Wanted, len(wanted))
+	for j, o := range order {
+		w := wanted[o.i]
+		if j > 0 && w.PublicKey == ws[j-1].PublicKey {
+			return nil, fmt.Errorf("duplicate wanted peer %s", w.PublicKey)
 		}
 		if !isNormalized(w.AllowedIPs) {
 			w.AllowedIPs = appendNormalized(make([]netip.Prefix, 0, len(w.AllowedIPs)), w.AllowedIPs)
 		}
-		for _, pfx := range w.AllowedIPs {
-			if other, dup := owner[pfx]; dup && other != w.PublicKey {
-				return nil, fmt.Errorf("allowed ip %s wanted for two peers, %s and %s", pfx, other, w.PublicKey)
-			}
-			owner[pfx] = w.PublicKey
-		}
-		ws[i] = w
-	}
-	slices.SortFunc(ws, func(a, b Wanted) int { return compareKeys(a.PublicKey, b.PublicKey) })
-	for i := 1; i < len(ws); i++ {
-		if ws[i].PublicKey == ws[i-1].PublicKey {
-			return nil, fmt.Errorf("duplicate wanted peer %s", ws[i].PublicKey)
-		}
+		ws[j] = w
 	}
 	return ws, nil
+}
+
+// prefixKey is a prefix as plain bytes, cheap to hash.
+type prefixKey struct {
+	addr [16]byte
+	bits int16
+}
+
+func keyOfPrefix(p netip.Prefix) prefixKey {
+	return prefixKey{addr: p.Addr().As16(), bits: int16(p.Bits() + p.Addr().BitLen())}
 }
 
 func checkKeepalive(d time.Duration) error {
