@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wgkeeper/wgkeeper/cli"
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+	"github.com/wgkeeper/wgkeeper/wg/wgtest"
+)
+
+// TestMain lets the tests run this binary as wgkeeper itself: with
+// WGKEEPER_TEST_AS_MAIN=1 it is the real program.
+func TestMain(m *testing.M) {
+	if os.Getenv("WGKEEPER_TEST_AS_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// daemonProc is a wgkeeper daemon running as a child process.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs strings.Builder
+	done chan error
+}
+
+func startDaemon(t *testing.T, cfgPath string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{done: make(chan error, 1)}
+	d.cmd = exec.Command(os.Args[0], "-config", cfgPath, "daemon", "-log-level", "debug")
+	d.cmd.Env = append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.logs.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+		}
+		d.done <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log())
+		}
+	})
+	return d
+}
+
+func (d *daemonProc) log() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+func (d *daemonProc) waitLog(t *testing.T, what string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(d.log(), what) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("daemon never logged %q", what)
+}
+
+const daemonConfig = `
+database = "wgkeeper.db"
+
+[hooks]
+script = "hook.sh"
+timeout = "5s"
+
+[housekeeping]
+schedule = "@every 1h"
+reconcile_interval = "1h"
+
+[api]
+listen = ""
+
+[[interface]]
+name = "%s"
+mode = "userspace"
+private_key_file = "server.key"
+listen_port = %d
+endpoint = "127.0.0.1:%d"
+
+[[profile]]
+id = "staff"
+interface = "%s"
+ipv4_range = "10.98.0.0/24"
+ipv6_range = "fd00:98::/64"
+expiry = "1d"
+`
+
+// hook records "EVENT KEY unixnanos" for every run.
+const daemonHook = `#!/bin/sh
+echo "$VPN_EVENT $VPN_CONNECTION_ID $(date +%s%N)" >> "$(dirname "$0")/events.log"
+`
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// TestDaemon runs the real daemon on a userspace interface: a config
+// written by another process with a 2-second lifetime is removed from the
+// device and its D script run within a second of its expiry; SIGHUP with a
+// broken config keeps it running; SIGTERM removes the interface and leaves
+// no process behind.
+func TestDaemon(t *testing.T) {
+	wgtest.RequireRoot(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("skipped: needs /dev/net/tun for a userspace interface")
+	}
+	dir := t.TempDir()
+	name := wgtest.UniqueName("wgd")
+	port := freeUDPPort(t)
+	cfgPath := filepath.Join(dir, "wgkeeper.toml")
+	good := fmt.Sprintf(daemonConfig, name, port, port, name)
+	if err := os.WriteFile(cfgPath, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hook.sh"), []byte(daemonHook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, cfgPath)
+	d.waitLog(t, "wgkeeper started", 20*time.Second)
+	if _, err := net.InterfaceByName(name); err != nil {
+		t.Fatalf("interface %s not up: %v", name, err)
+	}
+
+	// Another process (this test) creates a config expiring in 2 s.
+	ctx := context.Background()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, cfg.Database, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dev, err := wg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	run, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := reconcile.New(reconcile.Options{Config: cfg, Store: st, Device: dev, Runner: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := eng.Create(ctx, reconcile.CreateRequest{UserID: "alice", ProfileID: "staff", ExpiresIn: 2 * time.Second})
+	if err != nil || c.DeviceErr != nil {
+		t.Fatalf("create: %v %v", err, c)
+	}
+	key := c.Peer.PublicKey.String()
+	if dv, err := dev.Read(ctx, name); err != nil {
+		t.Fatal(err)
+	} else if _, ok := dv.Peer(c.Peer.PublicKey); !ok {
+		t.Fatal("created peer not on the daemon's device")
+	}
+
+	// The D script runs within a second of the expiry.
+	expires := c.Peer.ExpiresAt
+	var dAt time.Time
+	for time.Now().Before(expires.Add(5 * time.Second)) {
+		if at, ok := eventTime(t, dir, "D", key); ok {
+			dAt = at
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if dAt.IsZero() {
+		t.Fatalf("no D event within 5 s of expiry %s", expires)
+	}
+	late := dAt.Sub(expires)
+	t.Logf("D script ran %v after expiry", late)
+	if late < 0 || late > time.Second {
+		t.Fatalf("D script ran %v after expiry, want within 1s", late)
+	}
+	if dv, err := dev.Read(ctx, name); err != nil {
+		t.Fatal(err)
+	} else if _, ok := dv.Peer(c.Peer.PublicKey); ok {
+		t.Fatal("expired peer still on the device")
+	}
+
+	// SIGHUP with a broken config: logged, still running.
+	if err := os.WriteFile(cfgPath, []byte("[hooks]\ntimeout = \"soon\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "keeping the running config", 5*time.Second)
+	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("daemon died on a bad reload: %v", err)
+	}
+	// SIGHUP with the good config again: reloaded.
+	os.WriteFile(cfgPath, []byte(good), 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "config reloaded", 5*time.Second)
+
+	// SIGTERM: clean exit, interface and socket gone, no process left in
+	// the daemon's process group.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("daemon exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not stop within 15 s of SIGTERM")
+	}
+	if _, err := net.InterfaceByName(name); err == nil {
+		t.Fatal("interface left behind")
+	}
+	if _, err := os.Stat(filepath.Join(wg.SocketDir, name+".sock")); !os.IsNotExist(err) {
+		t.Fatalf("UAPI socket left behind: %v", err)
+	}
+	if err := syscall.Kill(-d.cmd.Process.Pid, 0); err == nil {
+		t.Fatal("a process of the daemon's group survived")
+	}
+}
+
+// eventTime finds the time the hook logged an event for a key.
+func eventTime(t *testing.T, dir, event, key string) (time.Time, bool) {
+	data, err := os.ReadFile(filepath.Join(dir, "events.log"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == event && f[1] == key {
+			var ns int64
+			fmt.Sscan(f[2], &ns)
+			return time.Unix(0, ns), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// The process exit code maps errors: usage 2, failure 1.
+func TestMainExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"version"}, 0},
+		{[]string{"nope"}, 2},
+		{[]string{"-config", "/nonexistent/wgkeeper.toml", "migrate"}, 1},
+	} {
+		cmd := exec.Command(os.Args[0], tc.args...)
+		cmd.Env = append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code {
+			t.Errorf("wgkeeper %v: exit %d, want %d", tc.args, code, tc.code)
+		}
+	}
+	_ = cli.ExitOK
+}
