@@ -157,16 +157,16 @@ type ProfileStatus struct {
 
 // HousekeepingResponse answers POST /v1/housekeeping.
 type HousekeepingResponse struct {
-	StartedAt       time.Time          `json:"started_at"`
-	DurationSeconds float64            `json:"duration_seconds"`
-	Expired         int                `json:"expired"`
-	Stale           int                `json:"stale"`
-	Interfaces      []ReconciledJSON   `json:"interfaces"`
-	Delivered       int                `json:"delivered"`
-	Retried         int                `json:"retried"`
-	Failed          int                `json:"failed"`
-	Pruned          int                `json:"pruned"`
-	Errors          []string           `json:"errors"`
+	StartedAt       time.Time        `json:"started_at"`
+	DurationSeconds float64          `json:"duration_seconds"`
+	Expired         int              `json:"expired"`
+	Stale           int              `json:"stale"`
+	Interfaces      []ReconciledJSON `json:"interfaces"`
+	Delivered       int              `json:"delivered"`
+	Retried         int              `json:"retried"`
+	Failed          int              `json:"failed"`
+	Pruned          int              `json:"pruned"`
+	Errors          []string         `json:"errors"`
 }
 
 // ReconciledJSON is one interface's reconcile in a housekeeping run.
