@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -155,6 +157,9 @@ func jsonError(err error) *Error {
 	msg := err.Error()
 	if i := strings.Index(msg, "unknown field "); i >= 0 {
 		name := strings.Trim(msg[i+len("unknown field "):], `"`)
+		if name == "" || !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) || len(name) > 64 {
+			return badField("body", "unknown field %q", name)
+		}
 		return badField(name, "unknown field (the fields are listed in the API reference)")
 	}
 	return badField("body", "invalid JSON: %s", strings.TrimPrefix(msg, "json: "))
