@@ -61,23 +61,22 @@ func (p *parts) close() {
 }
 
 // openParts loads the config and opens store, device client, script runner
-// and engine.
-func (e *env) openParts(log *slog.Logger) (*parts, error) {
+// and engine. obs, when given, receives the engine's measurements (the
+// daemon's metrics).
+func (e *env) openParts(log *slog.Logger, obs ...reconcile.Observer) (*parts, error) {
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	return e.openPartsWith(cfg, log)
+	return e.openPartsWith(cfg, log, obs...)
 }
 
-func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger) (*parts, error) {
-	return e.openPartsObserved(cfg, log, nil)
-}
-
-// openPartsObserved is openPartsWith with an observer (the daemon's
-// metrics) for the engine; nil means none.
-func (e *env) openPartsObserved(cfg *config.Config, log *slog.Logger, obs reconcile.Observer) (*parts, error) {
+func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconcile.Observer) (*parts, error) {
 	p := &parts{cfg: cfg}
+	var observer reconcile.Observer
+	if len(obs) > 0 {
+		observer = obs[0]
+	}
 	var err error
 	p.runner, err = hooks.New(hooks.Config{
 		Script:      cfg.Hooks.Script,
@@ -96,7 +95,7 @@ func (e *env) openPartsObserved(cfg *config.Config, log *slog.Logger, obs reconc
 		p.close()
 		return nil, fmt.Errorf("open WireGuard control: %w", err)
 	}
-	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log, Observer: obs})
+	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log, Observer: observer})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -134,12 +133,8 @@ type daemon struct {
 
 func (d *daemon) run() error {
 	ctx := d.env.ctx
-	cfg, err := d.env.loadConfig()
-	if err != nil {
-		return err
-	}
 	d.metrics = api.NewMetrics()
-	p, err := d.env.openPartsObserved(cfg, d.log, d.metrics)
+	p, err := d.env.openParts(d.log, d.metrics)
 	if err != nil {
 		return err
 	}
