@@ -59,7 +59,7 @@ func DecodeCreate(body []byte) (reconcile.CreateRequest, error) {
 		return req, badField("user_id", "is required")
 	}
 	if err := reconcile.ValidateUserID(*b.UserID); err != nil {
-		return req, fromEngine(err)
+		return req, asAPI(err)
 	}
 	req.UserID = *b.UserID
 	if b.ProfileID == nil || *b.ProfileID == "" {
@@ -183,7 +183,7 @@ func jsonKind(k string) string {
 func ParseKeyParam(s string) (wgtypes.Key, error) {
 	k, err := reconcile.ParseKey(s)
 	if err != nil {
-		return wgtypes.Key{}, fromEngine(err)
+		return wgtypes.Key{}, asAPI(err)
 	}
 	return k, nil
 }

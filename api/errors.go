@@ -157,6 +157,14 @@ func fromEngine(err error) *Error {
 	return nil
 }
 
+// asAPI returns the API error for err, or err itself when it has none.
+func asAPI(err error) error {
+	if e := fromEngine(err); e != nil {
+		return e
+	}
+	return err
+}
+
 // lastLine returns the last non-empty line of s, cut to max bytes.
 func lastLine(s string, max int) string {
 	for len(s) > 0 {

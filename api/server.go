@@ -145,6 +145,16 @@ func New(o Options) (*Server, error) {
 		s.metrics = NewMetrics()
 	}
 	s.metrics.Attach(o.Store, o.Device, o.Engine.Config, s.now, s.log)
+	// No WriteTimeout: a create waits for its connect script (bounded by
+	// hooks.timeout) and a housekeeping run with "wait" for the lock.
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 	for _, rt := range routes {
 		h := rt.handle
 		s.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -178,7 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler { //nolint:errorlint // sentinel compared as net/http does
+			if v == http.ErrAbortHandler {
 				panic(v)
 			}
 			s.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
@@ -252,14 +262,6 @@ func (s *Server) authenticate(r *http.Request) *Error {
 // Serve accepts connections on l until Shutdown. It returns nil after a
 // Shutdown, else the error that stopped it.
 func (s *Server) Serve(l net.Listener) error {
-	s.srv = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	err := s.srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -271,9 +273,6 @@ func (s *Server) Serve(l net.Listener) error {
 // requests in progress (a create waits for its connect script). Work the
 // engine started finishes even when ctx ends first.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
 	return s.srv.Shutdown(ctx)
 }
 
