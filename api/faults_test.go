@@ -145,3 +145,19 @@ func TestServeAndShutdown(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 }
+
+// TestSetToken: a rotated token replaces the old one at once.
+func TestSetToken(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.api.SetToken("rotated-token\n")
+	if r := h.do("GET", "/v1/status", nil); r.status != 401 {
+		t.Fatalf("old token: %d", r.status)
+	}
+	if r := h.doWith("GET", "/v1/status", nil, map[string]string{"Authorization": "Bearer rotated-token"}); r.status != 200 {
+		t.Fatalf("new token: %d %s", r.status, r.body)
+	}
+	h.api.SetToken("  ")
+	if r := h.doWith("GET", "/v1/status", nil, map[string]string{"Authorization": "Bearer rotated-token"}); r.status != 200 {
+		t.Fatalf("an empty token replaced the old one: %d", r.status)
+	}
+}

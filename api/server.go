@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -73,7 +74,7 @@ type Server struct {
 	eng           *reconcile.Engine
 	st            Store
 	dev           Device
-	tokenHash     [32]byte
+	tokenHash     atomic.Pointer[[32]byte]
 	metricsPublic bool
 	metrics       *Metrics
 	version       string
@@ -127,7 +128,6 @@ func New(o Options) (*Server, error) {
 		eng:           o.Engine,
 		st:            o.Store,
 		dev:           o.Device,
-		tokenHash:     sha256.Sum256([]byte(strings.TrimSpace(o.Token))),
 		metricsPublic: o.MetricsPublic,
 		metrics:       o.Metrics,
 		version:       o.Version,
@@ -138,6 +138,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.SetToken(o.Token)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -240,6 +241,18 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 	writeError(w, apiErr(CodeNotFound, "%s", msg))
 }
 
+// SetToken replaces the bearer token (a reload after the token file was
+// rotated); requests already authenticated are not affected. An empty
+// token is ignored and the old one kept.
+func (s *Server) SetToken(tok string) {
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return
+	}
+	sum := sha256.Sum256([]byte(tok))
+	s.tokenHash.Store(&sum)
+}
+
 // authenticate checks the bearer token in constant time (the hashes of
 // the given and the expected token are compared, so neither length nor
 // content leaks through timing).
@@ -253,7 +266,7 @@ func (s *Server) authenticate(r *http.Request) *Error {
 		return apiErr(CodeUnauthorized, "the Authorization header must be \"Bearer <token>\"")
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if subtle.ConstantTimeCompare(sum[:], s.tokenHash[:]) != 1 {
+	if subtle.ConstantTimeCompare(sum[:], s.tokenHash.Load()[:]) != 1 {
 		return apiErr(CodeUnauthorized, "invalid bearer token")
 	}
 	return nil

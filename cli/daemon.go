@@ -127,6 +127,7 @@ type daemon struct {
 	p       *parts
 	links   []*wg.Link
 	metrics *api.Metrics
+	api     *api.Server // nil when api.listen is empty
 
 	wake chan struct{} // something changed: recompute timers
 }
@@ -152,6 +153,7 @@ func (d *daemon) run() error {
 		if err != nil {
 			return err
 		}
+		d.api = srv
 		defer func() {
 			// Requests in progress may wait for a connect script.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Hooks.Timeout+5*time.Second)
@@ -308,6 +310,13 @@ func (d *daemon) reload(ctx context.Context, sched *cron.Cron, recon **time.Tick
 	}
 	if cfg.API != d.p.cfg.API {
 		d.log.Warn("reload: the [api] settings changed; restart wgkeeper to apply them")
+	} else if d.api != nil {
+		// The token file may have been rotated.
+		if tok, err := api.LoadToken(cfg.API.TokenFile, d.log); err != nil {
+			d.log.Error("reload: keeping the API token in use", "err", err)
+		} else {
+			d.api.SetToken(tok)
+		}
 	}
 	d.p.engine.SetConfig(cfg)
 	d.p.cfg = cfg
