@@ -17,6 +17,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/reconcile"
@@ -60,17 +61,22 @@ func (p *parts) close() {
 }
 
 // openParts loads the config and opens store, device client, script runner
-// and engine.
-func (e *env) openParts(log *slog.Logger) (*parts, error) {
+// and engine. obs, when given, receives the engine's measurements (the
+// daemon's metrics).
+func (e *env) openParts(log *slog.Logger, obs ...reconcile.Observer) (*parts, error) {
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return nil, err
 	}
-	return e.openPartsWith(cfg, log)
+	return e.openPartsWith(cfg, log, obs...)
 }
 
-func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger) (*parts, error) {
+func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconcile.Observer) (*parts, error) {
 	p := &parts{cfg: cfg}
+	var observer reconcile.Observer
+	if len(obs) > 0 {
+		observer = obs[0]
+	}
 	var err error
 	p.runner, err = hooks.New(hooks.Config{
 		Script:      cfg.Hooks.Script,
@@ -89,7 +95,7 @@ func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger) (*parts, error
 		p.close()
 		return nil, fmt.Errorf("open WireGuard control: %w", err)
 	}
-	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log})
+	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log, Observer: observer})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -116,17 +122,20 @@ func cmdDaemon(e *env, args []string) error {
 }
 
 type daemon struct {
-	env   *env
-	log   *slog.Logger
-	p     *parts
-	links []*wg.Link
+	env     *env
+	log     *slog.Logger
+	p       *parts
+	links   []*wg.Link
+	metrics *api.Metrics
+	api     *api.Server // nil when api.listen is empty
 
 	wake chan struct{} // something changed: recompute timers
 }
 
 func (d *daemon) run() error {
 	ctx := d.env.ctx
-	p, err := d.env.openParts(d.log)
+	d.metrics = api.NewMetrics()
+	p, err := d.env.openParts(d.log, d.metrics)
 	if err != nil {
 		return err
 	}
@@ -137,6 +146,23 @@ func (d *daemon) run() error {
 		return err
 	}
 	defer d.downInterfaces()
+
+	apiErr := make(chan error, 1)
+	if p.cfg.API.Listen != "" {
+		srv, err := d.startAPI(p.cfg, apiErr)
+		if err != nil {
+			return err
+		}
+		d.api = srv
+		defer func() {
+			// Requests in progress may wait for a connect script.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Hooks.Timeout+5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				d.log.Error("stop API", "err", err)
+			}
+		}()
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -175,6 +201,8 @@ func (d *daemon) run() error {
 		case <-ctx.Done():
 			d.log.Info("stopping", "reason", context.Cause(ctx))
 			return nil
+		case err := <-apiErr:
+			return fmt.Errorf("API: %w", err)
 		case <-hup:
 			d.reload(ctx, sched, &recon, housekeep)
 			d.arm(ctx, timer)
@@ -201,6 +229,32 @@ func (d *daemon) run() error {
 			d.arm(ctx, timer)
 		}
 	}
+}
+
+// startAPI reads (or, when missing, creates) the bearer token, opens the
+// listener and serves the API in the background; a serving error is sent
+// on errc.
+func (d *daemon) startAPI(cfg *config.Config, errc chan<- error) (*api.Server, error) {
+	tok, err := api.LoadToken(cfg.API.TokenFile, d.log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := api.New(api.Options{Engine: d.p.engine, Store: d.p.store, Device: d.p.dev, Token: tok,
+		MetricsPublic: cfg.API.MetricsPublic, Metrics: d.metrics, Version: Version, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	l, err := api.Listen(cfg.API)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := srv.Serve(l); err != nil {
+			errc <- err
+		}
+	}()
+	d.log.Info("API listening", "listen", cfg.API.Listen, "tls", cfg.API.TLSCert != "", "token_file", cfg.API.TokenFile)
+	return srv, nil
 }
 
 func (d *daemon) poke() {
@@ -253,6 +307,16 @@ func (d *daemon) reload(ctx context.Context, sched *cron.Cron, recon **time.Tick
 	if _, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency, PassEnv: cfg.Hooks.PassEnv}); err != nil {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
+	}
+	if cfg.API != d.p.cfg.API {
+		d.log.Warn("reload: the [api] settings changed; restart wgkeeper to apply them")
+	} else if d.api != nil {
+		// The token file may have been rotated.
+		if tok, err := api.LoadToken(cfg.API.TokenFile, d.log); err != nil {
+			d.log.Error("reload: keeping the API token in use", "err", err)
+		} else {
+			d.api.SetToken(tok)
+		}
 	}
 	d.p.engine.SetConfig(cfg)
 	d.p.cfg = cfg

@@ -128,7 +128,9 @@ func ParseKey(s string) (wgtypes.Key, error) {
 //
 // Errors: *InvalidError for bad input; *RejectedError when the script said
 // no; store.ErrConflict when the key belongs to another user or profile;
-// store.ErrLimitReached; store.ErrPoolExhausted; ErrInProgress.
+// store.ErrLimitReached; store.ErrPoolExhausted; ErrInProgress;
+// ErrDeviceUnavailable when the interface cannot be read for its public key
+// (nothing was stored then).
 func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error) {
 	cfg := e.Config()
 	if err := ValidateUserID(req.UserID); err != nil {
@@ -298,7 +300,7 @@ func (e *Engine) serverKey(ctx context.Context, iface string) (wgtypes.Key, erro
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
-		return wgtypes.Key{}, fmt.Errorf("read %s for its public key: %w", iface, err)
+		return wgtypes.Key{}, fmt.Errorf("read %s for its public key: %w", iface, unavailable(err))
 	}
 	e.rememberKey(iface, d.PublicKey)
 	return d.PublicKey, nil

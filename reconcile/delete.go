@@ -192,7 +192,7 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
-		return err
+		return unavailable(err)
 	}
 	e.rememberKey(iface, d.PublicKey)
 	onDev := make(map[wgtypes.Key]wg.Peer, len(d.Peers))

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -116,6 +117,9 @@ type Observer interface {
 	Reconciled(iface string, c wg.Counts, d time.Duration, err error)
 	Expired(n int)
 	DeviceReadError(iface string)
+	// HousekeepingRun is called at the end of every housekeeping run that
+	// took the lock; err is the run's error (nil when every step succeeded).
+	HousekeepingRun(d time.Duration, err error)
 }
 
 // Engine runs the lifecycle. It is safe for concurrent use.
@@ -206,3 +210,25 @@ func (nopObserver) ScriptRun(string, bool, time.Duration)              {}
 func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error) {}
 func (nopObserver) Expired(int)                                        {}
 func (nopObserver) DeviceReadError(string)                             {}
+func (nopObserver) HousekeepingRun(time.Duration, error)               {}
+
+// ErrDeviceUnavailable matches (errors.Is) every error the engine returns
+// because a WireGuard device could not be read: the interface is missing,
+// not permitted, or not answering. The operation changed nothing on that
+// device. The error's message is the underlying read error.
+var ErrDeviceUnavailable = errors.New("device unavailable")
+
+// deviceError wraps a failed device read so it matches both
+// ErrDeviceUnavailable and the read error itself.
+type deviceError struct{ err error }
+
+func (e *deviceError) Error() string   { return e.err.Error() }
+func (e *deviceError) Unwrap() []error { return []error{ErrDeviceUnavailable, e.err} }
+
+func unavailable(err error) error { return &deviceError{err: err} }
+
+// WantedPeer is the device state a stored peer must have: its addresses as
+// /32 and /128 allowed IPs and its preshared key, no keepalive. Reconcile
+// compares devices against exactly this, so callers can tell whether a
+// device peer is in sync.
+func WantedPeer(p store.Peer) wg.Wanted { return wanted(p) }

@@ -74,7 +74,7 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
-		return fmt.Errorf("skipped, device not read: %w", err)
+		return fmt.Errorf("skipped, device not read: %w", unavailable(err))
 	}
 	e.rememberKey(iface, d.PublicKey)
 	want, err := e.desired(ctx, iface)
@@ -146,7 +146,7 @@ func (e *Engine) confirmOnDevice(ctx context.Context, iface string, keys []wgtyp
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
-		return nil, fmt.Errorf("skipped, second device read: %w", err)
+		return nil, fmt.Errorf("skipped, second device read: %w", unavailable(err))
 	}
 	there := make(map[wgtypes.Key]bool, len(d.Peers))
 	for _, p := range d.Peers {
@@ -229,6 +229,7 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 		note("prune", err)
 	}
 	s.Duration = time.Since(start)
+	e.obs.HousekeepingRun(s.Duration, errors.Join(errs...))
 	e.log.Info("housekeeping", "expired", s.Expired, "stale", s.Stale, "delivered", s.Delivery.Done,
 		"retried", s.Delivery.Retried, "failed", s.Delivery.Failed, "pruned", s.Pruned,
 		"errors", len(s.Errors), "duration", s.Duration.Round(time.Microsecond))

@@ -1,0 +1,191 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+)
+
+func TestDecodeCreate(t *testing.T) {
+	k, _ := wgtypes.GeneratePrivateKey()
+	pub := k.PublicKey()
+	req, err := DecodeCreate([]byte(`{"user_id":"ü@example.org","profile_id":"staff","public_key":"` +
+		base64.URLEncoding.EncodeToString(pub[:]) + `","display_name":"Laptop","expires_in":"1d12h","originating_ip":"::ffff:192.0.2.1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.UserID != "ü@example.org" || req.ProfileID != "staff" || req.PublicKey == nil || *req.PublicKey != pub ||
+		req.DisplayName != "Laptop" || req.ExpiresIn.Hours() != 36 || req.OriginatingIP.String() != "192.0.2.1" {
+		t.Fatalf("%+v", req)
+	}
+	req, err = DecodeCreate([]byte(" {\"user_id\":\"u\",\"profile_id\":\"p\",\"expires_at\":\"2030-01-02T03:04:05+02:00\"}\n"))
+	if err != nil || req.ExpiresAt.Format("2006-01-02T15:04:05Z07:00") != "2030-01-02T01:04:05Z" || req.PublicKey != nil {
+		t.Fatalf("%+v %v", req, err)
+	}
+}
+
+// FuzzDecodeCreate: any body either decodes into a request that passes the
+// engine's own checks, or gives an invalid_request error naming a field.
+// Never a panic.
+func FuzzDecodeCreate(f *testing.F) {
+	for _, s := range []string{
+		`{"user_id":"u","profile_id":"p"}`,
+		`{"user_id":"u","profile_id":"p","public_key":"bvJKHKAGpFFbCCNHCkCiJUG/sg6RL7C/WvTZlX1Fp0E="}`,
+		`{"user_id":"u","profile_id":"p","public_key":"bvJKHKAGpFFbCCNHCkCiJUG_sg6RL7C_WvTZlX1Fp0E="}`,
+		`{"user_id":"u","profile_id":"p","expires_at":"2030-01-01T00:00:00Z","originating_ip":"10.0.0.1"}`,
+		`{"user_id":"u","profile_id":"p","expires_in":"90d","display_name":"x"}`,
+		`{"user_id":"\u0000","profile_id":"p"}`,
+		`{"user_id":"u","profile_id":"p"} {}`,
+		`{"user_id":"u","profile_id":"p","x":1}`,
+		`[1,2]`, `null`, `"s"`, `{`, ``, `{"user_id":{"a":1}}`,
+		`{"user_id":"u","user_id":"v","profile_id":"p"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := DecodeCreate(body)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidRequest || e.Field == "" || e.Message == "" {
+				t.Fatalf("error %#v is not an invalid_request naming a field", err)
+			}
+			return
+		}
+		if reconcile.ValidateUserID(req.UserID) != nil || req.ProfileID == "" {
+			t.Fatalf("accepted %+v", req)
+		}
+		if req.PublicKey != nil && *req.PublicKey == (wgtypes.Key{}) {
+			t.Fatal("accepted the zero key")
+		}
+		if !req.ExpiresAt.IsZero() && req.ExpiresIn != 0 {
+			t.Fatal("accepted both expiries")
+		}
+		if req.ExpiresIn < 0 || req.ExpiresIn > maxExpiresIn || req.ExpiresAt.After(maxExpiresAt) {
+			t.Fatalf("accepted expiry %v %v", req.ExpiresAt, req.ExpiresIn)
+		}
+		if req.OriginatingIP.IsValid() && (req.OriginatingIP.Zone() != "" || req.OriginatingIP.Is4In6()) {
+			t.Fatalf("accepted originating ip %v", req.OriginatingIP)
+		}
+	})
+}
+
+// FuzzKeyParam: the {public_key} path parameter as the router hands it over
+// after unescaping. A key that parses round-trips through both encodings.
+func FuzzKeyParam(f *testing.F) {
+	for _, s := range []string{
+		"bvJKHKAGpFFbCCNHCkCiJUG/sg6RL7C/WvTZlX1Fp0E=", "bvJKHKAGpFFbCCNHCkCiJUG_sg6RL7C_WvTZlX1Fp0E=",
+		"bvJKHKAGpFFbCCNHCkCiJUG_sg6RL7C_WvTZlX1Fp0E", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+		"", "=", "bvJKHKAGpFFbCCNHCkCiJUG/sg6RL7C-WvTZlX1Fp0E=", "\x00", strings.Repeat("A", 44),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParseKeyParam(s)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalidRequest || e.Field != "public_key" {
+				t.Fatalf("error %#v", err)
+			}
+			if !utf8.ValidString(e.Message) && utf8.ValidString(s) {
+				t.Fatalf("message %q", e.Message)
+			}
+			return
+		}
+		if k == (wgtypes.Key{}) {
+			t.Fatal("zero key accepted")
+		}
+		for _, enc := range []string{k.String(), base64.URLEncoding.EncodeToString(k[:])} {
+			k2, err := ParseKeyParam(enc)
+			if err != nil || k2 != k {
+				t.Fatalf("%q: round trip through %q gave %v %v", s, enc, k2, err)
+			}
+		}
+		// The router's view: the escaped standard form and the base64url
+		// form both reach the handler as one path segment.
+		for _, p := range []string{url.PathEscape(k.String()), base64.URLEncoding.EncodeToString(k[:])} {
+			mux := http.NewServeMux()
+			var got string
+			mux.HandleFunc("GET /v1/peers/{public_key}", func(w http.ResponseWriter, r *http.Request) { got = r.PathValue("public_key") })
+			mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/peers/"+p, nil))
+			if k2, err := ParseKeyParam(got); err != nil || k2 != k {
+				t.Fatalf("path %q reached the handler as %q: %v", p, got, err)
+			}
+		}
+	})
+}
+
+// TestOpenAPIMatchesRoutes: every route served is documented in
+// openapi.yaml and every documented operation is served; every error code
+// is in the ErrorCode enum and vice versa.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	data, err := os.ReadFile("openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented, codes := scanOpenAPI(t, string(data))
+	served := Routes()
+	sort.Strings(documented)
+	sort.Strings(served)
+	if strings.Join(documented, "\n") != strings.Join(served, "\n") {
+		t.Fatalf("openapi.yaml and the routes differ:\ndocumented:\n  %s\nserved:\n  %s",
+			strings.Join(documented, "\n  "), strings.Join(served, "\n  "))
+	}
+	var known []string
+	for c := range Codes {
+		known = append(known, c)
+	}
+	sort.Strings(known)
+	sort.Strings(codes)
+	if strings.Join(codes, ",") != strings.Join(known, ",") {
+		t.Fatalf("ErrorCode enum %v, codes served %v", codes, known)
+	}
+}
+
+// scanOpenAPI reads, line by line, the operations under "paths:" (a path at
+// indent 2, its methods at indent 4) and the ErrorCode enum.
+func scanOpenAPI(t *testing.T, text string) (ops, codes []string) {
+	methods := map[string]bool{"get": true, "post": true, "put": true, "patch": true, "delete": true, "head": true, "options": true}
+	section, path := "", ""
+	inCodes := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		indent := len(line) - len(strings.TrimLeft(line, " "))
+		trimmed := strings.TrimSpace(line)
+		if indent == 0 {
+			section = strings.TrimSuffix(trimmed, ":")
+			continue
+		}
+		if section == "paths" {
+			switch {
+			case indent == 2 && strings.HasSuffix(trimmed, ":"):
+				path = strings.TrimSuffix(trimmed, ":")
+			case indent == 4 && methods[strings.TrimSuffix(trimmed, ":")]:
+				ops = append(ops, strings.ToUpper(strings.TrimSuffix(trimmed, ":"))+" "+path)
+			}
+		}
+		if section == "components" {
+			if indent == 4 {
+				inCodes = trimmed == "ErrorCode:"
+			} else if inCodes && strings.HasPrefix(trimmed, "- ") {
+				codes = append(codes, strings.TrimPrefix(trimmed, "- "))
+			}
+		}
+	}
+	if len(ops) == 0 || len(codes) == 0 {
+		t.Fatal("openapi.yaml: no paths or no ErrorCode enum found")
+	}
+	return ops, codes
+}

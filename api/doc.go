@@ -1,0 +1,14 @@
+// Package api is wgkeeper's HTTP API for VPN portals: creating, listing and
+// removing configs, status, events, housekeeping and the dry-run plan under
+// /v1, plus /healthz and Prometheus /metrics. Every request but /healthz
+// (and /metrics when api.metrics_public is set) carries the bearer token
+// from api.token_file. Bodies and answers are JSON; errors are
+// {"error":{"code":...,"message":...}} with the codes in Codes. The
+// endpoints, fields and errors are described in openapi.yaml, which a test
+// keeps in line with the routes served.
+//
+// It owns the HTTP side only: listener (TCP, TLS or unix socket), token,
+// request decoding and validation, error mapping, and metrics. Every change
+// goes through the reconcile engine; reads come from the store and one
+// device read per interface.
+package api

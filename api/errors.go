@@ -1,0 +1,191 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+// Error codes of the JSON error body {"error":{"code":...,"message":...}}.
+// They are stable: portals switch on them. openapi.yaml lists every one.
+const (
+	CodeInvalidRequest       = "invalid_request"        // 400
+	CodeUnauthorized         = "unauthorized"           // 401
+	CodeRejectedByScript     = "rejected_by_script"     // 403
+	CodeNotFound             = "not_found"              // 404
+	CodeMethodNotAllowed     = "method_not_allowed"     // 405
+	CodeConflict             = "conflict"               // 409
+	CodeLimitReached         = "limit_reached"          // 409
+	CodePoolExhausted        = "pool_exhausted"         // 409
+	CodeInProgress           = "in_progress"            // 409
+	CodeBodyTooLarge         = "body_too_large"         // 413
+	CodeUnsupportedMediaType = "unsupported_media_type" // 415
+	CodeInternal             = "internal"               // 500
+	CodeDeviceUnavailable    = "device_unavailable"     // 503
+)
+
+// Codes lists every error code with its HTTP status.
+var Codes = map[string]int{
+	CodeInvalidRequest:       http.StatusBadRequest,
+	CodeUnauthorized:         http.StatusUnauthorized,
+	CodeRejectedByScript:     http.StatusForbidden,
+	CodeNotFound:             http.StatusNotFound,
+	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
+	CodeConflict:             http.StatusConflict,
+	CodeLimitReached:         http.StatusConflict,
+	CodePoolExhausted:        http.StatusConflict,
+	CodeInProgress:           http.StatusConflict,
+	CodeBodyTooLarge:         http.StatusRequestEntityTooLarge,
+	CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
+	CodeInternal:             http.StatusInternalServerError,
+	CodeDeviceUnavailable:    http.StatusServiceUnavailable,
+}
+
+// Error is an API error: what the client gets as the JSON body
+// {"error":{...}} with the status of its Code.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Field names the request field that was wrong (invalid_request).
+	Field string `json:"field,omitempty"`
+	// ExitStatus is the connect script's exit status (rejected_by_script;
+	// absent when it timed out or could not be run).
+	ExitStatus *int `json:"exit_status,omitempty"`
+	// TimedOut is set when the connect script ran out of time.
+	TimedOut bool `json:"timed_out,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Status is the HTTP status of the error's code.
+func (e *Error) Status() int {
+	if s, ok := Codes[e.Code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+func apiErr(code, format string, a ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// badField is a 400 naming the field.
+func badField(field, format string, a ...any) *Error {
+	return &Error{Code: CodeInvalidRequest, Field: field, Message: field + ": " + fmt.Sprintf(format, a...)}
+}
+
+type errorBody struct {
+	Error *Error `json:"error"`
+}
+
+// writeError sends e as the JSON error body.
+func writeError(w http.ResponseWriter, e *Error) {
+	if e.Code == CodeUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wgkeeper"`)
+	}
+	writeJSON(w, e.Status(), errorBody{Error: e})
+}
+
+// writeJSON sends v with the status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Every response type marshals; reaching this is a bug.
+		b = []byte(`{"error":{"code":"internal","message":"internal error: response could not be encoded"}}`)
+		status = http.StatusInternalServerError
+	}
+	b = append(b, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// fromEngine maps an error of the engine or the store to an API error. The
+// internal case returns nil: the caller logs the error and answers 500.
+func fromEngine(err error) *Error {
+	var ae *Error
+	var inv *reconcile.InvalidError
+	var rej *reconcile.RejectedError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &inv):
+		return &Error{Code: CodeInvalidRequest, Field: inv.Field, Message: inv.Error()}
+	case errors.As(err, &rej):
+		e := &Error{Code: CodeRejectedByScript, TimedOut: rej.TimedOut}
+		switch {
+		case rej.TimedOut:
+			e.Message = "rejected by connect script: it timed out"
+		case rej.Err != nil:
+			e.Message = fmt.Sprintf("rejected by connect script: it could not be run: %v", rej.Err)
+			if rej.ExitCode >= 0 {
+				code := rej.ExitCode
+				e.ExitStatus = &code
+			}
+		default:
+			code := rej.ExitCode
+			e.ExitStatus = &code
+			e.Message = fmt.Sprintf("rejected by connect script: exit status %d", code)
+			if rej.Output != "" {
+				e.Message += ": " + lastLine(rej.Output, 200)
+			}
+		}
+		return e
+	case errors.Is(err, reconcile.ErrDeviceUnavailable):
+		return apiErr(CodeDeviceUnavailable, "WireGuard device unavailable: %v", err)
+	case errors.Is(err, reconcile.ErrInProgress):
+		return apiErr(CodeInProgress, "%v; try again when it has finished", err)
+	case errors.Is(err, reconcile.ErrBusy):
+		return apiErr(CodeInProgress, "another housekeeping run is in progress; try again later or ask with \"wait\": true")
+	case errors.Is(err, store.ErrNotFound):
+		return apiErr(CodeNotFound, "%v", err)
+	case errors.Is(err, store.ErrLimitReached):
+		return apiErr(CodeLimitReached, "%v", err)
+	case errors.Is(err, store.ErrPoolExhausted):
+		return apiErr(CodePoolExhausted, "%v", err)
+	case errors.Is(err, store.ErrConflict):
+		return apiErr(CodeConflict, "%v", err)
+	}
+	return nil
+}
+
+// asAPI returns the API error for err, or err itself when it has none.
+func asAPI(err error) error {
+	if e := fromEngine(err); e != nil {
+		return e
+	}
+	return err
+}
+
+// lastLine returns the last non-empty line of s, cut to max bytes.
+func lastLine(s string, max int) string {
+	for len(s) > 0 {
+		i := len(s) - 1
+		for i >= 0 && s[i] != '\n' {
+			i--
+		}
+		line := s[i+1:]
+		if i < 0 {
+			line = s
+		}
+		if len(line) > 0 {
+			if len(line) > max {
+				line = line[:max]
+			}
+			return line
+		}
+		if i < 0 {
+			break
+		}
+		s = s[:i]
+	}
+	return ""
+}

@@ -1,0 +1,532 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// createPeer: POST /v1/peers.
+func (s *Server) createPeer(w http.ResponseWriter, r *http.Request) error {
+	if e := checkJSONType(r); e != nil {
+		return e
+	}
+	body, e := readBody(r)
+	if e != nil {
+		return e
+	}
+	req, err := DecodeCreate(body)
+	if err != nil {
+		return err
+	}
+	c, err := s.eng.Create(r.Context(), req)
+	if err != nil {
+		return s.explainCreate(req, err)
+	}
+	resp := CreateResponse{Peer: peerOut(c.Peer), Config: c.Client.WGQuick()}
+	if c.PrivateKey != nil {
+		resp.PrivateKey = c.PrivateKey.String()
+	}
+	if c.DeviceErr != nil {
+		resp.DeviceError = c.DeviceErr.Error()
+	}
+	status := http.StatusCreated
+	if c.Existing {
+		status = http.StatusOK
+	}
+	w.Header().Set("Location", "/v1/peers/"+keyPath(c.Peer.PublicKey))
+	writeJSON(w, status, resp)
+	return nil
+}
+
+// explainCreate gives the store's sentinels a message in the portal's terms.
+func (s *Server) explainCreate(req reconcile.CreateRequest, err error) error {
+	prof, _ := s.eng.Config().Profile(req.ProfileID)
+	switch {
+	case errors.Is(err, store.ErrLimitReached):
+		return apiErr(CodeLimitReached, "user %q already has %d configs in profile %q, the most it allows; remove one first",
+			req.UserID, prof.MaxConfigsPerUser, req.ProfileID)
+	case errors.Is(err, store.ErrPoolExhausted):
+		return apiErr(CodePoolExhausted, "every address of profile %q is in use (%d configs)", req.ProfileID, prof.Capacity())
+	case errors.Is(err, store.ErrConflict) && req.PublicKey != nil:
+		return apiErr(CodeConflict, "public key %s is already in use by another config", req.PublicKey)
+	}
+	return err
+}
+
+// query reads a request's query parameters, rejecting unknown and repeated
+// ones.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badField("query", "cannot be parsed: %v", err)
+	}
+	for k, v := range q {
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return nil, badField(k, "unknown query parameter (this endpoint takes none)")
+			}
+			return nil, badField(k, "unknown query parameter (allowed: %s)", strings.Join(allowed, ", "))
+		}
+		if len(v) > 1 {
+			return nil, badField(k, "given %d times; give it once", len(v))
+		}
+	}
+	return q, nil
+}
+
+func queryInt(q url.Values, name string, min, max int64) (int64, bool, error) {
+	v := q.Get(name)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		return 0, false, badField(name, "%q is not a whole number from %d to %d", v, min, max)
+	}
+	return n, true, nil
+}
+
+// listPeers: GET /v1/peers?user_id=&profile_id=&interface=&state=&limit=.
+func (s *Server) listPeers(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "user_id", "profile_id", "interface", "state", "limit")
+	if err != nil {
+		return err
+	}
+	f := store.PeerFilter{UserID: q.Get("user_id"), ProfileID: q.Get("profile_id"), Interface: q.Get("interface")}
+	if f.UserID != "" {
+		if err := reconcile.ValidateUserID(f.UserID); err != nil {
+			return err
+		}
+	}
+	switch st := store.State(q.Get("state")); st {
+	case "", store.StateActive, store.StatePending:
+		f.State = st
+	default:
+		return badField("state", "%q is not a state (want active or pending)", st)
+	}
+	limit, _, err := queryInt(q, "limit", 1, 1<<31-1)
+	if err != nil {
+		return err
+	}
+	f.Limit = int(limit)
+	peers, err := s.st.ListPeers(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := PeersResponse{Peers: make([]PeerJSON, len(peers))}
+	for i, p := range peers {
+		out.Peers[i] = peerOut(p)
+	}
+	out.DeviceErrors = s.addLive(r.Context(), peers, out.Peers)
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// addLive fills the live fields of out (parallel to peers) with one device
+// read per interface and returns the interfaces that could not be read.
+func (s *Server) addLive(ctx context.Context, peers []store.Peer, out []PeerJSON) map[string]string {
+	byIface := map[string][]int{}
+	var order []string
+	for i, p := range peers {
+		if _, ok := byIface[p.Interface]; !ok {
+			order = append(order, p.Interface)
+		}
+		byIface[p.Interface] = append(byIface[p.Interface], i)
+	}
+	var errs map[string]string
+	now := s.now()
+	for _, iface := range order {
+		idx := byIface[iface]
+		d, err := s.readDevice(ctx, iface)
+		if err != nil {
+			if errs == nil {
+				errs = map[string]string{}
+			}
+			errs[iface] = err.Error()
+			continue
+		}
+		onDev := make(map[wgtypes.Key]wg.Peer, len(idx))
+		for _, dp := range d.Peers {
+			onDev[dp.PublicKey] = dp
+		}
+		for _, i := range idx {
+			out[i].Live = live(peers[i], onDev, now)
+		}
+	}
+	return errs
+}
+
+// readDevice reads an interface, counting failures in the metrics.
+func (s *Server) readDevice(ctx context.Context, iface string) (*wg.Device, error) {
+	d, err := s.dev.Read(ctx, iface)
+	if err != nil {
+		s.metrics.DeviceReadError(iface)
+		return nil, err
+	}
+	return d, nil
+}
+
+// live is a config's state on its device.
+func live(p store.Peer, onDev map[wgtypes.Key]wg.Peer, now time.Time) *LiveJSON {
+	dp, ok := onDev[p.PublicKey]
+	l := &LiveJSON{OnDevice: ok}
+	if !ok {
+		l.InSync = p.State != store.StateActive
+		return l
+	}
+	l.InSync = p.State == store.StateActive && inSync(reconcile.WantedPeer(p), dp)
+	l.RxBytes, l.TxBytes = dp.RxBytes, dp.TxBytes
+	if !dp.LastHandshake.IsZero() {
+		hs := dp.LastHandshake.UTC()
+		l.LastHandshake = &hs
+		l.Online = now.Sub(hs) <= OnlineWindow
+	}
+	if dp.Endpoint.IsValid() {
+		e := dp.Endpoint.String()
+		l.Endpoint = &e
+	}
+	return l
+}
+
+// inSync compares a device peer with its wanted state exactly as reconcile
+// does (wg.MakePlan): nothing to add or update means in sync.
+func inSync(want wg.Wanted, have wg.Peer) bool {
+	plan, err := wg.MakePlan([]wg.Wanted{want}, []wg.Peer{have}, wg.OrphansKeep)
+	return err == nil && plan.Empty()
+}
+
+// peerKey reads the {public_key} path parameter.
+func peerKey(r *http.Request) (wgtypes.Key, error) {
+	return ParseKeyParam(r.PathValue("public_key"))
+}
+
+// getPeer: GET /v1/peers/{public_key}.
+func (s *Server) getPeer(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	k, err := peerKey(r)
+	if err != nil {
+		return err
+	}
+	p, err := s.st.GetPeer(r.Context(), k)
+	if errors.Is(err, store.ErrNotFound) {
+		return apiErr(CodeNotFound, "no config has the public key %s", k)
+	}
+	if err != nil {
+		return err
+	}
+	one := []PeerJSON{peerOut(p)}
+	errs := s.addLive(r.Context(), []store.Peer{p}, one)
+	out := PeerResponse{Peer: one[0], DeviceError: errs[p.Interface]}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// deletePeer: DELETE /v1/peers/{public_key}.
+func (s *Server) deletePeer(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	k, err := peerKey(r)
+	if err != nil {
+		return err
+	}
+	rm, err := s.eng.Delete(r.Context(), k)
+	if errors.Is(err, store.ErrNotFound) {
+		return apiErr(CodeNotFound, "no config has the public key %s", k)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, removedOut(rm))
+	return nil
+}
+
+// deleteUserPeers: DELETE /v1/users/{user_id}/peers.
+func (s *Server) deleteUserPeers(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	user := r.PathValue("user_id")
+	if err := reconcile.ValidateUserID(user); err != nil {
+		return err
+	}
+	rm, err := s.eng.RevokeUser(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, removedOut(rm))
+	return nil
+}
+
+// status: GET /v1/status.
+func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	ctx := r.Context()
+	cfg := s.eng.Config()
+	counts, err := s.st.CountPeers(ctx)
+	if err != nil {
+		return err
+	}
+	evs, err := s.st.CountEvents(ctx)
+	if err != nil {
+		return err
+	}
+	type key struct{ iface, profile string }
+	active, pending := map[key]int{}, map[key]int{}
+	for _, c := range counts {
+		k := key{c.Interface, c.ProfileID}
+		if c.State == store.StateActive {
+			active[k] += c.Count
+		} else {
+			pending[k] += c.Count
+		}
+	}
+	out := StatusResponse{Version: s.version, Events: evs,
+		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
+	now := s.now()
+	for _, ifc := range cfg.Interfaces {
+		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode}
+		for k, n := range active {
+			if k.iface == ifc.Name {
+				is.ConfigsActive += n
+			}
+		}
+		for k, n := range pending {
+			if k.iface == ifc.Name {
+				is.ConfigsPending += n
+			}
+		}
+		d, err := s.readDevice(ctx, ifc.Name)
+		if err != nil {
+			is.DeviceError = err.Error()
+		} else {
+			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, now)
+			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
+		}
+		out.Interfaces = append(out.Interfaces, is)
+	}
+	for _, p := range cfg.Profiles {
+		k := key{p.Interface, p.ID}
+		ps := ProfileStatus{ID: p.ID, Interface: p.Interface, ConfigsActive: active[k], ConfigsPending: pending[k], PoolSize: p.Capacity()}
+		ps.PoolUsed = ps.ConfigsActive + ps.ConfigsPending
+		ps.PoolFree = max(ps.PoolSize-ps.PoolUsed, 0)
+		out.Profiles = append(out.Profiles, ps)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// countOnline counts the device's peers with a handshake within
+// OnlineWindow of now.
+func countOnline(d *wg.Device, now time.Time) int {
+	n := 0
+	for _, p := range d.Peers {
+		if !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= OnlineWindow {
+			n++
+		}
+	}
+	return n
+}
+
+// Paging of GET /v1/events.
+const (
+	defaultEventLimit = 100
+	maxEventLimit     = 1000
+)
+
+// listEvents: GET /v1/events?status=&event=&user_id=&public_key=&limit=&before_id=.
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "status", "event", "user_id", "public_key", "limit", "before_id")
+	if err != nil {
+		return err
+	}
+	f := store.EventFilter{Status: q.Get("status"), Kind: q.Get("event"), UserID: q.Get("user_id"), Limit: defaultEventLimit}
+	switch f.Status {
+	case "", store.StatusRunning, store.StatusPending, store.StatusDone, store.StatusFailed:
+	default:
+		return badField("status", "%q is not a status (want running, pending, done or failed)", f.Status)
+	}
+	switch f.Kind {
+	case "", store.KindConnect, store.KindDisconnect:
+	default:
+		return badField("event", "%q is not an event kind (want C or D)", f.Kind)
+	}
+	if f.UserID != "" {
+		if err := reconcile.ValidateUserID(f.UserID); err != nil {
+			return err
+		}
+	}
+	if v := q.Get("public_key"); v != "" {
+		k, err := ParseKeyParam(v)
+		if err != nil {
+			return err
+		}
+		f.PublicKey = &k
+	}
+	if n, ok, err := queryInt(q, "limit", 1, maxEventLimit); err != nil {
+		return err
+	} else if ok {
+		f.Limit = int(n)
+	}
+	if n, ok, err := queryInt(q, "before_id", 1, 1<<62); err != nil {
+		return err
+	} else if ok {
+		f.BeforeID = n
+	}
+	evs, err := s.st.ListEvents(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := EventsResponse{Events: eventsOut(evs)}
+	if len(evs) == f.Limit && evs[len(evs)-1].ID > 1 {
+		next := evs[len(evs)-1].ID
+		out.NextBeforeID = &next
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// retryEvent: POST /v1/events/{id}/retry.
+func (s *Server) retryEvent(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	if err := decodeOptional(r, &struct{}{}); err != nil {
+		return err
+	}
+	raw := r.PathValue("id")
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || id <= 0 {
+		return badField("id", "%q is not an event id (a positive whole number)", raw)
+	}
+	if err := s.eng.Retry(r.Context(), id); err != nil {
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return apiErr(CodeNotFound, "no event has the id %d", id)
+		case errors.Is(err, store.ErrConflict):
+			return apiErr(CodeConflict, "event %d is not failed; only failed events can be retried", id)
+		}
+		return err
+	}
+	evs, err := s.st.ListEvents(r.Context(), store.EventFilter{AfterID: id - 1, BeforeID: id + 1, Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(evs) == 0 {
+		return apiErr(CodeNotFound, "event %d was pruned after the retry", id)
+	}
+	writeJSON(w, http.StatusOK, EventResponse{Event: eventOut(evs[0])})
+	return nil
+}
+
+// decodeOptional decodes an optional JSON body into v: no body leaves v
+// alone; a body must be application/json and match v exactly.
+func decodeOptional(r *http.Request, v any) error {
+	body, e := readBody(r)
+	if e != nil {
+		return e
+	}
+	if body == nil {
+		return nil
+	}
+	return decodeStrict(body, v)
+}
+
+// housekeeping: POST /v1/housekeeping, optional body {"wait": bool}.
+func (s *Server) housekeeping(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	var body struct {
+		Wait *bool `json:"wait"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return err
+	}
+	wait := body.Wait != nil && *body.Wait
+	sum, err := s.eng.Housekeeping(r.Context(), wait)
+	if err != nil && sum.StartedAt.IsZero() {
+		return err // the run did not start (busy, or the lock failed)
+	}
+	out := HousekeepingResponse{
+		StartedAt:       sum.StartedAt,
+		DurationSeconds: sum.Duration.Seconds(),
+		Expired:         sum.Expired,
+		Stale:           sum.Stale,
+		Interfaces:      make([]ReconciledJSON, 0, len(sum.Reports)),
+		Delivered:       sum.Delivery.Done,
+		Retried:         sum.Delivery.Retried,
+		Failed:          sum.Delivery.Failed,
+		Pruned:          sum.Pruned,
+		Errors:          append([]string{}, sum.Errors...),
+	}
+	for _, rep := range sum.Reports {
+		rj := ReconciledJSON{Interface: rep.Interface, Added: rep.Counts.Added, Updated: rep.Counts.Updated,
+			Removed: rep.Counts.Removed, KeptOrphans: len(rep.Plan.KeptOrphans)}
+		if rep.Err != nil {
+			rj.Error = rep.Err.Error()
+		}
+		out.Interfaces = append(out.Interfaces, rj)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// plan: GET /v1/plan — a dry-run reconcile of every interface.
+func (s *Server) plan(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	reports := s.eng.ReconcileAll(r.Context(), true)
+	out := PlanResponse{Interfaces: make([]InterfacePlan, 0, len(reports))}
+	var unavailable []string
+	for _, rep := range reports {
+		if rep.Err != nil {
+			if errors.Is(rep.Err, reconcile.ErrDeviceUnavailable) {
+				unavailable = append(unavailable, fmt.Sprintf("%s: %v", rep.Interface, rep.Err))
+				continue
+			}
+			return fmt.Errorf("plan %s: %w", rep.Interface, rep.Err)
+		}
+		out.Interfaces = append(out.Interfaces, planOut(rep))
+	}
+	if len(unavailable) > 0 {
+		return apiErr(CodeDeviceUnavailable, "cannot plan without reading every device: %s", strings.Join(unavailable, "; "))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// healthz: GET /healthz — the process serves and the database answers.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.st.DataVersion(ctx); err != nil {
+		return fmt.Errorf("health check: database: %w", err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+// serveMetrics: GET /metrics in the Prometheus text format.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	s.metrics.Handler().ServeHTTP(w, r)
+	return nil
+}

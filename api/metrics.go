@@ -1,0 +1,292 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// Metrics is wgkeeper's Prometheus registry: the engine's counters and
+// histograms (it is the engine's reconcile.Observer), gauges computed from
+// the store and the devices at scrape time, and the standard Go and process
+// collectors. It is safe for concurrent use.
+//
+// A scrape costs two grouped store queries (configs per interface, profile
+// and state; events per status) and one device read per configured
+// interface (for wgkeeper_peers_online); a device that cannot be read is
+// counted in wgkeeper_device_read_errors_total and its gauge is left out of
+// that scrape.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	scriptRuns       *prometheus.CounterVec
+	scriptDuration   *prometheus.HistogramVec
+	reconcileRuns    *prometheus.CounterVec
+	reconcileSeconds *prometheus.HistogramVec
+	reconcileChanges *prometheus.CounterVec
+	housekeepingRuns *prometheus.CounterVec
+	expired          prometheus.Counter
+	deviceReadErrors *prometheus.CounterVec
+
+	mu  sync.Mutex
+	src *source
+}
+
+var _ reconcile.Observer = (*Metrics)(nil)
+
+// source is where the scrape-time gauges come from.
+type source struct {
+	st  Store
+	dev Device
+	cfg func() *config.Config
+	now func() time.Time
+	log *slog.Logger
+}
+
+var (
+	descConfigs = prometheus.NewDesc("wgkeeper_configs",
+		"Configs in the store by interface, profile and state (pending: connect script running).",
+		[]string{"interface", "profile", "state"}, nil)
+	descOnline = prometheus.NewDesc("wgkeeper_peers_online",
+		"Device peers with a handshake within the last 3 minutes.",
+		[]string{"interface"}, nil)
+	descDevicePeers = prometheus.NewDesc("wgkeeper_device_peers",
+		"Peers on the device, whether or not the store has them.",
+		[]string{"interface"}, nil)
+	descPool = prometheus.NewDesc("wgkeeper_pool_addresses",
+		"Client addresses of a profile's pool, used (pending and active configs) and free.",
+		[]string{"profile", "kind"}, nil)
+	descEvents = prometheus.NewDesc("wgkeeper_events",
+		"Events in the store by delivery status (running: a connect script in progress; failed: needs `events retry`).",
+		[]string{"status"}, nil)
+)
+
+// scriptBuckets and reconcileBuckets span a fork of a trivial script up to
+// the default 30 s hook timeout, and a no-op reconcile up to a large batch.
+var (
+	scriptBuckets    = []float64{.002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	reconcileBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+)
+
+// NewMetrics returns a registry with every wgkeeper metric. Pass it to the
+// engine as its Observer, and to New (which attaches the store and device
+// gauges).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		scriptRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_script_runs_total",
+			Help: "Runs of the connect/disconnect script by event (C, D) and result (ok, failed).",
+		}, []string{"event", "result"}),
+		scriptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wgkeeper_script_duration_seconds",
+			Help:    "Wall time of script runs by event.",
+			Buckets: scriptBuckets,
+		}, []string{"event"}),
+		reconcileRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_reconcile_runs_total",
+			Help: "Reconcile runs by interface and result (ok, error).",
+		}, []string{"interface", "result"}),
+		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wgkeeper_reconcile_duration_seconds",
+			Help:    "Wall time of reconcile runs by interface.",
+			Buckets: reconcileBuckets,
+		}, []string{"interface"}),
+		reconcileChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_reconcile_changes_total",
+			Help: "Device peers written by reconcile by interface and kind (added, updated, removed).",
+		}, []string{"interface", "kind"}),
+		housekeepingRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_housekeeping_runs_total",
+			Help: "Housekeeping runs by result (ok, error).",
+		}, []string{"result"}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wgkeeper_expired_total",
+			Help: "Configs removed because they expired.",
+		}),
+		deviceReadErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_device_read_errors_total",
+			Help: "Failed reads of a WireGuard device by interface.",
+		}, []string{"interface"}),
+	}
+	m.reg.MustRegister(m.scriptRuns, m.scriptDuration, m.reconcileRuns, m.reconcileSeconds,
+		m.reconcileChanges, m.housekeepingRuns, m.expired, m.deviceReadErrors,
+		(*stateCollector)(m),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, ev := range []string{store.KindConnect, store.KindDisconnect} {
+		for _, res := range []string{"ok", "failed"} {
+			m.scriptRuns.WithLabelValues(ev, res)
+		}
+	}
+	for _, res := range []string{"ok", "error"} {
+		m.housekeepingRuns.WithLabelValues(res)
+	}
+	return m
+}
+
+// Attach sets where the scrape-time gauges come from, and makes every
+// configured interface's counters present (at 0) from now on. cfg is called
+// at every scrape, so a reloaded config is followed. now is the clock for
+// "online"; log receives scrape errors (nil discards).
+func (m *Metrics) Attach(st Store, dev Device, cfg func() *config.Config, now func() time.Time, log *slog.Logger) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m.mu.Lock()
+	m.src = &source{st: st, dev: dev, cfg: cfg, now: now, log: log}
+	m.mu.Unlock()
+	for _, ifc := range cfg().Interfaces {
+		m.touchInterface(ifc.Name)
+	}
+}
+
+func (m *Metrics) touchInterface(iface string) {
+	m.reconcileRuns.WithLabelValues(iface, "ok")
+	m.reconcileRuns.WithLabelValues(iface, "error")
+	for _, k := range []string{"added", "updated", "removed"} {
+		m.reconcileChanges.WithLabelValues(iface, k)
+	}
+	m.deviceReadErrors.WithLabelValues(iface)
+}
+
+// Registry returns the registry, for tests and for registering more
+// collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats. A
+// collector error is logged and the rest of the metrics are still served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// ScriptRun implements reconcile.Observer.
+func (m *Metrics) ScriptRun(event string, ok bool, d time.Duration) {
+	res := "ok"
+	if !ok {
+		res = "failed"
+	}
+	m.scriptRuns.WithLabelValues(event, res).Inc()
+	m.scriptDuration.WithLabelValues(event).Observe(d.Seconds())
+}
+
+// Reconciled implements reconcile.Observer.
+func (m *Metrics) Reconciled(iface string, c wg.Counts, d time.Duration, err error) {
+	res := "ok"
+	if err != nil {
+		res = "error"
+	}
+	m.reconcileRuns.WithLabelValues(iface, res).Inc()
+	m.reconcileSeconds.WithLabelValues(iface).Observe(d.Seconds())
+	m.reconcileChanges.WithLabelValues(iface, "added").Add(float64(c.Added))
+	m.reconcileChanges.WithLabelValues(iface, "updated").Add(float64(c.Updated))
+	m.reconcileChanges.WithLabelValues(iface, "removed").Add(float64(c.Removed))
+}
+
+// Expired implements reconcile.Observer.
+func (m *Metrics) Expired(n int) { m.expired.Add(float64(n)) }
+
+// DeviceReadError implements reconcile.Observer.
+func (m *Metrics) DeviceReadError(iface string) { m.deviceReadErrors.WithLabelValues(iface).Inc() }
+
+// HousekeepingRun implements reconcile.Observer.
+func (m *Metrics) HousekeepingRun(_ time.Duration, err error) {
+	res := "ok"
+	if err != nil {
+		res = "error"
+	}
+	m.housekeepingRuns.WithLabelValues(res).Inc()
+}
+
+// stateCollector computes the store and device gauges at scrape time.
+type stateCollector Metrics
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descConfigs, descOnline, descDevicePeers, descPool, descEvents} {
+		ch <- d
+	}
+}
+
+// scrapeTimeout bounds the store queries and device reads of one scrape.
+const scrapeTimeout = 10 * time.Second
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	m := (*Metrics)(c)
+	m.mu.Lock()
+	src := m.src
+	m.mu.Unlock()
+	if src == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	cfg := src.cfg()
+
+	counts, err := src.st.CountPeers(ctx)
+	if err != nil {
+		src.log.Error("metrics: count configs", "err", err)
+		ch <- prometheus.NewInvalidMetric(descConfigs, err)
+	} else {
+		type key struct{ iface, profile string }
+		byState := map[key]map[store.State]int{}
+		used := map[string]int{}
+		// Every configured profile appears, at 0 when it has no configs.
+		for _, p := range cfg.Profiles {
+			byState[key{p.Interface, p.ID}] = map[store.State]int{store.StatePending: 0, store.StateActive: 0}
+		}
+		for _, pc := range counts {
+			k := key{pc.Interface, pc.ProfileID}
+			if byState[k] == nil {
+				byState[k] = map[store.State]int{}
+			}
+			byState[k][pc.State] += pc.Count
+			used[pc.ProfileID] += pc.Count
+		}
+		for k, states := range byState {
+			for st, n := range states {
+				ch <- prometheus.MustNewConstMetric(descConfigs, prometheus.GaugeValue, float64(n), k.iface, k.profile, string(st))
+			}
+		}
+		for _, p := range cfg.Profiles {
+			u := used[p.ID]
+			ch <- prometheus.MustNewConstMetric(descPool, prometheus.GaugeValue, float64(u), p.ID, "used")
+			ch <- prometheus.MustNewConstMetric(descPool, prometheus.GaugeValue, float64(max(p.Capacity()-u, 0)), p.ID, "free")
+		}
+	}
+
+	evs, err := src.st.CountEvents(ctx)
+	if err != nil {
+		src.log.Error("metrics: count events", "err", err)
+		ch <- prometheus.NewInvalidMetric(descEvents, err)
+	} else {
+		for st, n := range evs {
+			ch <- prometheus.MustNewConstMetric(descEvents, prometheus.GaugeValue, float64(n), st)
+		}
+	}
+
+	now := src.now()
+	for _, ifc := range cfg.Interfaces {
+		d, err := src.dev.Read(ctx, ifc.Name)
+		if err != nil {
+			m.DeviceReadError(ifc.Name)
+			src.log.Warn("metrics: read device", "iface", ifc.Name, "err", err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(countOnline(d, now)), ifc.Name)
+		ch <- prometheus.MustNewConstMetric(descDevicePeers, prometheus.GaugeValue, float64(len(d.Peers)), ifc.Name)
+	}
+}

@@ -1,0 +1,342 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// OnlineWindow is how recent a handshake must be for a peer to count as
+// online: WireGuard re-handshakes every two minutes while traffic flows.
+const OnlineWindow = 3 * time.Minute
+
+// Store is what the API reads from the database directly (writes go
+// through the engine). *store.Store satisfies it.
+type Store interface {
+	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
+	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	CountPeers(ctx context.Context) ([]store.PeerCount, error)
+	CountEvents(ctx context.Context) (map[string]int, error)
+	DataVersion(ctx context.Context) (int64, error)
+}
+
+// Device reads live WireGuard interfaces. *wg.Client satisfies it.
+type Device interface {
+	Read(ctx context.Context, name string) (*wg.Device, error)
+}
+
+var (
+	_ Store  = (*store.Store)(nil)
+	_ Device = (*wg.Client)(nil)
+)
+
+// Options configure a Server. Engine, Store, Device and Token are required.
+type Options struct {
+	Engine *reconcile.Engine
+	Store  Store
+	Device Device
+	// Token is the bearer token every request but /healthz (and /metrics
+	// with MetricsPublic) must carry.
+	Token string
+	// MetricsPublic serves /metrics without the token.
+	MetricsPublic bool
+	// Metrics is served on /metrics; nil means a new one (whose engine
+	// counters then stay at zero). New attaches it to Store, Device and the
+	// engine's config.
+	Metrics *Metrics
+	// Version is reported by GET /v1/status.
+	Version string
+	// Logger receives one access line per request and every internal
+	// error; nil discards.
+	Logger *slog.Logger
+	// Now is the clock for "online"; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP API. It is an http.Handler and safe for concurrent use.
+type Server struct {
+	eng           *reconcile.Engine
+	st            Store
+	dev           Device
+	tokenHash     atomic.Pointer[[32]byte]
+	metricsPublic bool
+	metrics       *Metrics
+	version       string
+	log           *slog.Logger
+	now           func() time.Time
+	mux           *http.ServeMux
+	srv           *http.Server
+}
+
+// route is one endpoint: the ServeMux pattern and its handler.
+type route struct {
+	pattern string
+	handle  func(s *Server, w http.ResponseWriter, r *http.Request) error
+}
+
+// routes are every endpoint served; openapi.yaml documents exactly these.
+var routes = []route{
+	{"POST /v1/peers", (*Server).createPeer},
+	{"GET /v1/peers", (*Server).listPeers},
+	{"GET /v1/peers/{public_key}", (*Server).getPeer},
+	{"DELETE /v1/peers/{public_key}", (*Server).deletePeer},
+	{"DELETE /v1/users/{user_id}/peers", (*Server).deleteUserPeers},
+	{"GET /v1/status", (*Server).status},
+	{"GET /v1/events", (*Server).listEvents},
+	{"POST /v1/events/{id}/retry", (*Server).retryEvent},
+	{"POST /v1/housekeeping", (*Server).housekeeping},
+	{"GET /v1/plan", (*Server).plan},
+	{"GET /healthz", (*Server).healthz},
+	{"GET /metrics", (*Server).serveMetrics},
+}
+
+// Routes returns the patterns served, "METHOD /path/{param}", in the order
+// they are registered.
+func Routes() []string {
+	out := make([]string, len(routes))
+	for i, r := range routes {
+		out[i] = r.pattern
+	}
+	return out
+}
+
+// New returns a Server.
+func New(o Options) (*Server, error) {
+	switch {
+	case o.Engine == nil || o.Store == nil || o.Device == nil:
+		return nil, errors.New("api: engine, store and device are required")
+	case strings.TrimSpace(o.Token) == "":
+		return nil, errors.New("api: the bearer token is empty")
+	}
+	s := &Server{
+		eng:           o.Engine,
+		st:            o.Store,
+		dev:           o.Device,
+		metricsPublic: o.MetricsPublic,
+		metrics:       o.Metrics,
+		version:       o.Version,
+		log:           o.Logger,
+		now:           o.Now,
+		mux:           http.NewServeMux(),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.SetToken(o.Token)
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	s.metrics.Attach(o.Store, o.Device, o.Engine.Config, s.now, s.log)
+	// No WriteTimeout: a create waits for its connect script (bounded by
+	// hooks.timeout) and a housekeeping run with "wait" for the lock.
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	for _, rt := range routes {
+		h := rt.handle
+		s.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := h(s, w, r); err != nil {
+				s.fail(w, r, err)
+			}
+		})
+	}
+	return s, nil
+}
+
+// fail answers with the API error for err; errors that are not the
+// client's are logged and answered 500 without details.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if e := fromEngine(err); e != nil {
+		writeError(w, e)
+		return
+	}
+	if r.Context().Err() != nil {
+		s.log.Info("API request abandoned by the client", "method", r.Method, "path", r.URL.Path, "err", err)
+	} else {
+		s.log.Error("API request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, apiErr(CodeInternal, "internal error; the server log has the details"))
+}
+
+// ServeHTTP authenticates, routes and answers one request, logging it.
+// A panic in a handler is logged and answered 500 internal.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			if !rw.wrote {
+				writeError(rw, apiErr(CodeInternal, "internal error; the server log has the details"))
+			}
+		}
+		level := slog.LevelInfo
+		if r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+			level = slog.LevelDebug
+		}
+		s.log.Log(r.Context(), level, "api request", "method", r.Method, "path", r.URL.Path, "status", rw.statusCode(),
+			"bytes", rw.n, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+	}()
+	s.serve(rw, r)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	public := r.URL.Path == "/healthz" || (s.metricsPublic && r.URL.Path == "/metrics")
+	if !public {
+		if e := s.authenticate(r); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.noRoute(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// noRoute answers a request no pattern matched: 405 with Allow when the
+// path exists for other methods, else 404, both as JSON errors.
+func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
+	h, _ := s.mux.Handler(r)
+	rec := &recorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, apiErr(CodeMethodNotAllowed, "%s is not allowed on %s; allowed: %s", r.Method, r.URL.Path, allow))
+		return
+	}
+	msg := fmt.Sprintf("no endpoint at %s", r.URL.Path)
+	if strings.HasPrefix(r.URL.Path, "/v1/peers/") || strings.HasPrefix(r.URL.Path, "/v1/users/") {
+		msg += ` (escape "/" in a key or user id as %2F, or give the key in base64url)`
+	}
+	writeError(w, apiErr(CodeNotFound, "%s", msg))
+}
+
+// SetToken replaces the bearer token (a reload after the token file was
+// rotated); requests already authenticated are not affected. An empty
+// token is ignored and the old one kept.
+func (s *Server) SetToken(tok string) {
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return
+	}
+	sum := sha256.Sum256([]byte(tok))
+	s.tokenHash.Store(&sum)
+}
+
+// authenticate checks the bearer token in constant time (the hashes of
+// the given and the expected token are compared, so neither length nor
+// content leaks through timing).
+func (s *Server) authenticate(r *http.Request) *Error {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return apiErr(CodeUnauthorized, "missing bearer token: send \"Authorization: Bearer <token>\" with the token from api.token_file")
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return apiErr(CodeUnauthorized, "the Authorization header must be \"Bearer <token>\"")
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	if subtle.ConstantTimeCompare(sum[:], s.tokenHash.Load()[:]) != 1 {
+		return apiErr(CodeUnauthorized, "invalid bearer token")
+	}
+	return nil
+}
+
+// Serve accepts connections on l until Shutdown. It returns nil after a
+// Shutdown, else the error that stopped it.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits, until ctx ends, for the
+// requests in progress (a create waits for its connect script). Work the
+// engine started finishes even when ctx ends first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.Shutdown(ctx)
+}
+
+// statusWriter records the status and size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) statusCode() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// recorder captures what the ServeMux's own 404/405 handlers would write.
+type recorder struct {
+	header http.Header
+	status int
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return len(b), nil
+}

@@ -1,0 +1,334 @@
+package api
+
+import (
+	"encoding/base64"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// The JSON shapes of the API. Field names are snake_case and stable; absent
+// values are null, lists are never null.
+
+// PeerJSON is one config.
+type PeerJSON struct {
+	PublicKey     string     `json:"public_key"`
+	Interface     string     `json:"interface"`
+	ProfileID     string     `json:"profile_id"`
+	UserID        string     `json:"user_id"`
+	DisplayName   string     `json:"display_name"`
+	IPFour        *string    `json:"ip_four"`
+	IPSix         *string    `json:"ip_six"`
+	OriginatingIP *string    `json:"originating_ip"`
+	PresharedKey  bool       `json:"preshared_key"` // whether the config has one (never the key)
+	State         string     `json:"state"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ExpiresAt     *time.Time `json:"expires_at"` // null: never
+	// Live is what the device shows; absent in create responses, null when
+	// the device could not be read.
+	Live *LiveJSON `json:"live,omitempty"`
+}
+
+// LiveJSON is a config's state on its device.
+type LiveJSON struct {
+	OnDevice bool `json:"on_device"`
+	// InSync: an active config is on the device with exactly its allowed IPs,
+	// preshared key and keepalive; a pending one is not on the device.
+	InSync bool `json:"in_sync"`
+	// Online: a handshake within the last OnlineWindow.
+	Online        bool       `json:"online"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       int64      `json:"rx_bytes"`
+	TxBytes       int64      `json:"tx_bytes"`
+	Endpoint      *string    `json:"endpoint"`
+}
+
+// CreateResponse answers POST /v1/peers.
+type CreateResponse struct {
+	Peer PeerJSON `json:"peer"`
+	// Config is the wg-quick(8) client file.
+	Config string `json:"config"`
+	// PrivateKey is present only when wgkeeper generated the key pair; it is
+	// not stored and cannot be fetched again.
+	PrivateKey string `json:"private_key,omitempty"`
+	// DeviceError is present when the config is valid but could not be put
+	// on the device yet; the next reconcile adds it.
+	DeviceError string `json:"device_error,omitempty"`
+}
+
+// PeersResponse answers GET /v1/peers.
+type PeersResponse struct {
+	Peers []PeerJSON `json:"peers"`
+	// DeviceErrors names the interfaces that could not be read (their
+	// configs have "live": null).
+	DeviceErrors map[string]string `json:"device_errors,omitempty"`
+}
+
+// PeerResponse answers GET /v1/peers/{public_key}.
+type PeerResponse struct {
+	Peer        PeerJSON `json:"peer"`
+	DeviceError string   `json:"device_error,omitempty"`
+}
+
+// EventJSON is one C or D event.
+type EventJSON struct {
+	ID            int64      `json:"id"`
+	Event         string     `json:"event"`
+	Reason        string     `json:"reason"`
+	PublicKey     string     `json:"public_key"`
+	Interface     string     `json:"interface"`
+	ProfileID     string     `json:"profile_id"`
+	UserID        string     `json:"user_id"`
+	IPFour        *string    `json:"ip_four"`
+	IPSix         *string    `json:"ip_six"`
+	OriginatingIP *string    `json:"originating_ip"`
+	ExpiresAt     *time.Time `json:"expires_at"`
+	BytesIn       int64      `json:"bytes_in"`
+	BytesOut      int64      `json:"bytes_out"`
+	CreatedAt     time.Time  `json:"created_at"`
+	Status        string     `json:"status"`
+	Attempts      int        `json:"attempts"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	LastError     string     `json:"last_error"`
+	DoneAt        *time.Time `json:"done_at"`
+}
+
+// RemovedResponse answers the DELETE endpoints.
+type RemovedResponse struct {
+	// Events are the D events recorded, one per config removed.
+	Events []EventJSON `json:"events"`
+	// Delivered counts the events whose script already ran successfully;
+	// the others are retried by delivery.
+	Delivered int `json:"delivered"`
+	// DeviceErrors names interfaces that could not be updated; the next
+	// reconcile removes the peers there.
+	DeviceErrors map[string]string `json:"device_errors,omitempty"`
+}
+
+// EventsResponse answers GET /v1/events.
+type EventsResponse struct {
+	Events []EventJSON `json:"events"`
+	// NextBeforeID, when present, is the before_id that fetches the next
+	// (older) page.
+	NextBeforeID *int64 `json:"next_before_id,omitempty"`
+}
+
+// EventResponse answers POST /v1/events/{id}/retry.
+type EventResponse struct {
+	Event EventJSON `json:"event"`
+}
+
+// StatusResponse answers GET /v1/status.
+type StatusResponse struct {
+	Version    string            `json:"version"`
+	Interfaces []InterfaceStatus `json:"interfaces"`
+	Profiles   []ProfileStatus   `json:"profiles"`
+	Events     map[string]int    `json:"events"`
+}
+
+// InterfaceStatus is one interface in GET /v1/status.
+type InterfaceStatus struct {
+	Name           string  `json:"name"`
+	Mode           string  `json:"mode"`
+	PublicKey      *string `json:"public_key"`
+	ListenPort     *int    `json:"listen_port"`
+	PeersOnDevice  *int    `json:"peers_on_device"`
+	PeersOnline    *int    `json:"peers_online"`
+	ConfigsActive  int     `json:"configs_active"`
+	ConfigsPending int     `json:"configs_pending"`
+	DeviceError    string  `json:"device_error,omitempty"`
+}
+
+// ProfileStatus is one profile in GET /v1/status.
+type ProfileStatus struct {
+	ID             string `json:"id"`
+	Interface      string `json:"interface"`
+	ConfigsActive  int    `json:"configs_active"`
+	ConfigsPending int    `json:"configs_pending"`
+	PoolSize       int    `json:"pool_size"`
+	PoolUsed       int    `json:"pool_used"`
+	PoolFree       int    `json:"pool_free"`
+}
+
+// HousekeepingResponse answers POST /v1/housekeeping.
+type HousekeepingResponse struct {
+	StartedAt       time.Time        `json:"started_at"`
+	DurationSeconds float64          `json:"duration_seconds"`
+	Expired         int              `json:"expired"`
+	Stale           int              `json:"stale"`
+	Interfaces      []ReconciledJSON `json:"interfaces"`
+	Delivered       int              `json:"delivered"`
+	Retried         int              `json:"retried"`
+	Failed          int              `json:"failed"`
+	Pruned          int              `json:"pruned"`
+	Errors          []string         `json:"errors"`
+}
+
+// ReconciledJSON is one interface's reconcile in a housekeeping run.
+type ReconciledJSON struct {
+	Interface   string `json:"interface"`
+	Added       int    `json:"added"`
+	Updated     int    `json:"updated"`
+	Removed     int    `json:"removed"`
+	KeptOrphans int    `json:"kept_orphans"`
+	Error       string `json:"error,omitempty"`
+}
+
+// PlanResponse answers GET /v1/plan: what a reconcile would change now.
+type PlanResponse struct {
+	Interfaces []InterfacePlan `json:"interfaces"`
+}
+
+// InterfacePlan is one interface's dry-run plan.
+type InterfacePlan struct {
+	Interface   string        `json:"interface"`
+	Add         []PlannedPeer `json:"add"`
+	Update      []PlannedPeer `json:"update"`
+	Remove      []string      `json:"remove"`
+	KeptOrphans []string      `json:"kept_orphans"`
+	// Expiring are the active configs housekeeping would expire now.
+	Expiring []PeerJSON `json:"expiring"`
+}
+
+// PlannedPeer is a peer the plan adds or updates.
+type PlannedPeer struct {
+	PublicKey    string   `json:"public_key"`
+	AllowedIPs   []string `json:"allowed_ips"`
+	PresharedKey bool     `json:"preshared_key"`
+	// Fields lists what drifted (update only): allowed_ips, preshared_key,
+	// keepalive.
+	Fields []string `json:"fields,omitempty"`
+}
+
+func optAddr(a netip.Addr) *string {
+	if !a.IsValid() {
+		return nil
+	}
+	s := a.String()
+	return &s
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func peerOut(p store.Peer) PeerJSON {
+	return PeerJSON{
+		PublicKey:     p.PublicKey.String(),
+		Interface:     p.Interface,
+		ProfileID:     p.ProfileID,
+		UserID:        p.UserID,
+		DisplayName:   p.DisplayName,
+		IPFour:        optAddr(p.IPv4),
+		IPSix:         optAddr(p.IPv6),
+		OriginatingIP: optAddr(p.OriginatingIP),
+		PresharedKey:  p.PresharedKey != nil,
+		State:         string(p.State),
+		CreatedAt:     p.CreatedAt.UTC(),
+		ExpiresAt:     optTime(p.ExpiresAt),
+	}
+}
+
+func eventOut(e store.Event) EventJSON {
+	return EventJSON{
+		ID:            e.ID,
+		Event:         e.Kind,
+		Reason:        e.Reason,
+		PublicKey:     e.PublicKey.String(),
+		Interface:     e.Interface,
+		ProfileID:     e.ProfileID,
+		UserID:        e.UserID,
+		IPFour:        optAddr(e.IPv4),
+		IPSix:         optAddr(e.IPv6),
+		OriginatingIP: optAddr(e.OriginatingIP),
+		ExpiresAt:     optTime(e.ExpiresAt),
+		BytesIn:       e.BytesIn,
+		BytesOut:      e.BytesOut,
+		CreatedAt:     e.CreatedAt.UTC(),
+		Status:        e.Status,
+		Attempts:      e.Attempts,
+		NextAttemptAt: optTime(e.NextAttemptAt),
+		LastError:     e.LastError,
+		DoneAt:        optTime(e.DoneAt),
+	}
+}
+
+func eventsOut(evs []store.Event) []EventJSON {
+	out := make([]EventJSON, len(evs))
+	for i, e := range evs {
+		out[i] = eventOut(e)
+	}
+	return out
+}
+
+func removedOut(r reconcile.Removed) RemovedResponse {
+	out := RemovedResponse{Events: eventsOut(r.Events), Delivered: r.Delivered}
+	for iface, err := range r.DeviceErrs {
+		if out.DeviceErrors == nil {
+			out.DeviceErrors = map[string]string{}
+		}
+		out.DeviceErrors[iface] = err.Error()
+	}
+	return out
+}
+
+func keysOut(keys []wgtypes.Key) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.String()
+	}
+	return out
+}
+
+func plannedOut(w wg.Wanted, fields []string) PlannedPeer {
+	p := PlannedPeer{PublicKey: w.PublicKey.String(), AllowedIPs: make([]string, len(w.AllowedIPs)),
+		PresharedKey: w.PresharedKey != (wgtypes.Key{}), Fields: fields}
+	for i, a := range w.AllowedIPs {
+		p.AllowedIPs[i] = a.String()
+	}
+	return p
+}
+
+func planOut(r reconcile.Report) InterfacePlan {
+	out := InterfacePlan{
+		Interface:   r.Interface,
+		Add:         make([]PlannedPeer, 0, len(r.Plan.Add)),
+		Update:      make([]PlannedPeer, 0, len(r.Plan.Update)),
+		Remove:      keysOut(r.Plan.Remove),
+		KeptOrphans: keysOut(r.Plan.KeptOrphans),
+		Expiring:    make([]PeerJSON, 0, len(r.Expiring)),
+	}
+	for _, w := range r.Plan.Add {
+		out.Add = append(out.Add, plannedOut(w, nil))
+	}
+	for _, c := range r.Plan.Update {
+		var f []string
+		if c.AllowedIPs {
+			f = append(f, "allowed_ips")
+		}
+		if c.PresharedKey {
+			f = append(f, "preshared_key")
+		}
+		if c.Keepalive {
+			f = append(f, "keepalive")
+		}
+		out.Update = append(out.Update, plannedOut(c.Wanted, f))
+	}
+	for _, p := range r.Expiring {
+		out.Expiring = append(out.Expiring, peerOut(p))
+	}
+	return out
+}
+
+// keyPath is the form of a key used in URLs this server builds: base64url,
+// which needs no escaping.
+func keyPath(k wgtypes.Key) string { return base64.URLEncoding.EncodeToString(k[:]) }
