@@ -232,10 +232,30 @@ func TestDaemon(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("daemon died on a bad reload: %v", err)
 	}
-	// SIGHUP with the good config again: reloaded.
-	os.WriteFile(cfgPath, []byte(good), 0o600)
+	// SIGHUP with a good config naming another script: reloaded, and the
+	// next event runs the new script.
+	hook2 := strings.ReplaceAll(daemonHook, "events.log", "events2.log")
+	if err := os.WriteFile(filepath.Join(dir, "hook2.sh"), []byte(hook2), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(cfgPath, []byte(strings.Replace(good, `script = "hook.sh"`, `script = "hook2.sh"`, 1)), 0o600)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	d.waitLog(t, "config reloaded", 5*time.Second)
+	c2, err := eng.Create(ctx, reconcile.CreateRequest{UserID: "bob", ProfileID: "staff", ExpiresIn: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile(filepath.Join(dir, "events2.log"))
+		if strings.Contains(string(data), "D "+c2.Peer.PublicKey.String()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after reload, the new script did not get the D event")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	// SIGTERM: clean exit, interface and socket gone, no process left in
 	// the daemon's process group.

@@ -186,9 +186,10 @@ func (d *daemon) run() error {
 
 	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.Database, "interfaces", len(p.cfg.Interfaces))
 	housekeep()
+	sdNotify("READY=1")
 
-	recon := time.NewTicker(p.cfg.Housekeeping.ReconcileInterval)
-	defer recon.Stop()
+	recon := newTicker(p.cfg.Housekeeping.ReconcileInterval)
+	defer recon.stop()
 	watch := time.NewTicker(500 * time.Millisecond)
 	defer watch.Stop()
 	lastVersion, _ := p.store.DataVersion(ctx)
@@ -199,14 +200,17 @@ func (d *daemon) run() error {
 	for {
 		select {
 		case <-ctx.Done():
+			sdNotify("STOPPING=1")
 			d.log.Info("stopping", "reason", context.Cause(ctx))
 			return nil
 		case err := <-apiErr:
 			return fmt.Errorf("API: %w", err)
 		case <-hup:
-			d.reload(ctx, sched, &recon, housekeep)
+			sdNotify("RELOADING=1")
+			d.reload(sched, recon, housekeep)
+			sdNotify("READY=1")
 			d.arm(ctx, timer)
-		case <-recon.C:
+		case <-recon.c():
 			p.engine.ReconcileAll(ctx, false)
 		case <-watch.C:
 			// Another process (a CLI command, the API of another node)
@@ -286,25 +290,75 @@ func (d *daemon) arm(ctx context.Context, t *time.Timer) {
 	t.Reset(wait)
 }
 
+// startCron runs job on the housekeeping schedule (UTC), never two at once,
+// recovering from panics. An empty schedule runs nothing.
 func (d *daemon) startCron(spec string, job func()) (*cron.Cron, error) {
 	cl := cronLogger{d.log}
 	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
-	if _, err := c.AddFunc(spec, job); err != nil {
-		return nil, fmt.Errorf("housekeeping.schedule %q: %w", spec, err)
+	if err := schedule(c, spec, job); err != nil {
+		return nil, err
 	}
 	c.Start()
 	return c, nil
 }
 
+func schedule(c *cron.Cron, spec string, job func()) error {
+	if spec == "" {
+		return nil
+	}
+	sch, err := config.ParseSchedule(spec)
+	if err != nil {
+		return fmt.Errorf("housekeeping.schedule %q: %w", spec, err)
+	}
+	c.Schedule(sch, cron.FuncJob(job))
+	return nil
+}
+
+// ticker is a time.Ticker that may be off (interval 0).
+type ticker struct{ t *time.Ticker }
+
+func newTicker(d time.Duration) *ticker {
+	tk := &ticker{}
+	tk.reset(d)
+	return tk
+}
+
+func (t *ticker) reset(d time.Duration) {
+	switch {
+	case d <= 0 && t.t != nil:
+		t.t.Stop()
+		t.t = nil
+	case d > 0 && t.t == nil:
+		t.t = time.NewTicker(d)
+	case d > 0:
+		t.t.Reset(d)
+	}
+}
+
+// c is the tick channel; nil (never ready) when off.
+func (t *ticker) c() <-chan time.Time {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.C
+}
+
+func (t *ticker) stop() { t.reset(0) }
+
 // reload re-reads the config on SIGHUP. A bad file keeps the old config.
 // Interfaces are not re-created: a change of interfaces needs a restart.
-func (d *daemon) reload(ctx context.Context, sched *cron.Cron, recon **time.Ticker, job func()) {
+func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 	cfg, err := d.env.loadConfig()
 	if err != nil {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
 	}
-	if _, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency, PassEnv: cfg.Hooks.PassEnv}); err != nil {
+	runner, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency, PassEnv: cfg.Hooks.PassEnv, Logger: d.log})
+	if err != nil {
+		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
+	if _, err := config.ParseSchedule(cfg.Housekeeping.Schedule); cfg.Housekeeping.Schedule != "" && err != nil {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
 	}
@@ -318,17 +372,17 @@ func (d *daemon) reload(ctx context.Context, sched *cron.Cron, recon **time.Tick
 			d.api.SetToken(tok)
 		}
 	}
-	d.p.engine.SetConfig(cfg)
+	d.p.engine.SetConfig(cfg, runner)
 	d.p.cfg = cfg
-	(*recon).Reset(cfg.Housekeeping.ReconcileInterval)
+	d.p.runner = runner
+	recon.reset(cfg.Housekeeping.ReconcileInterval)
 	for _, en := range sched.Entries() {
 		sched.Remove(en.ID)
 	}
-	if _, err := sched.AddFunc(cfg.Housekeeping.Schedule, job); err != nil {
+	if err := schedule(sched, cfg.Housekeeping.Schedule, job); err != nil {
 		d.log.Error("reload: schedule", "err", err)
 	}
 	d.log.Info("config reloaded", "config", d.env.configPath)
-	_ = ctx
 }
 
 // upInterfaces creates the interfaces wgkeeper owns and sets key and port

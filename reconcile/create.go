@@ -340,7 +340,7 @@ func wanted(p store.Peer) wg.Wanted {
 
 // runScript runs the script for an event and reports it to the observer.
 func (e *Engine) runScript(ctx context.Context, ev store.Event) hooks.Result {
-	res := e.run.Run(ctx, varsOf(ev))
+	res := e.run.Load().Run(ctx, varsOf(ev))
 	if res.Ran {
 		e.obs.ScriptRun(ev.Kind, res.OK(), res.Duration)
 	}

@@ -127,7 +127,7 @@ type Engine struct {
 	cfg     atomic.Pointer[config.Config]
 	store   Store
 	dev     Device
-	run     Runner
+	run     atomic.Pointer[runnerBox]
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
@@ -154,7 +154,6 @@ func New(o Options) (*Engine, error) {
 	e := &Engine{
 		store:      o.Store,
 		dev:        o.Device,
-		run:        o.Runner,
 		log:        o.Logger,
 		now:        o.Now,
 		lockDir:    o.LockDir,
@@ -183,12 +182,22 @@ func New(o Options) (*Engine, error) {
 		e.lockDir = dirOf(o.Config.Database)
 	}
 	e.cfg.Store(o.Config)
+	e.run.Store(&runnerBox{o.Runner})
 	return e, nil
 }
 
-// SetConfig swaps the configuration (a reload). Steps already running finish
-// with the configuration they started with.
-func (e *Engine) SetConfig(c *config.Config) { e.cfg.Store(c) }
+// SetConfig swaps the configuration and, when r is not nil, the script
+// runner (a reload). Steps already running finish with what they started
+// with.
+func (e *Engine) SetConfig(c *config.Config, r Runner) {
+	if r != nil {
+		e.run.Store(&runnerBox{r})
+	}
+	e.cfg.Store(c)
+}
+
+// runnerBox lets the runner be swapped atomically.
+type runnerBox struct{ Runner }
 
 // Config returns the configuration in force.
 func (e *Engine) Config() *config.Config { return e.cfg.Load() }
