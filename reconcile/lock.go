@@ -73,8 +73,40 @@ func dirOf(path string) string {
 // every wgkeeper process using the same database, so a reconcile can never
 // re-add a peer that a concurrent delete has just removed, nor remove one a
 // concurrent create has just added.
-func (e *Engine) deviceLock(ctx context.Context, iface string) (*fileLock, error) {
-	return lockFile(ctx, filepath.Join(e.lockDir, ".wgkeeper-"+iface+".lock"), true)
+//
+// Within the process, waiters queue on a channel first, so they are woken
+// at once instead of polling the file lock; only contention with another
+// process polls.
+func (e *Engine) deviceLock(ctx context.Context, iface string) (*devLock, error) {
+	e.mu.Lock()
+	sem, ok := e.devSems[iface]
+	if !ok {
+		sem = make(chan struct{}, 1)
+		e.devSems[iface] = sem
+	}
+	e.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("wait for device lock of %s: %w", iface, ctx.Err())
+	}
+	fl, err := lockFile(ctx, filepath.Join(e.lockDir, ".wgkeeper-"+iface+".lock"), true)
+	if err != nil {
+		<-sem
+		return nil, err
+	}
+	return &devLock{fl: fl, sem: sem}, nil
+}
+
+// devLock holds an interface's in-process and file locks.
+type devLock struct {
+	fl  *fileLock
+	sem chan struct{}
+}
+
+func (l *devLock) unlock() {
+	l.fl.unlock()
+	<-l.sem
 }
 
 // housekeepingLock makes two housekeeping runs never overlap.

@@ -136,8 +136,9 @@ type Engine struct {
 	crash   func(string)
 
 	mu         sync.Mutex
-	serverKeys map[string]wgtypes.Key // interface -> public key, learnt from reads
-	wantCache  map[string]wantedState // interface -> desired peers at a data version
+	serverKeys map[string]wgtypes.Key   // interface -> public key, learnt from reads
+	wantCache  map[string]wantedState   // interface -> desired peers at a data version
+	devSems    map[string]chan struct{} // interface -> in-process device lock
 }
 
 // wantedState is an interface's desired peers as of a store data version.
@@ -162,6 +163,7 @@ func New(o Options) (*Engine, error) {
 		crash:      o.crash,
 		serverKeys: map[string]wgtypes.Key{},
 		wantCache:  map[string]wantedState{},
+		devSems:    map[string]chan struct{}{},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

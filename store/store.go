@@ -85,6 +85,7 @@ type Store struct {
 	path   string
 	now    func() time.Time
 	log    *slog.Logger
+	wmu    sync.Mutex // serialises this process's write transactions
 	dvMu   sync.Mutex
 	dvConn *sql.Conn // dedicated connection: PRAGMA data_version is per connection
 
@@ -371,7 +372,13 @@ func (s *Store) DataVersion(ctx context.Context) (int64, error) {
 func (s *Store) clock() time.Time { return s.now().UTC() }
 
 // write runs fn in one immediate transaction, committing when fn returns nil.
+// Writers of this process queue on a mutex first: SQLite admits one writer
+// at a time anyway, and a waiter on the mutex is woken the moment the
+// previous transaction ends, where SQLite's busy handler would sleep in
+// growing steps. Other processes still meet the busy timeout.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return convErr(err)
