@@ -465,26 +465,7 @@ func (s *Server) housekeeping(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && sum.StartedAt.IsZero() {
 		return err // the run did not start (busy, or the lock failed)
 	}
-	out := HousekeepingResponse{
-		StartedAt:       sum.StartedAt,
-		DurationSeconds: sum.Duration.Seconds(),
-		Expired:         sum.Expired,
-		Stale:           sum.Stale,
-		Interfaces:      make([]ReconciledJSON, 0, len(sum.Reports)),
-		Delivered:       sum.Delivery.Done,
-		Retried:         sum.Delivery.Retried,
-		Failed:          sum.Delivery.Failed,
-		Pruned:          sum.Pruned,
-		Errors:          append([]string{}, sum.Errors...),
-	}
-	for _, rep := range sum.Reports {
-		rj := ReconciledJSON{Interface: rep.Interface, Added: rep.Counts.Added, Updated: rep.Counts.Updated,
-			Removed: rep.Counts.Removed, KeptOrphans: len(rep.Plan.KeptOrphans)}
-		if rep.Err != nil {
-			rj.Error = rep.Err.Error()
-		}
-		out.Interfaces = append(out.Interfaces, rj)
-	}
+	out := HousekeepingView(sum)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -332,3 +332,38 @@ func planOut(r reconcile.Report) InterfacePlan {
 // keyPath is the form of a key used in URLs this server builds: base64url,
 // which needs no escaping.
 func keyPath(k wgtypes.Key) string { return base64.URLEncoding.EncodeToString(k[:]) }
+
+// PeerView is a config in the API's JSON shape; the CLI's -json output uses
+// it too, so both speak the same field names.
+func PeerView(p store.Peer) PeerJSON { return peerOut(p) }
+
+// EventView is an event in the API's JSON shape.
+func EventView(e store.Event) EventJSON { return eventOut(e) }
+
+// PlanView is a dry-run reconcile report in the API's JSON shape.
+func PlanView(r reconcile.Report) InterfacePlan { return planOut(r) }
+
+// HousekeepingView is a housekeeping summary in the API's JSON shape.
+func HousekeepingView(sum reconcile.Summary) HousekeepingResponse {
+	out := HousekeepingResponse{
+		StartedAt:       sum.StartedAt,
+		DurationSeconds: sum.Duration.Seconds(),
+		Expired:         sum.Expired,
+		Stale:           sum.Stale,
+		Interfaces:      make([]ReconciledJSON, 0, len(sum.Reports)),
+		Delivered:       sum.Delivery.Done,
+		Retried:         sum.Delivery.Retried,
+		Failed:          sum.Delivery.Failed,
+		Pruned:          sum.Pruned,
+		Errors:          append([]string{}, sum.Errors...),
+	}
+	for _, rep := range sum.Reports {
+		rj := ReconciledJSON{Interface: rep.Interface, Added: rep.Counts.Added, Updated: rep.Counts.Updated,
+			Removed: rep.Counts.Removed, KeptOrphans: len(rep.Plan.KeptOrphans)}
+		if rep.Err != nil {
+			rj.Error = rep.Err.Error()
+		}
+		out.Interfaces = append(out.Interfaces, rj)
+	}
+	return out
+}

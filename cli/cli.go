@@ -48,6 +48,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"daemon", "run: own interfaces, API, scheduler, expiry and delivery", cmdDaemon},
+		{"housekeeping", "run one housekeeping (the systemd timer's job)", cmdHousekeeping},
+		{"reconcile", "make the devices match the store (-dry-run: print the plan)", cmdReconcile},
+		{"peer", "add, remove, revoke or list configs", cmdPeer},
+		{"status", "the store next to the live devices", cmdStatus},
+		{"events", "the event log; events retry ID|-failed", cmdEvents},
+		{"log", "who held an address at a time; a user's configs", cmdLog},
 		{"migrate", "create or upgrade the database and print its schema version", cmdMigrate},
 		{"version", "print the version", cmdVersion},
 	}

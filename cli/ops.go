@@ -1,0 +1,326 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wgkeeper/wgkeeper/api"
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+func cmdReconcile(e *env, args []string) error {
+	fs := newFlags("reconcile")
+	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args, "reconcile",
+		"Make every interface match the store: add missing peers (no C event),\nrepair drift, remove orphans. Prints the plan like a diff:\n  + added   ~ updated (what drifted)   - removed   = orphan kept   ! would expire (dry run)",
+		"wgkeeper reconcile -dry-run"); err != nil {
+		return err
+	}
+	return e.withParts(func(p *parts) error {
+		reports := p.engine.ReconcileAll(e.ctx, *dry)
+		var failed []string
+		for _, r := range reports {
+			if r.Err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", r.Interface, r.Err))
+			}
+		}
+		if *asJSON {
+			out := struct {
+				DryRun     bool                `json:"dry_run"`
+				Interfaces []api.InterfacePlan `json:"interfaces"`
+				Errors     []string            `json:"errors"`
+			}{DryRun: *dry, Errors: append([]string{}, failed...)}
+			for _, r := range reports {
+				if r.Err == nil {
+					out.Interfaces = append(out.Interfaces, api.PlanView(r))
+				}
+			}
+			if err := writeJSONOut(e.stdout, out); err != nil {
+				return err
+			}
+		} else {
+			for _, r := range reports {
+				printPlan(e.stdout, r)
+			}
+		}
+		if len(failed) > 0 {
+			return errors.New(strings.Join(failed, "; "))
+		}
+		return nil
+	})
+}
+
+func printPlan(w io.Writer, r reconcile.Report) {
+	verb := "reconciled"
+	if r.DryRun {
+		verb = "plan"
+	}
+	if r.Err != nil {
+		fmt.Fprintf(w, "%s %s: %v\n", verb, r.Interface, r.Err)
+		return
+	}
+	fmt.Fprintf(w, "%s %s: %d to add, %d to update, %d to remove, %d orphans kept", verb, r.Interface,
+		len(r.Plan.Add), len(r.Plan.Update), len(r.Plan.Remove), len(r.Plan.KeptOrphans))
+	if r.DryRun {
+		fmt.Fprintf(w, ", %d expiring", len(r.Expiring))
+	}
+	fmt.Fprintln(w)
+	for _, a := range r.Plan.Add {
+		fmt.Fprintf(w, "+ %s %s\n", a.PublicKey, prefixes(a.AllowedIPs))
+	}
+	for _, u := range r.Plan.Update {
+		var what []string
+		if u.AllowedIPs {
+			what = append(what, "allowed-ips "+prefixes(u.Wanted.AllowedIPs))
+		}
+		if u.PresharedKey {
+			what = append(what, "preshared-key")
+		}
+		if u.Keepalive {
+			what = append(what, "keepalive")
+		}
+		fmt.Fprintf(w, "~ %s %s\n", u.Wanted.PublicKey, strings.Join(what, ", "))
+	}
+	for _, k := range r.Plan.Remove {
+		fmt.Fprintf(w, "- %s\n", k)
+	}
+	for _, k := range r.Plan.KeptOrphans {
+		fmt.Fprintf(w, "= %s orphan kept\n", k)
+	}
+	for _, p := range r.Expiring {
+		fmt.Fprintf(w, "! %s expired %s (user %s)\n", p.PublicKey, p.ExpiresAt.UTC().Format(time.RFC3339), p.UserID)
+	}
+}
+
+func prefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func cmdHousekeeping(e *env, args []string) error {
+	fs := newFlags("housekeeping")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args, "housekeeping",
+		"Run one housekeeping: expire, clean stale pending configs, reconcile every\ninterface, deliver due events, prune old events. Waits while another run\n(the daemon's, or the timer's) is in progress. This is the job of\nwgkeeper-housekeeping.timer.",
+		"wgkeeper -config /etc/wgkeeper/wgkeeper.toml housekeeping"); err != nil {
+		return err
+	}
+	return e.withParts(func(p *parts) error {
+		sum, err := p.engine.Housekeeping(e.ctx, true)
+		if sum.StartedAt.IsZero() && err != nil {
+			return err
+		}
+		if *asJSON {
+			if werr := writeJSONOut(e.stdout, api.HousekeepingView(sum)); werr != nil {
+				return werr
+			}
+		} else {
+			fmt.Fprintf(e.stdout, "housekeeping in %s: %d expired, %d stale, %d delivered, %d retried, %d failed, %d pruned\n",
+				sum.Duration.Round(time.Millisecond), sum.Expired, sum.Stale, sum.Delivery.Done, sum.Delivery.Retried, sum.Delivery.Failed, sum.Pruned)
+			for _, r := range sum.Reports {
+				if r.Err != nil {
+					fmt.Fprintf(e.stdout, "  %s: %v\n", r.Interface, r.Err)
+					continue
+				}
+				fmt.Fprintf(e.stdout, "  %s: %d added, %d updated, %d removed, %d orphans kept\n", r.Interface,
+					r.Counts.Added, r.Counts.Updated, r.Counts.Removed, len(r.Plan.KeptOrphans))
+			}
+		}
+		return err
+	})
+}
+
+func cmdEvents(e *env, args []string) error {
+	if len(args) > 0 && args[0] == "retry" {
+		return cmdEventsRetry(e, args[1:])
+	}
+	fs := newFlags("events")
+	status := fs.String("status", "", "only events with this status: running, pending, done or failed")
+	limit := fs.Int("limit", 50, "at most this many, newest first (0 = all)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args, "events",
+		"List connect (C) and disconnect (D) events, newest first, with their\ndelivery status. `events retry ID` or `events retry -failed` makes failed\nevents due again.",
+		"wgkeeper events -status failed"); err != nil {
+		return err
+	}
+	switch *status {
+	case "", "running", "pending", "done", "failed":
+	default:
+		return usagef("-status %q: want running, pending, done or failed", *status)
+	}
+	if *limit < 0 {
+		return usagef("-limit must not be negative")
+	}
+	return e.withStore(func(_ *config.Config, st *store.Store) error {
+		evs, err := st.ListEvents(e.ctx, store.EventFilter{Status: *status, Limit: *limit})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			out := struct {
+				Events []api.EventJSON `json:"events"`
+			}{Events: make([]api.EventJSON, len(evs))}
+			for i, ev := range evs {
+				out.Events[i] = api.EventView(ev)
+			}
+			return writeJSONOut(e.stdout, out)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tLAST ERROR")
+		t := now()
+		for _, ev := range evs {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
+				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), dash(ev.LastError))
+		}
+		return tw.Flush()
+	})
+}
+
+func cmdEventsRetry(e *env, args []string) error {
+	fs := newFlags("events retry")
+	all := fs.Bool("failed", false, "retry every failed event")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] events retry ID | -failed\n\nMake a failed event due again (attempts start over).\n\nexample:\n  wgkeeper events retry -failed")
+			return flag.ErrHelp
+		}
+		return usagef("%v", err)
+	}
+	if *all == (fs.NArg() == 1) || fs.NArg() > 1 {
+		return usagef("events retry takes one event ID or -failed")
+	}
+	var id int64
+	if !*all {
+		n, err := strconv.ParseInt(fs.Arg(0), 10, 64)
+		if err != nil || n <= 0 {
+			return usagef("event ID %q is not a positive number", fs.Arg(0))
+		}
+		id = n
+	}
+	return e.withStore(func(_ *config.Config, st *store.Store) error {
+		if *all {
+			n, err := st.RetryFailed(e.ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%d failed event(s) are due again\n", n)
+			return nil
+		}
+		switch err := st.RetryEvent(e.ctx, id); {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("no event %d", id)
+		case errors.Is(err, store.ErrConflict):
+			return fmt.Errorf("event %d has not failed; only failed events can be retried", id)
+		case err != nil:
+			return err
+		}
+		fmt.Fprintf(e.stdout, "event %d is due again\n", id)
+		return nil
+	})
+}
+
+// parseAt reads -at: RFC 3339, or "2006-01-02 15:04[:05]" in UTC.
+func parseAt(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, usagef("-at %q: want RFC 3339 or \"2006-01-02 15:04[:05]\" (UTC)", s)
+}
+
+func cmdLog(e *env, args []string) error {
+	fs := newFlags("log")
+	ip := fs.String("ip", "", "who held this address")
+	at := fs.String("at", "", "at this time (RFC 3339 or \"2006-01-02 15:04\" UTC; default now)")
+	user := fs.String("user", "", "a user's configs, past and present")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args, "log",
+		"Answer from the event log who held an address at a time (-ip, -at), or\nlist a user's configs past and present with their C and D times (-user).",
+		"wgkeeper log -ip 10.42.0.7 -at '2026-11-24 14:03'"); err != nil {
+		return err
+	}
+	if (*ip == "") == (*user == "") {
+		return usagef("log takes -ip IP [-at TIME] or -user U")
+	}
+	var addr netip.Addr
+	when := now().UTC()
+	if *ip != "" {
+		a, err := netip.ParseAddr(*ip)
+		if err != nil {
+			return usagef("-ip %q is not an IP address", *ip)
+		}
+		addr = a.Unmap()
+		if *at != "" {
+			if when, err = parseAt(*at); err != nil {
+				return err
+			}
+		}
+	} else if *at != "" {
+		return usagef("-at goes with -ip")
+	}
+	return e.withStore(func(_ *config.Config, st *store.Store) error {
+		var ss []store.Session
+		var err error
+		if *ip != "" {
+			ss, err = st.WhoHad(e.ctx, addr, when)
+		} else {
+			ss, err = st.UserSessions(e.ctx, *user)
+		}
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			type sess struct {
+				C api.EventJSON  `json:"connect"`
+				D *api.EventJSON `json:"disconnect"`
+			}
+			out := struct {
+				Sessions []sess `json:"sessions"`
+			}{Sessions: []sess{}}
+			for _, s := range ss {
+				o := sess{C: api.EventView(s.C)}
+				if s.D != nil {
+					d := api.EventView(*s.D)
+					o.D = &d
+				}
+				out.Sessions = append(out.Sessions, o)
+			}
+			return writeJSONOut(e.stdout, out)
+		}
+		if len(ss) == 0 {
+			if *ip != "" {
+				fmt.Fprintf(e.stdout, "nobody held %s at %s\n", addr, when.Format(time.RFC3339))
+			} else {
+				fmt.Fprintf(e.stdout, "no configs recorded for %s\n", *user)
+			}
+			return nil
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tPROFILE\tKEY\tADDRESSES\tCONNECTED\tDISCONNECTED\tREASON\tRX\tTX")
+		for _, s := range ss {
+			disc, reason, rx, tx := "still connected", "-", "-", "-"
+			if s.D != nil {
+				disc = s.D.CreatedAt.UTC().Format(time.RFC3339)
+				reason = s.D.Reason
+				rx, tx = bytesHuman(s.D.BytesIn), bytesHuman(s.D.BytesOut)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.C.UserID, s.C.ProfileID, s.C.PublicKey,
+				joinNonEmpty(addrText(s.C.IPv4), addrText(s.C.IPv6)), s.C.CreatedAt.UTC().Format(time.RFC3339), disc, reason, rx, tx)
+		}
+		return tw.Flush()
+	})
+}

@@ -1,0 +1,273 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// Peer states shown by status.
+const (
+	StateOnline         = "online"
+	StateOffline        = "offline"
+	StateNeverConnected = "never connected"
+	StateMissing        = "missing on device"
+	StateDrift          = "drift"
+	StateOrphan         = "orphan (not in store)"
+	StatePending        = "pending"
+	StateUnknown        = "unknown (device unreadable)"
+)
+
+// OnlineWindow: a handshake this recent means online.
+const OnlineWindow = 3 * time.Minute
+
+// statusPeer is one row of status: the store's config next to the device.
+type statusPeer struct {
+	PublicKey     string     `json:"public_key"`
+	UserID        string     `json:"user_id"`
+	ProfileID     string     `json:"profile_id"`
+	IPFour        string     `json:"ip_four"`
+	IPSix         string     `json:"ip_six"`
+	CreatedAt     *time.Time `json:"created_at"`
+	ExpiresAt     *time.Time `json:"expires_at"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       int64      `json:"rx_bytes"`
+	TxBytes       int64      `json:"tx_bytes"`
+	Endpoint      string     `json:"endpoint"`
+	State         string     `json:"state"`
+}
+
+type statusPool struct {
+	Profile string `json:"profile"`
+	Used    int    `json:"used"`
+	Total   int    `json:"total"`
+}
+
+type statusIface struct {
+	Name        string         `json:"name"`
+	Mode        string         `json:"mode"`
+	ListenPort  int            `json:"listen_port"`
+	DeviceError string         `json:"device_error,omitempty"`
+	Counts      map[string]int `json:"counts"`
+	Pools       []statusPool   `json:"pools"`
+	Peers       []statusPeer   `json:"peers"`
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+// statusRows joins the store's configs of one interface with its device
+// peers (dev nil: the device could not be read). Rows are sorted by user,
+// profile and address; orphans come last.
+func statusRows(peers []store.Peer, dev *wg.Device, t time.Time) []statusPeer {
+	onDev := map[wgtypes.Key]wg.Peer{}
+	if dev != nil {
+		for _, p := range dev.Peers {
+			onDev[p.PublicKey] = p
+		}
+	}
+	known := map[wgtypes.Key]bool{}
+	rows := make([]statusPeer, 0, len(peers))
+	for _, p := range peers {
+		known[p.PublicKey] = true
+		r := statusPeer{PublicKey: p.PublicKey.String(), UserID: p.UserID, ProfileID: p.ProfileID,
+			IPFour: addrText(p.IPv4), IPSix: addrText(p.IPv6), CreatedAt: optTime(p.CreatedAt), ExpiresAt: optTime(p.ExpiresAt)}
+		d, on := onDev[p.PublicKey]
+		if on {
+			r.LastHandshake = optTime(d.LastHandshake)
+			r.RxBytes, r.TxBytes = d.RxBytes, d.TxBytes
+			if d.Endpoint.IsValid() {
+				r.Endpoint = d.Endpoint.String()
+			}
+		}
+		switch {
+		case p.State == store.StatePending:
+			r.State = StatePending
+		case dev == nil:
+			r.State = StateUnknown
+		case !on:
+			r.State = StateMissing
+		case !inSync(reconcile.WantedPeer(p), d):
+			r.State = StateDrift
+		case d.LastHandshake.IsZero():
+			r.State = StateNeverConnected
+		case t.Sub(d.LastHandshake) <= OnlineWindow:
+			r.State = StateOnline
+		default:
+			r.State = StateOffline
+		}
+		rows = append(rows, r)
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.UserID != b.UserID {
+			return a.UserID < b.UserID
+		}
+		if a.ProfileID != b.ProfileID {
+			return a.ProfileID < b.ProfileID
+		}
+		return false // the store lists by address within a profile
+	})
+	if dev != nil {
+		for _, d := range dev.Peers { // sorted by key
+			if known[d.PublicKey] {
+				continue
+			}
+			r := statusPeer{PublicKey: d.PublicKey.String(), LastHandshake: optTime(d.LastHandshake),
+				RxBytes: d.RxBytes, TxBytes: d.TxBytes, State: StateOrphan}
+			var ips []string
+			for _, a := range d.AllowedIPs {
+				ips = append(ips, a.String())
+			}
+			r.IPFour = strings.Join(ips, ",")
+			if d.Endpoint.IsValid() {
+				r.Endpoint = d.Endpoint.String()
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows
+}
+
+// inSync: the device peer has exactly the wanted allowed IPs, preshared key
+// and keepalive.
+func inSync(w wg.Wanted, d wg.Peer) bool {
+	plan, err := wg.MakePlan([]wg.Wanted{w}, []wg.Peer{d}, wg.OrphansKeep)
+	return err == nil && plan.Empty()
+}
+
+func cmdStatus(e *env, args []string) error {
+	fs := newFlags("status")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(e, fs, args, "status",
+		"Show, per interface, the store's configs next to the live device: state\n(online, offline, never connected, missing on device, drift, orphan,\npending), last handshake, traffic, and pool use.",
+		"wgkeeper status -json"); err != nil {
+		return err
+	}
+	return e.withParts(func(p *parts) error {
+		ifaces, err := collectStatus(e, p)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSONOut(e.stdout, struct {
+				Interfaces []statusIface `json:"interfaces"`
+			}{ifaces})
+		}
+		printStatus(e.stdout, ifaces, now())
+		return nil
+	})
+}
+
+func collectStatus(e *env, p *parts) ([]statusIface, error) {
+	t := now()
+	var out []statusIface
+	for _, ifc := range p.cfg.Interfaces {
+		si := statusIface{Name: ifc.Name, Mode: ifc.Mode, ListenPort: ifc.ListenPort, Counts: map[string]int{}, Pools: []statusPool{}}
+		peers, err := p.store.ListPeers(e.ctx, store.PeerFilter{Interface: ifc.Name})
+		if err != nil {
+			return nil, err
+		}
+		dev, err := p.dev.Read(e.ctx, ifc.Name)
+		if err != nil {
+			si.DeviceError = err.Error()
+			dev = nil
+		} else {
+			si.ListenPort = dev.ListenPort
+		}
+		si.Peers = statusRows(peers, dev, t)
+		for _, r := range si.Peers {
+			si.Counts[r.State]++
+		}
+		for _, prof := range p.cfg.ProfilesOn(ifc.Name) {
+			used, err := p.store.PoolUsage(e.ctx, ifc.Name, prof.ID)
+			if err != nil {
+				return nil, err
+			}
+			si.Pools = append(si.Pools, statusPool{Profile: prof.ID, Used: used, Total: prof.Capacity()})
+		}
+		out = append(out, si)
+	}
+	return out, nil
+}
+
+var stateOrder = []string{StateOnline, StateOffline, StateNeverConnected, StatePending, StateMissing, StateDrift, StateOrphan, StateUnknown}
+
+func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
+	for i, si := range ifaces {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		var counts []string
+		for _, s := range stateOrder {
+			if n := si.Counts[s]; n > 0 {
+				counts = append(counts, fmt.Sprintf("%d %s", n, s))
+			}
+		}
+		if len(counts) == 0 {
+			counts = []string{"no configs"}
+		}
+		var pools []string
+		for _, p := range si.Pools {
+			pools = append(pools, fmt.Sprintf("%s %d/%d", p.Profile, p.Used, p.Total))
+		}
+		fmt.Fprintf(w, "%s  mode %s  port %d  %s  pool %s\n", si.Name, si.Mode, si.ListenPort, strings.Join(counts, ", "), joinNonEmpty(pools...))
+		if si.DeviceError != "" {
+			fmt.Fprintf(w, "  device unreadable: %s\n", si.DeviceError)
+		}
+		if len(si.Peers) == 0 {
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  USER\tPROFILE\tKEY\tADDRESSES\tCREATED\tEXPIRES\tHANDSHAKE\tRX\tTX\tENDPOINT\tSTATE")
+		for _, r := range si.Peers {
+			created, expires := "-", "-"
+			if r.CreatedAt != nil {
+				created = ago(t, *r.CreatedAt)
+			}
+			if r.State != StateOrphan {
+				expires = until(t, deref(r.ExpiresAt))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.UserID), dash(r.ProfileID), shortKey(r.PublicKey),
+				joinNonEmpty(r.IPFour, r.IPSix), created, expires, ago(t, deref(r.LastHandshake)),
+				bytesHuman(r.RxBytes), bytesHuman(r.TxBytes), dash(r.Endpoint), r.State)
+		}
+		tw.Flush()
+	}
+}
+
+func deref(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
