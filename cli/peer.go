@@ -48,11 +48,11 @@ func writeJSONOut(w io.Writer, v any) error {
 }
 
 func cmdPeer(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "help" {
+	if len(args) == 0 {
+		return usagef("peer needs a subcommand: add, remove, revoke or list (peer -h for help)")
+	}
+	if args[0] == "-h" || args[0] == "help" {
 		fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] peer add|remove|revoke|list [flags]\n\nsubcommands:\n  add      create a config and print it as a wg-quick file\n  remove   remove one config by public key\n  revoke   remove every config of a user\n  list     list configs\n\nexample:\n  wgkeeper peer add -user alice -profile default -expires 30d")
-		if len(args) == 0 {
-			return usagef("peer needs a subcommand: add, remove, revoke or list")
-		}
 		return nil
 	}
 	switch args[0] {
