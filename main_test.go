@@ -319,3 +319,150 @@ func TestMainExitCodes(t *testing.T) {
 	}
 	_ = cli.ExitOK
 }
+
+// readmeBlocks returns the indented code blocks of README.md, each as one
+// shell script.
+func readmeBlocks(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []string
+	var cur []string
+	flush := func() {
+		if len(cur) > 0 {
+			blocks = append(blocks, strings.Join(cur, "\n")+"\n")
+			cur = nil
+		}
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(line, "    "):
+			cur = append(cur, strings.TrimPrefix(line, "    "))
+		case strings.TrimSpace(line) == "" && len(cur) > 0:
+			cur = append(cur, "")
+		default:
+			flush()
+		}
+	}
+	flush()
+	return blocks
+}
+
+// TestReadmeCommands runs every command of README.md as a newcomer would,
+// in a copy of the examples directory: the daemon on the example config,
+// then the walk-through and the API call. `go run .` is this test binary.
+func TestReadmeCommands(t *testing.T) {
+	wgtest.RequireRoot(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("skipped: needs /dev/net/tun for the example's userspace interface")
+	}
+	if _, err := net.InterfaceByName("wgk0"); err == nil {
+		t.Skip("skipped: an interface wgk0 exists already (is the example daemon running?)")
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipped: the README's API example needs curl")
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "examples"), os.DirFS("examples")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"wgkeeper.db", "wgkeeper.db-wal", "wgkeeper.db-shm", "wgk0.key", "api.token", "hooks/events.log"} {
+		os.Remove(filepath.Join(dir, "examples", f))
+	}
+	// The copy keeps the modes the checkout has; the hook script must be
+	// 0755 for the startup check whatever the umask of the checkout.
+	os.Chmod(filepath.Join(dir, "examples", "hooks"), 0o755)
+	os.Chmod(filepath.Join(dir, "examples", "hooks", "log-event.sh"), 0o755)
+	self, _ := filepath.Abs(os.Args[0])
+	env := append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
+
+	blocks := readmeBlocks(t)
+	ran := 0
+	var d *daemonProc
+	for _, b := range blocks {
+		script := strings.TrimSpace(b)
+		switch {
+		case strings.HasPrefix(script, "go test"):
+			continue // this very suite
+		case script == "go run . -config examples/wgkeeper.toml daemon":
+			d = startDaemonIn(t, dir, self, env)
+			d.waitLog(t, "wgkeeper started", 20*time.Second)
+			ran++
+			continue
+		}
+		if d == nil {
+			t.Fatalf("README runs %q before starting the daemon", script)
+		}
+		sh := strings.ReplaceAll(b, "go run . ", self+" ")
+		cmd := exec.Command("/bin/sh", "-ec", sh)
+		cmd.Dir = dir
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("README block failed: %v\n%s\noutput:\n%s", err, script, out)
+		}
+		t.Logf("README block:\n%s\noutput:\n%s", script, out)
+		ran++
+		switch {
+		case strings.Contains(script, "peer revoke -user alice"):
+			for _, want := range []string{`VPN_EVENT="C"`, `VPN_REASON="expired"`, `VPN_REASON="revoked"`, "revoked 1 config(s) of alice", "expired"} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("walk-through output lacks %q", want)
+				}
+			}
+		case strings.Contains(script, "curl"):
+			if !strings.Contains(string(out), `"config":"[Interface]`) {
+				t.Errorf("API example did not return a config")
+			}
+		}
+	}
+	if ran < 3 {
+		t.Fatalf("only %d README blocks ran", ran)
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Fatalf("daemon exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+}
+
+func startDaemonIn(t *testing.T, dir, self string, env []string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{done: make(chan error, 1)}
+	d.cmd = exec.Command(self, "-config", "examples/wgkeeper.toml", "daemon")
+	d.cmd.Dir = dir
+	d.cmd.Env = env
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.logs.WriteString(sc.Text() + "\n")
+			d.mu.Unlock()
+		}
+		d.done <- d.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log())
+		}
+	})
+	return d
+}
