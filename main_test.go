@@ -43,36 +43,8 @@ type daemonProc struct {
 
 func startDaemon(t *testing.T, cfgPath string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{done: make(chan error, 1)}
-	d.cmd = exec.Command(os.Args[0], "-config", cfgPath, "daemon", "-log-level", "debug")
-	d.cmd.Env = append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.logs.WriteString(sc.Text() + "\n")
-			d.mu.Unlock()
-		}
-		d.done <- d.cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
-			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.log())
-		}
-	})
-	return d
+	return startDaemonIn(t, "", os.Args[0], append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1"),
+		"-config", cfgPath, "daemon", "-log-level", "debug")
 }
 
 func (d *daemonProc) log() string {
@@ -387,7 +359,7 @@ func TestReadmeCommands(t *testing.T) {
 		case strings.HasPrefix(script, "go test"):
 			continue // this very suite
 		case script == "go run . -config examples/wgkeeper.toml daemon":
-			d = startDaemonIn(t, dir, self, env)
+			d = startDaemonIn(t, dir, self, env, "-config", "examples/wgkeeper.toml", "daemon")
 			d.waitLog(t, "wgkeeper started", 20*time.Second)
 			ran++
 			continue
@@ -432,10 +404,12 @@ func TestReadmeCommands(t *testing.T) {
 	}
 }
 
-func startDaemonIn(t *testing.T, dir, self string, env []string) *daemonProc {
+// startDaemonIn runs the program self with args in dir, collecting its
+// log; cleanup kills its whole process group.
+func startDaemonIn(t *testing.T, dir, self string, env []string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{done: make(chan error, 1)}
-	d.cmd = exec.Command(self, "-config", "examples/wgkeeper.toml", "daemon")
+	d.cmd = exec.Command(self, args...)
 	d.cmd.Dir = dir
 	d.cmd.Env = env
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

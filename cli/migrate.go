@@ -4,31 +4,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 func cmdMigrate(e *env, args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlags("migrate")
 	if err := parseFlags(e, fs, args, "migrate",
 		"Open the database, creating it (mode 0600) when missing, and apply the\nschema migrations this wgkeeper knows. Prints the schema version.",
 		"wgkeeper -config /etc/wgkeeper/wgkeeper.toml migrate"); err != nil {
 		return err
 	}
-	cfg, err := e.loadConfig()
-	if err != nil {
-		return err
-	}
-	st, err := e.openStore(cfg, nil)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	v, err := st.SchemaVersion(e.ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "database %s is at schema version %d\n", cfg.Database, v)
-	return nil
+	return e.withStore(func(cfg *config.Config, st *store.Store) error {
+		v, err := st.SchemaVersion(e.ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "database %s is at schema version %d\n", cfg.Database, v)
+		return nil
+	})
 }
 
 // parseFlags parses a subcommand's flags; -h prints its help (with an
