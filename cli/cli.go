@@ -117,7 +117,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdVersion(e *env, args []string) error {
-	if len(args) > 0 {
+	if err := parseFlags(e, newFlags("version"), args, "version", "Print the version.", "wgkeeper version"); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
 		return usagef("version takes no arguments")
 	}
 	fmt.Fprintf(e.stdout, "wgkeeper %s\n", Version)
