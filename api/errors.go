@@ -143,6 +143,8 @@ func fromEngine(err error) *Error {
 		return apiErr(CodeDeviceUnavailable, "WireGuard device unavailable: %v", err)
 	case errors.Is(err, reconcile.ErrInProgress):
 		return apiErr(CodeInProgress, "%v; try again when it has finished", err)
+	case errors.Is(err, reconcile.ErrRemoved):
+		return apiErr(CodeConflict, "%v", err)
 	case errors.Is(err, reconcile.ErrBusy):
 		return apiErr(CodeInProgress, "another housekeeping run is in progress; try again later or ask with \"wait\": true")
 	case errors.Is(err, store.ErrNotFound):

@@ -50,6 +50,20 @@ func (e *RejectedError) Error() string {
 	}
 }
 
+// ErrRemoved is a create whose config was deleted or revoked while its
+// connect script ran. Nothing is on the device; the D event is recorded.
+var ErrRemoved = errors.New("the config was removed while its connect script ran")
+
+// connectDeadline bounds a connect script run, waiting for a runner slot
+// included, so that it has ended (killed after the runner's grace at the
+// latest) before the stale cleanup at twice the timeout.
+func connectDeadline(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	return max(timeout, 2*timeout-3*time.Second)
+}
+
 // ErrInProgress is a retried create whose first attempt is still running
 // its connect script.
 var ErrInProgress = errors.New("a create for this public key is still in progress")
@@ -212,7 +226,12 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	// From here on the work finishes even if the caller goes away: the
 	// script's verdict must be acted on, whatever the request does.
 	ctx = context.WithoutCancel(ctx)
-	res := e.runScript(ctx, cev)
+	// The connect script, including any wait for a free runner slot, must
+	// end before the stale cleanup (twice the script timeout) may take the
+	// row for a crash's leftover and send its D event.
+	sctx, cancel := context.WithTimeout(ctx, connectDeadline(e.Config().Hooks.Timeout))
+	res := e.runScript(sctx, cev)
+	cancel()
 	e.point("create:script-ran")
 	if !res.OK() {
 		if err := e.store.RejectPending(ctx, pub, cev.ID); err != nil {
@@ -222,7 +241,12 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		log.Warn("connect script rejected config", "exit_code", res.ExitCode, "timed_out", res.TimedOut, "err", res.Err)
 		return nil, rej
 	}
-	if err := e.store.Activate(ctx, pub, cev.ID); err != nil {
+	if err := e.store.Activate(ctx, pub, cev.ID); errors.Is(err, store.ErrNotFound) {
+		// Deleted or revoked while its connect script ran: that removal
+		// recorded the D event, delivered once this script has ended.
+		log.Warn("config removed while its connect script ran")
+		return nil, ErrRemoved
+	} else if err != nil {
 		// The script said yes but the row could not be activated; the
 		// stale-pending cleanup will send the D event.
 		return nil, fmt.Errorf("activate %s: %w", pub, err)
@@ -319,7 +343,17 @@ func (e *Engine) addToDevice(ctx context.Context, iface string, p store.Peer) er
 		return err
 	}
 	defer l.unlock()
-	_, err = e.dev.Apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(p)}})
+	// A delete may have run between the activation and this lock; its
+	// disconnect script has then run already, and the peer must not
+	// appear on the device.
+	cur, err := e.store.GetPeer(ctx, p.PublicKey)
+	if errors.Is(err, store.ErrNotFound) || err == nil && cur.State != store.StateActive {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = e.dev.Apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(cur)}})
 	return err
 }
 

@@ -53,7 +53,11 @@ func (r *Removed) merge(o Removed) {
 // into the event), then the event is delivered. store.ErrNotFound when no
 // config has that key.
 func (e *Engine) Delete(ctx context.Context, key wgtypes.Key) (Removed, error) {
-	r, err := e.remove(ctx, []wgtypes.Key{key}, ReasonDeleted)
+	p, err := e.store.GetPeer(ctx, key)
+	if err != nil {
+		return Removed{}, fmt.Errorf("config %s: %w", key, err)
+	}
+	r, err := e.remove(ctx, []store.Peer{p}, ReasonDeleted)
 	if err == nil && len(r.Events) == 0 {
 		return r, fmt.Errorf("config %s: %w", key, store.ErrNotFound)
 	}
@@ -75,7 +79,7 @@ func (e *Engine) RevokeUser(ctx context.Context, user string) (Removed, error) {
 		if len(peers) == 0 {
 			return all, nil
 		}
-		r, err := e.remove(ctx, keysOf(peers), ReasonRevoked)
+		r, err := e.remove(ctx, peers, ReasonRevoked)
 		all.merge(r)
 		if err != nil {
 			return all, err
@@ -113,7 +117,7 @@ func (e *Engine) removeWhere(ctx context.Context, f store.PeerFilter, reason str
 		if len(peers) == 0 {
 			return all, nil
 		}
-		r, err := e.remove(ctx, keysOf(peers), reason)
+		r, err := e.remove(ctx, peers, reason)
 		all.merge(r)
 		if reason == ReasonExpired {
 			e.obs.Expired(len(r.Events))
@@ -135,12 +139,42 @@ func keysOf(peers []store.Peer) []wgtypes.Key {
 	return keys
 }
 
-// remove is the one way configs leave: store first (row gone, D event in
-// the same transaction, leased to this engine), then device, then script.
-func (e *Engine) remove(ctx context.Context, keys []wgtypes.Key, reason string) (Removed, error) {
+// remove is the one way configs leave: under the device locks of their
+// interfaces, the store first (rows gone, D events recorded in the same
+// transaction, leased to this engine), then the device (byte counters read
+// into the events, peers removed in one write per interface); then, with the
+// locks released, the scripts. Holding the device locks across both steps
+// means no reconcile or create can slip in between: a peer being removed is
+// never taken for an orphan (losing its counters) nor added back.
+func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) (Removed, error) {
 	cfg := e.Config()
-	lease := e.leaseFor()
-	evs, err := e.store.DeletePeers(ctx, keys, reason, e.owner, e.clock().Add(lease))
+	var ifaces []string
+	seen := map[string]bool{}
+	for _, p := range peers {
+		if _, ok := cfg.Interface(p.Interface); ok && !seen[p.Interface] {
+			seen[p.Interface] = true
+			ifaces = append(ifaces, p.Interface)
+		}
+	}
+	sort.Strings(ifaces) // one lock order for every caller
+	var locks []*devLock
+	unlock := func() {
+		for i := len(locks) - 1; i >= 0; i-- {
+			locks[i].unlock()
+		}
+		locks = nil
+	}
+	defer unlock()
+	for _, name := range ifaces {
+		l, err := e.deviceLock(ctx, name)
+		if err != nil {
+			return Removed{}, err
+		}
+		locks = append(locks, l)
+	}
+
+	owner := e.claimOwner()
+	evs, err := e.store.DeletePeers(ctx, keysOf(peers), reason, owner, e.clock().Add(e.leaseFor()))
 	if err != nil {
 		return Removed{}, fmt.Errorf("remove configs: %w", err)
 	}
@@ -154,17 +188,8 @@ func (e *Engine) remove(ctx context.Context, keys []wgtypes.Key, reason string) 
 	for i, ev := range evs {
 		byIface[ev.Interface] = append(byIface[ev.Interface], i)
 	}
-	ifaces := make([]string, 0, len(byIface))
-	for n := range byIface {
-		ifaces = append(ifaces, n)
-	}
-	sort.Strings(ifaces)
-
 	out := Removed{Events: evs}
 	for _, name := range ifaces {
-		if _, ok := cfg.Interface(name); !ok {
-			continue // interface no longer configured: nothing to touch
-		}
 		if err := e.removeFromDevice(ctx, name, evs, byIface[name]); err != nil {
 			if out.DeviceErrs == nil {
 				out.DeviceErrs = map[string]error{}
@@ -173,26 +198,29 @@ func (e *Engine) remove(ctx context.Context, keys []wgtypes.Key, reason string) 
 			e.log.Error("remove configs from device; the next reconcile removes them", "iface", name, "err", err)
 		}
 	}
+	unlock()
 	e.point("delete:device")
+	var mine []store.Event
 	for _, ev := range evs {
 		e.log.Info("config removed", "iface", ev.Interface, "peer", ev.PublicKey.String(), "user", ev.UserID, "reason", reason, "event_id", ev.ID)
+		// A config removed while its connect script ran gets its D
+		// event later, unleased, once that script must have ended.
+		if ev.LeaseOwner == owner {
+			mine = append(mine, ev)
+		}
 	}
-	out.Delivered = e.deliverClaimed(ctx, evs)
+	out.Delivered = e.deliverClaimed(ctx, mine, owner)
 	return out, nil
 }
 
 // removeFromDevice reads byte counters of the peers being removed, writes
-// them into their events, and removes the peers in one device write.
+// them into their events, and removes the peers in one device write. The
+// caller holds the interface's device lock.
 func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store.Event, idx []int) error {
-	l, err := e.deviceLock(ctx, iface)
-	if err != nil {
-		return err
-	}
-	defer l.unlock()
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
-		return unavailable(err)
+		return err
 	}
 	e.rememberKey(iface, d.PublicKey)
 	onDev := make(map[wgtypes.Key]wg.Peer, len(d.Peers))
@@ -206,7 +234,7 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 			continue
 		}
 		evs[i].BytesIn, evs[i].BytesOut = p.RxBytes, p.TxBytes
-		if evs[i].Kind == "D" && (p.RxBytes != 0 || p.TxBytes != 0) {
+		if p.RxBytes != 0 || p.TxBytes != 0 {
 			if err := e.store.SetEventBytes(ctx, evs[i].ID, p.RxBytes, p.TxBytes); err != nil {
 				e.log.Error("record byte counters", "event_id", evs[i].ID, "err", err)
 			}

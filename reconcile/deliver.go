@@ -29,51 +29,61 @@ func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
 			return total, err
 		}
 		now := e.clock()
-		evs, err := e.store.ClaimDue(ctx, e.owner, now, now.Add(e.leaseFor()), limit)
+		owner := e.claimOwner()
+		evs, err := e.store.ClaimDue(ctx, owner, now, now.Add(e.leaseFor()), limit)
 		if err != nil {
 			return total, fmt.Errorf("claim due events: %w", err)
 		}
 		if len(evs) == 0 {
 			return total, nil
 		}
-		d := e.deliverBatch(context.WithoutCancel(ctx), evs)
+		d := e.deliverBatch(context.WithoutCancel(ctx), evs, owner)
 		total.Done += d.Done
 		total.Retried += d.Retried
 		total.Failed += d.Failed
 	}
 }
 
-// deliverClaimed delivers events this engine already holds the lease of and
-// returns how many succeeded.
-func (e *Engine) deliverClaimed(ctx context.Context, evs []store.Event) int {
-	return e.deliverBatch(ctx, evs).Done
+// deliverClaimed delivers events leased to owner and returns how many
+// succeeded.
+func (e *Engine) deliverClaimed(ctx context.Context, evs []store.Event, owner string) int {
+	return e.deliverBatch(ctx, evs, owner).Done
 }
 
-func (e *Engine) deliverBatch(ctx context.Context, evs []store.Event) Delivery {
+// deliverBatch runs the events with at most hooks.concurrency at once. Each
+// event's lease is renewed just before its script starts, so a long batch
+// never outlives its leases; an event whose lease was lost is left to
+// whoever holds it now.
+func (e *Engine) deliverBatch(ctx context.Context, evs []store.Event, owner string) Delivery {
 	var (
 		mu  sync.Mutex
 		out Delivery
 		wg  sync.WaitGroup
 	)
-	// The runner bounds how many scripts run at once; starting a goroutine
-	// per event of a bounded batch keeps the runner's slots full.
-	for i := range evs {
+	work := make(chan store.Event)
+	for i := 0; i < min(max(e.Config().Hooks.Concurrency, 1), len(evs)); i++ {
 		wg.Add(1)
-		go func(ev store.Event) {
+		go func() {
 			defer wg.Done()
-			r := e.deliverOne(ctx, ev)
-			mu.Lock()
-			switch r {
-			case outcomeDone:
-				out.Done++
-			case outcomeRetry:
-				out.Retried++
-			case outcomeFailed:
-				out.Failed++
+			for ev := range work {
+				r := e.deliverOne(ctx, ev, owner)
+				mu.Lock()
+				switch r {
+				case outcomeDone:
+					out.Done++
+				case outcomeRetry:
+					out.Retried++
+				case outcomeFailed:
+					out.Failed++
+				}
+				mu.Unlock()
 			}
-			mu.Unlock()
-		}(evs[i])
+		}()
 	}
+	for _, ev := range evs {
+		work <- ev
+	}
+	close(work)
 	wg.Wait()
 	return out
 }
@@ -87,12 +97,16 @@ const (
 	outcomeLost
 )
 
-func (e *Engine) deliverOne(ctx context.Context, ev store.Event) outcome {
+func (e *Engine) deliverOne(ctx context.Context, ev store.Event, owner string) outcome {
 	log := e.log.With("event_id", ev.ID, "peer", ev.PublicKey.String(), "iface", ev.Interface, "user", ev.UserID)
+	if err := e.store.RenewLease(ctx, ev.ID, owner, e.clock().Add(e.leaseFor())); err != nil {
+		log.Warn("event lease lost before its script ran; left to its current holder", "err", err)
+		return outcomeLost
+	}
 	res := e.runScript(ctx, ev)
 	e.point("deliver:script-ran")
 	if res.OK() {
-		if err := e.store.MarkDone(ctx, ev.ID, e.owner); err != nil {
+		if err := e.store.MarkDone(ctx, ev.ID, owner); err != nil {
 			log.Error("mark event done; it will be delivered again", "err", err)
 			return outcomeLost
 		}
@@ -103,7 +117,7 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event) outcome {
 	final := attempts >= max(hc.MaxAttempts, 1)
 	next := e.clock().Add(Backoff(attempts, hc.RetryBase, hc.RetryMax))
 	msg := failureText(res)
-	if err := e.store.MarkAttemptFailed(ctx, ev.ID, e.owner, msg, next, final); err != nil {
+	if err := e.store.MarkAttemptFailed(ctx, ev.ID, owner, msg, next, final); err != nil {
 		log.Error("record failed delivery", "err", err)
 		return outcomeLost
 	}

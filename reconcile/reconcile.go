@@ -52,6 +52,7 @@ type Outbox interface {
 	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error)
 	SetEventBytes(ctx context.Context, id int64, in, out int64) error
 	ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error)
+	RenewLease(ctx context.Context, id int64, owner string, until time.Time) error
 	MarkDone(ctx context.Context, id int64, owner string) error
 }
 
@@ -61,6 +62,7 @@ type Retrier interface {
 	RetryEvent(ctx context.Context, id int64) error
 	RetryFailed(ctx context.Context) (int, error)
 	PruneEvents(ctx context.Context, before time.Time) (int, error)
+	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 }
 
 // Store is everything the engine needs from the database.
@@ -139,6 +141,14 @@ type Engine struct {
 	serverKeys map[string]wgtypes.Key   // interface -> public key, learnt from reads
 	wantCache  map[string]wantedState   // interface -> desired peers at a data version
 	devSems    map[string]chan struct{} // interface -> in-process device lock
+	claims     atomic.Int64             // numbers the lease tokens of this engine
+}
+
+// claimOwner returns a fresh lease token: this engine's owner name and a
+// sequence number. Every claim gets its own, so a batch whose lease ran out
+// can never renew a lease that a later claim of this same engine took.
+func (e *Engine) claimOwner() string {
+	return fmt.Sprintf("%s/%d", e.owner, e.claims.Add(1))
 }
 
 // wantedState is an interface's desired peers as of a store data version.

@@ -85,6 +85,15 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 	if err != nil {
 		return err
 	}
+	if len(plan.KeptOrphans) > 0 {
+		// "keep" is for peers someone else put there. A peer this store
+		// has events for was a config of ours that is gone (its removal
+		// from the device failed or was interrupted): it goes.
+		plan, err = e.dropOurOrphans(ctx, plan)
+		if err != nil {
+			return err
+		}
+	}
 	if dryRun {
 		r.Plan = plan
 		exp, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive, ExpiresBefore: e.clock()})
@@ -140,6 +149,25 @@ func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error)
 	e.wantCache[iface] = wantedState{version: v, wanted: want}
 	e.mu.Unlock()
 	return want, nil
+}
+
+// dropOurOrphans moves kept orphans that the store has events for (former
+// configs of ours) to the plan's removals.
+func (e *Engine) dropOurOrphans(ctx context.Context, plan wg.Plan) (wg.Plan, error) {
+	kept := plan.KeptOrphans[:0:0]
+	for _, k := range plan.KeptOrphans {
+		evs, err := e.store.ListEvents(ctx, store.EventFilter{PublicKey: &k, Limit: 1})
+		if err != nil {
+			return plan, err
+		}
+		if len(evs) > 0 {
+			plan.Remove = append(plan.Remove, k)
+		} else {
+			kept = append(kept, k)
+		}
+	}
+	plan.KeptOrphans = kept
+	return plan, nil
 }
 
 func (e *Engine) confirmOnDevice(ctx context.Context, iface string, keys []wgtypes.Key) ([]wgtypes.Key, error) {

@@ -192,6 +192,37 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 	return nil
 }
 
+// RenewLease extends owner's lease on the pending D event id to until, just
+// before its script runs. It fails with ErrConflict when owner no longer
+// holds a live lease (it ran out and another claim may have taken the
+// event): the caller must then not run the script.
+func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until time.Time) error {
+	nowV, err := encTime(s.clock())
+	if err != nil {
+		return fmt.Errorf("renew lease of event %d: %w", id, err)
+	}
+	untilV, err := encTime(until)
+	if err != nil || untilV == nil {
+		return fmt.Errorf("renew lease of event %d: bad time %v", id, until)
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE events SET lease_until = ?
+			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ? AND lease_until >= ?`,
+			untilV, id, owner, nowV)
+		if err != nil {
+			return convErr(err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("lease not held by %q: %w", owner, ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("renew lease of event %d: %w", id, err)
+	}
+	return nil
+}
+
 // MarkAttemptFailed records a failed delivery of event id by its lease holder
 // owner: attempts incremented, last_error set (cut to MaxErrorLen), lease
 // released, and either status pending with next_attempt_at = next, or, when

@@ -503,7 +503,10 @@ const (
 // owner they are immediately claimable.
 //
 // For a deleted pending peer its running C event is closed (status done) with
-// last_error NoteStaleConnect when reason is "stale", else NotePendingDeleted.
+// last_error NoteStaleConnect when reason is "stale", else NotePendingDeleted;
+// in the latter case its connect script may still be running, so its D event
+// is not leased to owner but due only at leaseUntil, when that script must
+// have ended: a script never sees D before C.
 func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error) {
 	switch reason {
 	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale:
@@ -583,6 +586,14 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 			}
 			if leaseUntil.IsZero() {
 				ev.LeaseUntil = time.Time{}
+			}
+			if p.State == StatePending && reason != ReasonStale && !leaseUntil.IsZero() {
+				// Its connect script may still be running: the D event
+				// is not handed to the caller but waits, unleased, until
+				// that script must have ended, so a script never sees D
+				// before C.
+				ev.NextAttemptAt = leaseUntil.UTC()
+				ev.LeaseOwner, ev.LeaseUntil = "", time.Time{}
 			}
 			id, err := insertEvent(ctx, tx, &ev)
 			if err != nil {

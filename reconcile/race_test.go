@@ -1,0 +1,135 @@
+package reconcile
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// A delete that lands between the activation and the device add: the add
+// must not put the (already disconnected) peer on the device.
+func TestDeleteBetweenActivateAndDeviceAdd(t *testing.T) {
+	h := newHarness(t, harnessOpts{orphans: "keep"})
+	eng := h.newEngine(func(p string) {
+		if p == "create:activated" {
+			ps, err := h.st.ListPeers(h.ctx, store.PeerFilter{})
+			if err != nil || len(ps) != 1 {
+				t.Fatalf("list: %v %d", err, len(ps))
+			}
+			if _, err := h.eng.Delete(h.ctx, ps[0].PublicKey); err != nil {
+				t.Fatalf("delete: %v", err)
+			}
+		}
+	})
+	c, err := eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.onDevice(c.Peer.PublicKey); ok {
+		t.Fatal("a config deleted before its device add reached the device")
+	}
+	if n := len(h.runsOf("D", c.Peer.PublicKey)); n != 1 {
+		t.Fatalf("D runs: %d", n)
+	}
+}
+
+// A delete or revoke while the connect script runs: the create fails with
+// ErrRemoved, nothing reaches the device, and the D event waits until the
+// connect script must have ended: a script never sees D before C.
+func TestRevokeWhileConnectRuns(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	var key wgtypes.Key
+	eng := h.newEngine(func(p string) {
+		if p == "create:inserted" {
+			ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{State: store.StatePending})
+			key = ps[0].PublicKey
+			r, err := h.eng.RevokeUser(h.ctx, "u")
+			if err != nil || len(r.Events) != 1 || r.Delivered != 0 {
+				t.Fatalf("revoke during connect: %+v, %v", r, err)
+			}
+		}
+	})
+	_, err := eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
+	if !errors.Is(err, ErrRemoved) {
+		t.Fatalf("create: %v, want ErrRemoved", err)
+	}
+	if len(h.read().Peers) != 0 {
+		t.Fatal("peer on the device")
+	}
+	if n := len(h.runsOf("D", key)); n != 0 {
+		t.Fatalf("D ran %d times before the connect script's deadline", n)
+	}
+	h.clock.Advance(h.eng.leaseFor())
+	if d, err := h.eng.Deliver(h.ctx); err != nil || d.Done != 1 {
+		t.Fatalf("deliver: %+v %v", d, err)
+	}
+	runs := h.scriptRuns()
+	if len(runs) != 2 || runs[0]["VPN_EVENT"] != "C" || runs[1]["VPN_EVENT"] != "D" || runs[1]["VPN_REASON"] != "revoked" {
+		t.Fatalf("script runs: %v", runs)
+	}
+}
+
+// A batch whose lease ran out never runs an event another claim took.
+func TestLostLeaseIsNotRun(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	a := h.create("alice")
+	h.touch("fail_D", "1")
+	if _, err := h.eng.Delete(h.ctx, a.Peer.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Minute) // due again
+	owner := h.eng.claimOwner()
+	now := h.clock.Now()
+	evs, err := h.st.ClaimDue(h.ctx, owner, now, now.Add(time.Second), 10)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("claim: %v %d", err, len(evs))
+	}
+	// The first claim's lease runs out before its script starts; another
+	// engine claims and delivers the event.
+	h.clock.Advance(2 * time.Second)
+	if d, err := h.newEngine(nil).Deliver(h.ctx); err != nil || d.Done != 1 {
+		t.Fatalf("second engine: %+v %v", d, err)
+	}
+	// The first claim now wants to run it: it must not.
+	if got := h.eng.deliverBatch(h.ctx, evs, owner); got != (Delivery{}) {
+		t.Fatalf("stale claim delivered: %+v", got)
+	}
+	if n := len(h.runsOf("D", a.Peer.PublicKey)); n != 2 {
+		t.Fatalf("D ran %d times, want 2 (one failure, one success)", n)
+	}
+}
+
+// With orphans = "keep", a device peer that was a config of ours (the
+// store has events for it) is still removed; a foreign one is kept.
+func TestKeepOrphansRemovesOurFormerConfigs(t *testing.T) {
+	h := newHarness(t, harnessOpts{orphans: "keep"})
+	a := h.create("alice")
+	if _, err := h.eng.Delete(h.ctx, a.Peer.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	fk, _ := wgtypes.GeneratePrivateKey()
+	foreign := fk.PublicKey()
+	// As if the delete's device write had failed: alice's peer is back.
+	if _, err := h.dev.Apply(h.ctx, h.srv.Name, wg.Plan{Add: []wg.Wanted{
+		wanted(a.Peer),
+		{PublicKey: foreign, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.8.8/32")}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	rep := h.eng.Reconcile(h.ctx, h.srv.Name, false)
+	if rep.Err != nil || rep.Counts.Removed != 1 || len(rep.Plan.KeptOrphans) != 1 || rep.Plan.KeptOrphans[0] != foreign {
+		t.Fatalf("reconcile: %+v", rep)
+	}
+	if _, ok := h.onDevice(a.Peer.PublicKey); ok {
+		t.Fatal("former config kept on the device")
+	}
+	if _, ok := h.onDevice(foreign); !ok {
+		t.Fatal("foreign peer removed despite orphans = keep")
+	}
+}
