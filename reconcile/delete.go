@@ -228,6 +228,7 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 		onDev[p.PublicKey] = p
 	}
 	var plan wg.Plan
+	var counters []store.EventBytes
 	for _, i := range idx {
 		p, ok := onDev[evs[i].PublicKey]
 		if !ok {
@@ -235,11 +236,14 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 		}
 		evs[i].BytesIn, evs[i].BytesOut = p.RxBytes, p.TxBytes
 		if p.RxBytes != 0 || p.TxBytes != 0 {
-			if err := e.store.SetEventBytes(ctx, evs[i].ID, p.RxBytes, p.TxBytes); err != nil {
-				e.log.Error("record byte counters", "event_id", evs[i].ID, "err", err)
-			}
+			counters = append(counters, store.EventBytes{ID: evs[i].ID, In: p.RxBytes, Out: p.TxBytes})
 		}
 		plan.Remove = append(plan.Remove, p.PublicKey)
+	}
+	if err := e.store.SetEventsBytes(ctx, counters); err != nil {
+		// The events carry the counters in memory for this delivery; only
+		// a later retry would lack them.
+		e.log.Error("record byte counters", "iface", iface, "err", err)
 	}
 	if len(plan.Remove) == 0 {
 		return nil

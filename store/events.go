@@ -96,22 +96,49 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 // D event. Errors: ErrNotFound if there is no such event; ErrConflict if it
 // is not a pending D event (already delivered, or a C event).
 func (s *Store) SetEventBytes(ctx context.Context, id int64, in, out int64) error {
-	if in < 0 || out < 0 {
-		return fmt.Errorf("set bytes of event %d: negative counter (in %d, out %d)", id, in, out)
+	return s.SetEventsBytes(ctx, []EventBytes{{ID: id, In: in, Out: out}})
+}
+
+// EventBytes are the byte counters of one D event.
+type EventBytes struct {
+	ID      int64
+	In, Out int64
+}
+
+// SetEventsBytes is SetEventBytes for many events in one transaction; it
+// writes all or none.
+func (s *Store) SetEventsBytes(ctx context.Context, bs []EventBytes) error {
+	for _, b := range bs {
+		if b.In < 0 || b.Out < 0 {
+			return fmt.Errorf("set bytes of event %d: negative counter (in %d, out %d)", b.ID, b.In, b.Out)
+		}
+	}
+	if len(bs) == 0 {
+		return nil
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE events SET bytes_in = ?, bytes_out = ?
-			WHERE id = ? AND event = 'D' AND status = 'pending'`, in, out, id)
+		st, err := tx.PrepareContext(ctx, `UPDATE events SET bytes_in = ?, bytes_out = ?
+			WHERE id = ? AND event = 'D' AND status = 'pending'`)
 		if err != nil {
 			return convErr(err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, KindDisconnect, StatusPending, "", "")
+		defer st.Close()
+		for _, b := range bs {
+			res, err := st.ExecContext(ctx, b.In, b.Out, b.ID)
+			if err != nil {
+				return fmt.Errorf("event %d: %w", b.ID, convErr(err))
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fmt.Errorf("event %d: %w", b.ID, explainEvent(ctx, tx, b.ID, KindDisconnect, StatusPending, "", ""))
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("set bytes of event %d: %w", id, err)
+		if len(bs) == 1 {
+			return fmt.Errorf("set bytes of event %d: %w", bs[0].ID, errors.Unwrap(err))
+		}
+		return fmt.Errorf("set bytes of events: %w", err)
 	}
 	return nil
 }
