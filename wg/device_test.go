@@ -332,11 +332,20 @@ func TestUnchangedPeerKeepsSession(t *testing.T) {
 	if got := cl.LastHandshake(); !got.Equal(hsClient) {
 		t.Fatalf("client handshake %v -> %v: the apply reset the session", hsClient, got)
 	}
-	d, err = c.Read(ctx, s.Name)
-	if err != nil {
-		t.Fatal(err)
+	// wireguard-go counts a sent packet after handing it to the socket, so
+	// the echo can reach the client a moment before the server's tx
+	// counter moves: read until both counters have moved, briefly.
+	var after wg.Peer
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		d, err = c.Read(ctx, s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _ = d.Peer(cl.PublicKey)
+		if after.RxBytes > before.RxBytes && after.TxBytes > before.TxBytes || time.Now().After(deadline) {
+			break
+		}
 	}
-	after, _ := d.Peer(cl.PublicKey)
 	if !after.LastHandshake.Equal(before.LastHandshake) {
 		t.Fatalf("server handshake %v -> %v: the apply reset the session", before.LastHandshake, after.LastHandshake)
 	}
