@@ -101,8 +101,12 @@ func (e *Engine) Expire(ctx context.Context) (Removed, error) {
 // CleanStale removes configs left pending (a process died while the connect
 // script ran) for longer than twice the script timeout, each with a D event
 // of reason "stale": the connect may have reached the script.
+//
+// The timeout counted is the longest this engine has run with, so lowering
+// hooks.timeout in a reload never takes a row whose connect script still
+// runs under the old, longer timeout.
 func (e *Engine) CleanStale(ctx context.Context) (Removed, error) {
-	age := 2 * e.Config().Hooks.Timeout
+	age := 2 * time.Duration(e.maxTimeout.Load())
 	return e.removeWhere(ctx, store.PeerFilter{State: store.StatePending, CreatedBefore: e.clock().Add(-age)}, ReasonStale)
 }
 

@@ -133,3 +133,29 @@ func TestKeepOrphansRemovesOurFormerConfigs(t *testing.T) {
 		t.Fatal("foreign peer removed despite orphans = keep")
 	}
 }
+
+// A reload that lowers hooks.timeout does not shorten the stale age below
+// what connect scripts started under the old timeout may still take.
+func TestStaleAgeSurvivesLowerTimeout(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	eng := h.newEngine(func(p string) {
+		if p == "create:script-ran" {
+			panic(p) // leave the row pending, as a crash would
+		}
+	})
+	func() {
+		defer func() { recover() }()
+		eng.Create(h.ctx, CreateRequest{UserID: "alice", ProfileID: "staff"})
+	}()
+	lower := *h.cfg
+	lower.Hooks.Timeout = time.Second
+	h.eng.SetConfig(&lower, nil)
+	h.clock.Advance(3 * time.Second) // past 2×1s, not past 2×5s
+	if r, _ := h.eng.CleanStale(h.ctx); len(r.Events) != 0 {
+		t.Fatal("stale age shrank with the reload")
+	}
+	h.clock.Advance(8 * time.Second)
+	if r, _ := h.eng.CleanStale(h.ctx); len(r.Events) != 1 {
+		t.Fatalf("stale row not cleaned after 2× the old timeout: %d", len(r.Events))
+	}
+}

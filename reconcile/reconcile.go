@@ -142,6 +142,7 @@ type Engine struct {
 	wantCache  map[string]wantedState   // interface -> desired peers at a data version
 	devSems    map[string]chan struct{} // interface -> in-process device lock
 	claims     atomic.Int64             // numbers the lease tokens of this engine
+	maxTimeout atomic.Int64             // longest hooks.timeout configured so far (ns)
 }
 
 // claimOwner returns a fresh lease token: this engine's owner name and a
@@ -193,6 +194,7 @@ func New(o Options) (*Engine, error) {
 	if e.lockDir == "" {
 		e.lockDir = dirOf(o.Config.Database)
 	}
+	e.noteTimeout(o.Config)
 	e.cfg.Store(o.Config)
 	e.run.Store(&runnerBox{o.Runner})
 	return e, nil
@@ -205,7 +207,21 @@ func (e *Engine) SetConfig(c *config.Config, r Runner) {
 	if r != nil {
 		e.run.Store(&runnerBox{r})
 	}
+	e.noteTimeout(c)
 	e.cfg.Store(c)
+}
+
+func (e *Engine) noteTimeout(c *config.Config) {
+	t := int64(c.Hooks.Timeout)
+	if t <= 0 {
+		t = int64(30 * time.Second)
+	}
+	for {
+		cur := e.maxTimeout.Load()
+		if t <= cur || e.maxTimeout.CompareAndSwap(cur, t) {
+			return
+		}
+	}
 }
 
 // runnerBox lets the runner be swapped atomically.
