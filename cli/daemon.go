@@ -171,6 +171,8 @@ func (d *daemon) run() error {
 	d.wake = make(chan struct{}, 1)
 	var running sync.WaitGroup
 	defer running.Wait()
+	stepping := false
+	stepDone := make(chan struct{}, 1)
 
 	housekeep := func() {
 		if _, err := p.engine.Housekeeping(ctx, false); err != nil && !errors.Is(err, reconcile.ErrBusy) && ctx.Err() == nil {
@@ -223,13 +225,26 @@ func (d *daemon) run() error {
 		case <-d.wake:
 			d.arm(ctx, timer)
 		case <-timer.C:
-			// An expiry or a retry is due now.
-			if _, err := p.engine.Expire(ctx); err != nil && ctx.Err() == nil {
-				d.log.Error("expire", "err", err)
+			// An expiry or a retry is due now. The step runs beside the
+			// loop, so signals are answered while scripts run; a stop
+			// waits for it (running.Wait).
+			if stepping {
+				continue // stepDone re-arms
 			}
-			if _, err := p.engine.Deliver(ctx); err != nil && ctx.Err() == nil {
-				d.log.Error("deliver", "err", err)
-			}
+			stepping = true
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				if _, err := p.engine.Expire(ctx); err != nil && ctx.Err() == nil {
+					d.log.Error("expire", "err", err)
+				}
+				if _, err := p.engine.Deliver(ctx); err != nil && ctx.Err() == nil {
+					d.log.Error("deliver", "err", err)
+				}
+				stepDone <- struct{}{}
+			}()
+		case <-stepDone:
+			stepping = false
 			d.arm(ctx, timer)
 		}
 	}
