@@ -61,7 +61,9 @@ func connectDeadline(timeout time.Duration) time.Duration {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	return max(timeout, 2*timeout-3*time.Second)
+	// Killed at the deadline, a script is gone killGrace later: well
+	// before twice the timeout.
+	return max(timeout, 2*timeout-killGrace-4*time.Second)
 }
 
 // ErrInProgress is a retried create whose first attempt is still running
@@ -229,12 +231,19 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	// The connect script, including any wait for a free runner slot, must
 	// end before the stale cleanup (twice the script timeout) may take the
 	// row for a crash's leftover and send its D event.
-	sctx, cancel := context.WithTimeout(ctx, connectDeadline(e.Config().Hooks.Timeout))
+	sctx, cancel := context.WithTimeout(ctx, connectDeadline(e.maxT()))
 	res := e.runScript(sctx, cev)
 	cancel()
 	e.point("create:script-ran")
 	if !res.OK() {
-		if err := e.store.RejectPending(ctx, pub, cev.ID); err != nil {
+		if err := e.store.RejectPending(ctx, pub, cev.ID); errors.Is(err, store.ErrNotFound) {
+			// Removed while the script ran: the removal recorded a D
+			// event, held back until now. The connect was refused, so
+			// the script must not hear of a disconnect either.
+			if _, err := e.store.CancelHeldDisconnect(ctx, pub); err != nil {
+				log.Error("cancel the held disconnect of a refused config", "err", err)
+			}
+		} else if err != nil {
 			log.Error("remove rejected config", "err", err)
 		}
 		rej := &RejectedError{ExitCode: res.ExitCode, TimedOut: res.TimedOut, Err: res.Err, Output: strings.TrimSpace(string(res.Stderr))}

@@ -106,7 +106,7 @@ func (e *Engine) Expire(ctx context.Context) (Removed, error) {
 // hooks.timeout in a reload never takes a row whose connect script still
 // runs under the old, longer timeout.
 func (e *Engine) CleanStale(ctx context.Context) (Removed, error) {
-	age := 2 * time.Duration(e.maxTimeout.Load())
+	age := e.staleAge()
 	return e.removeWhere(ctx, store.PeerFilter{State: store.StatePending, CreatedBefore: e.clock().Add(-age)}, ReasonStale)
 }
 
@@ -203,6 +203,25 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 		}
 	}
 	unlock()
+	// A row re-created under the same key on another interface between
+	// the caller's snapshot and the delete: that interface was not locked
+	// above; handle it now, under its own lock.
+	for name, idx := range byIface {
+		if _, ok := cfg.Interface(name); !ok || seen[name] {
+			continue
+		}
+		l, err := e.deviceLock(ctx, name)
+		if err == nil {
+			err = e.removeFromDevice(ctx, name, evs, idx)
+			l.unlock()
+		}
+		if err != nil {
+			if out.DeviceErrs == nil {
+				out.DeviceErrs = map[string]error{}
+			}
+			out.DeviceErrs[name] = err
+		}
+	}
 	e.point("delete:device")
 	var mine []store.Event
 	for _, ev := range evs {
@@ -258,10 +277,24 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 
 // leaseFor is how long an engine holds an event it is about to deliver: the
 // device step, the script's timeout, and a margin.
+//
+// It counts the longest timeout configured so far, so a reload that lowers
+// hooks.timeout never makes a lease (or the delay of a D event whose
+// connect still runs) shorter than a script started before it may take.
 func (e *Engine) leaseFor() time.Duration {
-	t := e.Config().Hooks.Timeout
-	if t <= 0 {
-		t = 30 * time.Second
-	}
-	return 2*t + time.Minute
+	return 2*e.maxT() + time.Minute
+}
+
+// maxT is the longest hooks.timeout this engine has run with.
+func (e *Engine) maxT() time.Duration { return time.Duration(e.maxTimeout.Load()) }
+
+// killGrace is the script runner's SIGTERM-to-SIGKILL grace.
+const killGrace = 2 * time.Second
+
+// staleAge is how old a pending row must be before the stale cleanup takes
+// it: twice the script timeout, and at least long enough for a connect
+// script killed at its deadline to be gone.
+func (e *Engine) staleAge() time.Duration {
+	t := e.maxT()
+	return max(2*t, connectDeadline(t)+killGrace+time.Second)
 }

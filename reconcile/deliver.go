@@ -103,7 +103,11 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event, owner string) o
 		log.Warn("event lease lost before its script ran; left to its current holder", "err", err)
 		return outcomeLost
 	}
-	res := e.runScript(ctx, ev)
+	// Waiting for a free script slot must not outlive the lease: the run,
+	// slot wait included, ends (a kill included) before the lease does.
+	rctx, cancel := context.WithTimeout(ctx, e.leaseFor()-e.maxT()-killGrace-5*time.Second)
+	res := e.runScript(rctx, ev)
+	cancel()
 	e.point("deliver:script-ran")
 	if res.OK() {
 		if err := e.store.MarkDone(ctx, ev.ID, owner); err != nil {

@@ -159,3 +159,77 @@ func TestStaleAgeSurvivesLowerTimeout(t *testing.T) {
 		t.Fatalf("stale row not cleaned after 2× the old timeout: %d", len(r.Events))
 	}
 }
+
+// A reload that lowers hooks.timeout does not shorten the hold of a D event
+// whose connect started under the old timeout.
+func TestHeldDisconnectCountsOldTimeout(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	lower := *h.cfg
+	lower.Hooks.Timeout = time.Second
+	eng := h.newEngine(func(p string) {
+		if p == "create:inserted" {
+			h.eng.SetConfig(&lower, nil)
+			if _, err := h.eng.RevokeUser(h.ctx, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
+	h.clock.Advance(2*time.Second + time.Minute + time.Second) // the new timeout's hold
+	if d, _ := h.eng.Deliver(h.ctx); d.Done != 0 {
+		t.Fatal("held D delivered by the lowered timeout's clock")
+	}
+	h.clock.Advance(10 * time.Second) // 2×5s + 1m in all
+	if d, _ := h.eng.Deliver(h.ctx); d.Done != 1 {
+		t.Fatalf("held D not delivered after the old timeout's hold: %+v", d)
+	}
+}
+
+// A connect refused after its config was removed meanwhile: no D event.
+func TestRefusedConnectAfterRemovalHasNoDisconnect(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	h.touch("always_fail_C", "")
+	eng := h.newEngine(func(p string) {
+		if p == "create:inserted" {
+			if _, err := h.eng.RevokeUser(h.ctx, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	_, err := eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
+	var rej *RejectedError
+	if !errors.As(err, &rej) {
+		t.Fatalf("create: %v, want a rejection", err)
+	}
+	h.clock.Advance(time.Hour)
+	if d, _ := h.eng.Deliver(h.ctx); d != (Delivery{}) {
+		t.Fatalf("a disconnect was delivered for a refused connect: %+v", d)
+	}
+	evs, _ := h.st.ListEvents(h.ctx, store.EventFilter{Kind: store.KindDisconnect})
+	if len(evs) != 0 {
+		t.Fatalf("D events left: %+v", evs)
+	}
+}
+
+// orphans = "keep": a foreign peer whose key a running create uses (only a
+// C event so far) is not removed.
+func TestKeepOrphansIgnoresRunningConnect(t *testing.T) {
+	h := newHarness(t, harnessOpts{orphans: "keep"})
+	fk, _ := wgtypes.GeneratePrivateKey()
+	foreign := fk.PublicKey()
+	if _, err := h.dev.Apply(h.ctx, h.srv.Name, wg.Plan{Add: []wg.Wanted{{PublicKey: foreign, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.99.8.8/32")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	eng := h.newEngine(func(p string) {
+		if p == "create:inserted" {
+			if rep := h.eng.Reconcile(h.ctx, h.srv.Name, false); rep.Err != nil || rep.Counts.Removed != 0 {
+				t.Errorf("reconcile during the connect: %+v", rep)
+			}
+		}
+	})
+	h.touch("always_fail_C", "")
+	eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff", PublicKey: &foreign})
+	if _, ok := h.onDevice(foreign); !ok {
+		t.Fatal("foreign peer removed")
+	}
+}

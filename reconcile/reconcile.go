@@ -36,6 +36,7 @@ type PeerStore interface {
 	InsertPending(ctx context.Context, p store.NewPeer) (store.Peer, store.Event, error)
 	Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error
+	CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error)
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
 }
 

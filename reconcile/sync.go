@@ -156,7 +156,9 @@ func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error)
 func (e *Engine) dropOurOrphans(ctx context.Context, plan wg.Plan) (wg.Plan, error) {
 	kept := plan.KeptOrphans[:0:0]
 	for _, k := range plan.KeptOrphans {
-		evs, err := e.store.ListEvents(ctx, store.EventFilter{PublicKey: &k, Limit: 1})
+		// A D event means the key was a config of ours that is gone; a
+		// C alone may be a create still running its connect script.
+		evs, err := e.store.ListEvents(ctx, store.EventFilter{PublicKey: &k, Kind: store.KindDisconnect, Limit: 1})
 		if err != nil {
 			return plan, err
 		}

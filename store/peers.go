@@ -490,6 +490,28 @@ const (
 	NotePendingDeleted = "outcome unknown: peer deleted while its connect script ran"
 )
 
+// CancelHeldDisconnect deletes the D events of key that DeletePeers held
+// back, unleased and never attempted, because the config was removed while
+// its connect script ran; the engine calls it when that script then
+// refused the config, so no disconnect is announced for a connect that
+// never happened. It returns how many were deleted.
+func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'D'
+			AND status = 'pending' AND attempts = 0 AND lease_owner = ''`, key.String())
+		if err != nil {
+			return convErr(err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cancel held disconnect of %s: %w", key, err)
+	}
+	return int(n), nil
+}
+
 // DeletePeers deletes the peers with these keys (any state) in one
 // transaction and inserts one D event each (status pending, due now) carrying
 // the peer's identity at that moment. Missing keys are skipped, so a retry is

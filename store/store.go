@@ -139,11 +139,25 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if err := s.prepareFile(); err != nil {
 		return nil, fmt.Errorf("open database %s: %w", abs, err)
 	}
-	if err := s.open(ctx); err != nil {
+	// Switching a fresh file to WAL takes a lock that SQLite's busy handler
+	// does not wait for: two processes opening a new database at the same
+	// moment (the daemon and a CLI command) can get "database is locked".
+	// That is transient; try again briefly.
+	delay := 5 * time.Millisecond
+	for try := 0; ; try++ {
+		err := s.open(ctx)
+		if err == nil {
+			break
+		}
 		if s.db != nil {
 			s.Close()
 		}
-		return nil, fmt.Errorf("open database %s: %w", abs, err)
+		if !isBusy(err) || try == 20 || ctx.Err() != nil {
+			return nil, fmt.Errorf("open database %s: %w", abs, err)
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 100*time.Millisecond)
+		s = &Store{path: abs, now: s.now, log: s.log}
 	}
 	s.ready = true
 	return s, nil
@@ -401,6 +415,25 @@ func (e *dbError) Error() string { return e.msg }
 // convErr maps driver errors to the package's own: unique and primary-key
 // violations become ErrConflict, sql.ErrNoRows ErrNotFound, and any other
 // SQLite error a plain error with the same text.
+// errBusy marks SQLITE_BUSY / SQLITE_LOCKED after convErr.
+var errBusy = errors.New("database busy")
+
+// isBusy reports a transient lock conflict with another connection.
+func isBusy(err error) bool {
+	if errors.Is(err, errBusy) {
+		return true
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked) {
+		return true
+	}
+	var sp *sqlite3.Error
+	if errors.As(err, &sp) && sp != nil && (sp.Code == sqlite3.ErrBusy || sp.Code == sqlite3.ErrLocked) {
+		return true
+	}
+	return strings.Contains(err.Error(), "database is locked")
+}
+
 func convErr(err error) error {
 	if err == nil {
 		return nil
@@ -419,6 +452,9 @@ func convErr(err error) error {
 	if se.Code == sqlite3.ErrConstraint &&
 		(se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey) {
 		return fmt.Errorf("%s: %w", se.Error(), ErrConflict)
+	}
+	if se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked {
+		return fmt.Errorf("%s: %w", se.Error(), errBusy)
 	}
 	return &dbError{msg: se.Error()}
 }
