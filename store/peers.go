@@ -177,20 +177,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			}
 			return err
 		}
-		ev = Event{
-			Kind:          KindConnect,
-			Reason:        ReasonCreated,
-			PublicKey:     p.PublicKey,
-			Interface:     p.Interface,
-			ProfileID:     p.ProfileID,
-			UserID:        p.UserID,
-			IPv4:          p.IPv4,
-			IPv6:          p.IPv6,
-			OriginatingIP: p.OriginatingIP,
-			ExpiresAt:     p.ExpiresAt,
-			CreatedAt:     now,
-			Status:        StatusRunning,
-		}
+		ev = eventOf(p, KindConnect, ReasonCreated, StatusRunning, now)
 		id, err := insertEvent(ctx, tx, &ev)
 		ev.ID = id
 		return err
@@ -490,6 +477,24 @@ const (
 	NotePendingDeleted = "outcome unknown: peer deleted while its connect script ran"
 )
 
+// eventOf is an event carrying the peer's identity at this moment.
+func eventOf(p Peer, kind, reason, status string, now time.Time) Event {
+	return Event{
+		Kind:          kind,
+		Reason:        reason,
+		PublicKey:     p.PublicKey,
+		Interface:     p.Interface,
+		ProfileID:     p.ProfileID,
+		UserID:        p.UserID,
+		IPv4:          p.IPv4,
+		IPv6:          p.IPv6,
+		OriginatingIP: p.OriginatingIP,
+		ExpiresAt:     p.ExpiresAt,
+		CreatedAt:     now,
+		Status:        status,
+	}
+}
+
 // CancelHeldDisconnect deletes the D events of key that DeletePeers held
 // back, unleased and never attempted, because the config was removed while
 // its connect script ran; the engine calls it when that script then
@@ -589,23 +594,9 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 					return fmt.Errorf("peer %s: %w", key, convErr(err))
 				}
 			}
-			ev := Event{
-				Kind:          KindDisconnect,
-				Reason:        reason,
-				PublicKey:     p.PublicKey,
-				Interface:     p.Interface,
-				ProfileID:     p.ProfileID,
-				UserID:        p.UserID,
-				IPv4:          p.IPv4,
-				IPv6:          p.IPv6,
-				OriginatingIP: p.OriginatingIP,
-				ExpiresAt:     p.ExpiresAt,
-				CreatedAt:     now,
-				Status:        StatusPending,
-				NextAttemptAt: now,
-				LeaseOwner:    owner,
-				LeaseUntil:    leaseUntil.UTC(),
-			}
+			ev := eventOf(p, KindDisconnect, reason, StatusPending, now)
+			ev.NextAttemptAt = now
+			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
 			if leaseUntil.IsZero() {
 				ev.LeaseUntil = time.Time{}
 			}
