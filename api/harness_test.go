@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -110,31 +110,8 @@ type harness struct {
 	metrics *Metrics
 	api     *Server
 	http    *httptest.Server
-	clock   *fakeClock
+	clock   *fakeclock.Clock
 	ctx     context.Context
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
@@ -165,7 +142,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatalf("test config: %v", err)
 	}
 	h.cfg = cfg
-	h.clock = &fakeClock{t: time.Now().UTC()}
+	h.clock = fakeclock.New(time.Now().UTC())
 	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
@@ -75,29 +75,6 @@ persistent_keepalive = "25s"
 preshared_keys = %t
 `
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type harnessOpts struct {
 	orphans    string
 	maxPerUser int
@@ -114,7 +91,7 @@ type harness struct {
 	dev    *wg.Client
 	runner *hooks.Runner
 	eng    *Engine
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	ctx    context.Context
 }
 
@@ -144,7 +121,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatalf("test config: %v", err)
 	}
 	h.cfg = cfg
-	h.clock = &fakeClock{t: time.Now().UTC().Truncate(time.Second)}
+	h.clock = fakeclock.New(time.Now().UTC().Truncate(time.Second))
 	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
