@@ -187,25 +187,18 @@ func live(p store.Peer, onDev map[wgtypes.Key]wg.Peer, now time.Time) *LiveJSON 
 		l.InSync = p.State != store.StateActive
 		return l
 	}
-	l.InSync = p.State == store.StateActive && inSync(reconcile.WantedPeer(p), dp)
+	l.InSync = p.State == store.StateActive && wg.InSync(reconcile.WantedPeer(p), dp)
 	l.RxBytes, l.TxBytes = dp.RxBytes, dp.TxBytes
 	if !dp.LastHandshake.IsZero() {
 		hs := dp.LastHandshake.UTC()
 		l.LastHandshake = &hs
-		l.Online = now.Sub(hs) <= OnlineWindow
+		l.Online = dp.Online(now)
 	}
 	if dp.Endpoint.IsValid() {
 		e := dp.Endpoint.String()
 		l.Endpoint = &e
 	}
 	return l
-}
-
-// inSync compares a device peer with its wanted state exactly as reconcile
-// does (wg.MakePlan): nothing to add or update means in sync.
-func inSync(want wg.Wanted, have wg.Peer) bool {
-	plan, err := wg.MakePlan([]wg.Wanted{want}, []wg.Peer{have}, wg.OrphansKeep)
-	return err == nil && plan.Empty()
 }
 
 // peerKey reads the {public_key} path parameter.
@@ -334,11 +327,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 }
 
 // countOnline counts the device's peers with a handshake within
-// OnlineWindow of now.
+// wg.OnlineWindow of now.
 func countOnline(d *wg.Device, now time.Time) int {
 	n := 0
 	for _, p := range d.Peers {
-		if !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= OnlineWindow {
+		if p.Online(now) {
 			n++
 		}
 	}

@@ -21,10 +21,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// OnlineWindow is how recent a handshake must be for a peer to count as
-// online: WireGuard re-handshakes every two minutes while traffic flows.
-const OnlineWindow = 3 * time.Minute
-
 // Store is what the API reads from the database directly (writes go
 // through the engine). *store.Store satisfies it.
 type Store interface {

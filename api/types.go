@@ -40,7 +40,7 @@ type LiveJSON struct {
 	// InSync: an active config is on the device with exactly its allowed IPs,
 	// preshared key and keepalive; a pending one is not on the device.
 	InSync bool `json:"in_sync"`
-	// Online: a handshake within the last OnlineWindow.
+	// Online: a handshake within the last wg.OnlineWindow (3 minutes).
 	Online        bool       `json:"online"`
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       int64      `json:"rx_bytes"`

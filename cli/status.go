@@ -28,9 +28,6 @@ const (
 	StateUnknown        = "unknown (device unreadable)"
 )
 
-// OnlineWindow: a handshake this recent means online.
-const OnlineWindow = 3 * time.Minute
-
 // statusPeer is one row of status: the store's config next to the device.
 type statusPeer struct {
 	PublicKey     string     `json:"public_key"`
@@ -109,11 +106,11 @@ func statusRows(peers []store.Peer, dev *wg.Device, t time.Time) []statusPeer {
 			r.State = StateUnknown
 		case !on:
 			r.State = StateMissing
-		case !inSync(reconcile.WantedPeer(p), d):
+		case !wg.InSync(reconcile.WantedPeer(p), d):
 			r.State = StateDrift
 		case d.LastHandshake.IsZero():
 			r.State = StateNeverConnected
-		case t.Sub(d.LastHandshake) <= OnlineWindow:
+		case d.Online(t):
 			r.State = StateOnline
 		default:
 			r.State = StateOffline
@@ -149,13 +146,6 @@ func statusRows(peers []store.Peer, dev *wg.Device, t time.Time) []statusPeer {
 		}
 	}
 	return rows
-}
-
-// inSync: the device peer has exactly the wanted allowed IPs, preshared key
-// and keepalive.
-func inSync(w wg.Wanted, d wg.Peer) bool {
-	plan, err := wg.MakePlan([]wg.Wanted{w}, []wg.Peer{d}, wg.OrphansKeep)
-	return err == nil && plan.Empty()
 }
 
 func cmdStatus(e *env, args []string) error {
