@@ -31,6 +31,13 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
+// exitStatus ends a command with this exit code and no further message: the
+// command has printed what it had to say (hooks test passes on the
+// script's status).
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 // env is what every command gets.
 type env struct {
 	ctx        context.Context
@@ -53,6 +60,7 @@ func commands() []command {
 		{"peer", "add, remove, revoke or list configs", cmdPeer},
 		{"status", "the store next to the live devices", cmdStatus},
 		{"events", "the event log; events retry ID|-failed", cmdEvents},
+		{"hooks", "hooks test: run the script once with a sample event", cmdHooks},
 		{"log", "who held an address at a time; a user's configs", cmdLog},
 		{"migrate", "create or upgrade the database and print its schema version", cmdMigrate},
 		{"version", "print the version", cmdVersion},
@@ -104,6 +112,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK
+		}
+		var es exitStatus
+		if errors.As(err, &es) {
+			return int(es)
 		}
 		fmt.Fprintf(stderr, "wgkeeper %s: %v\n", c.name, err)
 		var ue usageError

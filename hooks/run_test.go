@@ -301,6 +301,30 @@ func TestRunIsLogged(t *testing.T) {
 	}
 }
 
+// A dash script with bash's == exits 0 after every test errs on stderr:
+// the event is accepted, and the log says so at WARN with that stderr.
+func TestStderrOnSuccessIsWarned(t *testing.T) {
+	if _, err := os.Stat("/bin/dash"); err != nil {
+		t.Skip("needs /bin/dash (Debian's /bin/sh)")
+	}
+	var buf syncBuffer
+	dir := t.TempDir()
+	script := writeScript(t, dir, "eduvpn.sh", "#!/bin/dash\nif [ \"$VPN_EVENT\" == \"C\" ]; then echo connect; else echo disconnect; fi\n")
+	res := newRunner(t, Config{Script: script, Logger: textLogger(&buf)}).Run(context.Background(), connectVars())
+	if !res.OK() {
+		t.Fatalf("dash with == should still exit 0: %v", res.Failure())
+	}
+	if got := strings.TrimSpace(string(res.Stdout)); got != "disconnect" {
+		t.Errorf("stdout %q: want the else branch taken, as dash does", got)
+	}
+	line := strings.TrimSpace(buf.String())
+	for _, want := range []string{"level=WARN", "hook script succeeded but wrote to stderr", "exit_code=0", "unexpected operator", "event_id=41"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line lacks %q: %s", want, line)
+		}
+	}
+}
+
 func TestExitWatchLeavesZombie(t *testing.T) {
 	cmd := exec.Command("/bin/sleep", "0.1")
 	if err := cmd.Start(); err != nil {

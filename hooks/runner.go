@@ -544,8 +544,14 @@ func (r *Runner) logResult(v Vars, res Result) {
 		attrs = append(attrs, slog.String("error", res.Err.Error()))
 	}
 	level, msg := slog.LevelInfo, "hook script succeeded"
-	if !res.OK() {
+	switch {
+	case !res.OK():
 		level, msg = slog.LevelWarn, "hook script failed"
+	case len(bytes.TrimSpace(res.Stderr)) > 0 || res.StderrDropped > 0:
+		// Exit 0 with complaints, such as dash's "[: unexpected operator"
+		// for a bash-only test: the event counts as accepted, but the
+		// script most likely did not do what it was meant to.
+		level, msg = slog.LevelWarn, "hook script succeeded but wrote to stderr"
 	}
 	r.log.LogAttrs(context.Background(), level, msg, attrs...)
 }

@@ -30,6 +30,9 @@ type Vars struct {
 	Interface     string
 	ExpiresAt     time.Time
 	EventID       int64
+	// Test marks a sample event of `wgkeeper hooks test`: VPN_TEST=1 is
+	// added, so a script can tell it from a real one.
+	Test bool
 }
 
 // Env returns exactly the VPN_* variables of the event as "NAME=value"
@@ -39,7 +42,8 @@ type Vars struct {
 //	VPN_CONNECTION_ID, VPN_IP_FOUR, VPN_IP_SIX (empty when none),
 //	VPN_ORIGINATING_IP (only when known), VPN_BYTES_IN and VPN_BYTES_OUT
 //	(only for D), VPN_REASON, VPN_INTERFACE, VPN_EXPIRES_AT (RFC 3339 in
-//	UTC, empty when the config never expires), VPN_EVENT_ID.
+//	UTC, empty when the config never expires), VPN_EVENT_ID, and
+//	VPN_TEST=1 only when Test is set.
 //
 // Byte counters of a C event are ignored. It returns an error, and nothing
 // must be run, when Event is not "C" or "D", when IPFour is not an IPv4
@@ -95,6 +99,9 @@ func (v Vars) Env() ([]string, error) {
 	add("VPN_INTERFACE", v.Interface)
 	add("VPN_EXPIRES_AT", expires)
 	add("VPN_EVENT_ID", strconv.FormatInt(v.EventID, 10))
+	if v.Test {
+		add("VPN_TEST", "1")
+	}
 
 	for _, kv := range env {
 		if strings.IndexByte(kv, 0) >= 0 {

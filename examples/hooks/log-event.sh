@@ -48,6 +48,7 @@ field VPN_BYTES_IN       "${VPN_BYTES_IN+x}"       "${VPN_BYTES_IN-}"
 field VPN_BYTES_OUT      "${VPN_BYTES_OUT+x}"      "${VPN_BYTES_OUT-}"
 field VPN_INTERFACE      "${VPN_INTERFACE+x}"      "${VPN_INTERFACE-}"
 field VPN_EXPIRES_AT     "${VPN_EXPIRES_AT+x}"     "${VPN_EXPIRES_AT-}"
+field VPN_TEST           "${VPN_TEST+x}"           "${VPN_TEST-}"
 
 # One write in append mode, so concurrent runs never interleave within a line.
 printf '%s\n' "$line" >>"$log"
