@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
@@ -105,6 +106,7 @@ func TestBadRequests(t *testing.T) {
 		{"per-user limit", "POST", "/v1/peers", `{"user_id":"full","profile_id":"staff"}`, jsonCT, 409, CodeLimitReached, "", false},
 		{"pool exhausted", "POST", "/v1/peers", `{"user_id":"other","profile_id":"tiny"}`, jsonCT, 409, CodePoolExhausted, "", false},
 		{"script says no", "POST", "/v1/peers", `{"user_id":"reject1","profile_id":"staff"}`, jsonCT, 403, CodeRejectedByScript, "", true},
+		{"script says no at length", "POST", "/v1/peers", `{"user_id":"loud1","profile_id":"staff"}`, jsonCT, 403, CodeRejectedByScript, "", true},
 		{"device missing", "POST", "/v1/peers", `{"user_id":"newuser","profile_id":"ghost"}`, jsonCT, 503, CodeDeviceUnavailable, "", false},
 		{"key path not a key", "GET", "/v1/peers/notakey", "", with(), 400, CodeInvalidRequest, "public_key", false},
 		{"key path unknown", "GET", "/v1/peers/" + urlKey(unknown), "", with(), 404, CodeNotFound, "", false},
@@ -175,6 +177,14 @@ func TestBadRequests(t *testing.T) {
 			case 403:
 				if e.Error.ExitStatus == nil || *e.Error.ExitStatus != 7 || !strings.Contains(e.Error.Message, "exit status 7") {
 					t.Errorf("rejection: %s", r.body)
+				}
+				// The script's last stderr line, cut at 1 KiB and marked.
+				want := "user is blocked"
+				if strings.HasPrefix(c.body, `{"user_id":"loud`) {
+					want = strings.Repeat("x", hooks.MaxLineLen) + " …[cut: "
+				}
+				if !strings.Contains(e.Error.Message, want) || len(e.Error.Message) > hooks.MaxLineLen+100 {
+					t.Errorf("rejection message of %d bytes: %.100q", len(e.Error.Message), e.Error.Message)
 				}
 			}
 			after := h.snapshot()

@@ -135,7 +135,7 @@ func fromEngine(err error) *Error {
 			e.ExitStatus = &code
 			e.Message = fmt.Sprintf("rejected by connect script: exit status %d", code)
 			if rej.Output != "" {
-				e.Message += ": " + lastLine(rej.Output, 200)
+				e.Message += ": " + rej.Output
 			}
 		}
 		return e
@@ -165,29 +165,4 @@ func asAPI(err error) error {
 		return e
 	}
 	return err
-}
-
-// lastLine returns the last non-empty line of s, cut to max bytes.
-func lastLine(s string, max int) string {
-	for len(s) > 0 {
-		i := len(s) - 1
-		for i >= 0 && s[i] != '\n' {
-			i--
-		}
-		line := s[i+1:]
-		if i < 0 {
-			line = s
-		}
-		if len(line) > 0 {
-			if len(line) > max {
-				line = line[:max]
-			}
-			return line
-		}
-		if i < 0 {
-			break
-		}
-		s = s[:i]
-	}
-	return ""
 }

@@ -28,13 +28,15 @@ import (
 )
 
 // hookScript logs every run to events.log beside itself; users named
-// reject* are refused (exit 7, with a line on stderr), users named slow*
+// reject* are refused (exit 7, with a line on stderr), loud* too (with a
+// last line of 320 KB), users named slow*
 // take two seconds, and D events of users named faild* fail (exit 5).
 const hookScript = `#!/bin/sh
 d=$(dirname "$0")
 printf '%s %s %s %s\n' "$VPN_EVENT" "$VPN_USER_ID" "$VPN_CONNECTION_ID" "$VPN_REASON" >> "$d/events.log"
 case "$VPN_EVENT:$VPN_USER_ID" in
 C:reject*) echo "user is blocked" >&2; exit 7;;
+C:loud*) echo "user is blocked" >&2; head -c 320000 /dev/zero | tr '\0' x >&2; exit 7;;
 C:slow*) sleep 2;;
 D:faild*) exit 5;;
 esac

@@ -271,7 +271,7 @@ func eventsOut(evs []store.Event) []EventJSON {
 }
 
 func removedOut(r reconcile.Removed) RemovedResponse {
-	out := RemovedResponse{Events: eventsOut(r.Events), Delivered: r.Delivered}
+	out := RemovedResponse{Events: eventsOut(r.Events), Delivered: r.Delivery.Done}
 	for iface, err := range r.DeviceErrs {
 		if out.DeviceErrors == nil {
 			out.DeviceErrors = map[string]string{}

@@ -52,6 +52,11 @@ type parts struct {
 }
 
 func (p *parts) close() {
+	if p.engine != nil {
+		// Every operation has returned: its owner file can go. A file
+		// that cannot be removed is swept as a dead owner's later.
+		_ = p.engine.Close()
+	}
 	if p.store != nil {
 		p.store.Close()
 	}

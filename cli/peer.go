@@ -181,7 +181,7 @@ func printRemoved(w io.Writer, r reconcile.Removed) {
 	for _, ev := range r.Events {
 		fmt.Fprintf(w, "removed %s (user %s, %s, event %d)\n", ev.PublicKey, ev.UserID, ev.Reason, ev.ID)
 	}
-	if n := len(r.Events) - r.Delivered; n > 0 {
+	if n := len(r.Events) - r.Delivery.Done; n > 0 {
 		fmt.Fprintf(w, "%d disconnect script run(s) failed and will be retried; see `wgkeeper events -status pending`\n", n)
 	}
 	for iface, err := range r.DeviceErrs {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -179,8 +180,8 @@ func (r Result) OK() bool {
 
 // Failure returns nil when OK, and otherwise an error that says what went
 // wrong: Err, a timeout, a signal or the exit status, followed by the last
-// line of stderr (at most 200 bytes) when there is one. It suits the
-// "rejected by connect script" message and an event's last error.
+// line of stderr (LastLine) when there is one. It suits the "rejected by
+// connect script" message and an event's last error.
 func (r Result) Failure() error {
 	if r.OK() {
 		return nil
@@ -197,21 +198,45 @@ func (r Result) Failure() error {
 	default:
 		msg = fmt.Sprintf("hook script exited with status %d", r.ExitCode)
 	}
-	if last := lastLine(r.Stderr, 200); last != "" {
+	if last := LastLine(r.Stderr); last != "" {
 		msg += ": " + last
 	}
 	return errors.New(msg)
 }
 
-func lastLine(b []byte, limit int) string {
-	b = bytes.TrimSpace(b)
+// MaxLineLen bounds the script output wgkeeper repeats: each of stdout and
+// stderr in the log line of a run, and the last stderr line in an event's
+// last error and the API's rejection message. Longer text is cut on a
+// UTF-8 boundary and marked (CutText).
+const MaxLineLen = 1 << 10
+
+// LastLine returns the last non-blank line of out, trimmed, with invalid
+// UTF-8 replaced, cut to MaxLineLen bytes by CutText; "" when there is none.
+func LastLine(out []byte) string {
+	b := bytes.TrimSpace(out)
 	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
 		b = bytes.TrimSpace(b[i+1:])
 	}
-	if len(b) > limit {
-		b = b[:limit]
+	return CutText(b, MaxLineLen)
+}
+
+// CutText returns b as valid UTF-8 (invalid bytes replaced by U+FFFD) of at
+// most limit bytes, followed, when it was longer, by a mark saying so and
+// how long it was: " …[cut: N bytes]". The cut falls on a character
+// boundary.
+func CutText(b []byte, limit int) string {
+	if len(b) <= limit && utf8.Valid(b) {
+		return string(b)
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf(" …[cut: %d bytes]", len(b))
 }
 
 // Run runs the script once for the event v and waits for it, bounded by
@@ -244,7 +269,7 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 		r.logResult(v, res)
 		return res
 	}
-	res := r.run(ctx, env)
+	res := r.run(ctx, env, v.Hold)
 	<-r.sem
 	r.logResult(v, res)
 	return res
@@ -285,7 +310,7 @@ func (r *Runner) environ(v Vars) ([]string, error) {
 	return append(env, vpn...), nil
 }
 
-func (r *Runner) run(ctx context.Context, env []string) Result {
+func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
 	res := Result{Ran: true, ExitCode: -1}
 	start := time.Now()
 
@@ -309,6 +334,9 @@ func (r *Runner) run(ctx context.Context, env []string) Result {
 		Stdout:      outW,
 		Stderr:      errW,
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if hold != nil {
+		cmd.ExtraFiles = []*os.File{hold}
 	}
 	err = startCmd(cmd)
 	outW.Close()
@@ -430,7 +458,7 @@ func startCmd(cmd *exec.Cmd) error {
 		delay *= 2
 		// A Cmd cannot be started twice; start a fresh copy.
 		*cmd = exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
-			Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, SysProcAttr: cmd.SysProcAttr}
+			Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, ExtraFiles: cmd.ExtraFiles, SysProcAttr: cmd.SysProcAttr}
 	}
 }
 
@@ -528,14 +556,15 @@ func (r *Runner) logResult(v Vars, res Result) {
 	if res.TimedOut {
 		attrs = append(attrs, slog.Bool("timed_out", true))
 	}
+	// One run is one log line of bounded size, however much it wrote.
 	if out := bytes.TrimSpace(res.Stdout); len(out) > 0 {
-		attrs = append(attrs, slog.String("stdout", string(out)))
+		attrs = append(attrs, slog.String("stdout", CutText(out, MaxLineLen)))
 	}
 	if res.StdoutDropped > 0 {
 		attrs = append(attrs, slog.Int64("stdout_dropped", res.StdoutDropped))
 	}
 	if out := bytes.TrimSpace(res.Stderr); len(out) > 0 {
-		attrs = append(attrs, slog.String("stderr", string(out)))
+		attrs = append(attrs, slog.String("stderr", CutText(out, MaxLineLen)))
 	}
 	if res.StderrDropped > 0 {
 		attrs = append(attrs, slog.Int64("stderr_dropped", res.StderrDropped))

@@ -3,6 +3,7 @@ package hooks
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,12 @@ type Vars struct {
 	// Test marks a sample event of `wgkeeper hooks test`: VPN_TEST=1 is
 	// added, so a script can tell it from a real one.
 	Test bool
+
+	// Hold, when set, is inherited by the script as file descriptor 3 and
+	// stays open in it, and in whatever it starts, until they exit. It is
+	// not part of the environment. wgkeeper passes its owner lock, so a
+	// process that dies is taken for dead only once its scripts are gone.
+	Hold *os.File
 }
 
 // Env returns exactly the VPN_* variables of the event as "NAME=value"

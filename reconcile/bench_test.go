@@ -122,8 +122,8 @@ func BenchmarkExpire10pctOf10k(b *testing.B) {
 		t0 := time.Now()
 		r, err := e.Expire(h.ctx)
 		total += time.Since(t0)
-		if err != nil || len(r.Events) != 1000 || r.Delivered != 1000 {
-			b.Fatalf("expire: %d events, %d delivered, %v", len(r.Events), r.Delivered, err)
+		if err != nil || len(r.Events) != 1000 || r.Delivery.Done != 1000 {
+			b.Fatalf("expire: %d events, %d delivered, %v", len(r.Events), r.Delivery.Done, err)
 		}
 		events += len(r.Events)
 	}

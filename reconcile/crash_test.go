@@ -24,6 +24,7 @@ const (
 	envCrashAt     = "WGKEEPER_TEST_CRASH_AT"
 	envCrashConfig = "WGKEEPER_TEST_CRASH_CONFIG"
 	envCrashKey    = "WGKEEPER_TEST_CRASH_KEY"
+	envCrashUser   = "WGKEEPER_TEST_CRASH_USER"
 )
 
 func TestMain(m *testing.M) {
@@ -74,6 +75,8 @@ func crashChild(op string) error {
 			return perr
 		}
 		_, err = e.Delete(ctx, k)
+	case "revoke":
+		_, err = e.RevokeUser(ctx, os.Getenv(envCrashUser))
 	default:
 		err = fmt.Errorf("unknown op %q", op)
 	}

@@ -36,7 +36,9 @@ type RejectedError struct {
 	ExitCode int
 	TimedOut bool
 	Err      error // the script could not be run at all
-	Output   string
+	// Output is the last line of the script's stderr, cut at
+	// hooks.MaxLineLen bytes (hooks.LastLine).
+	Output string
 }
 
 func (e *RejectedError) Error() string {
@@ -246,7 +248,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		} else if err != nil {
 			log.Error("remove rejected config", "err", err)
 		}
-		rej := &RejectedError{ExitCode: res.ExitCode, TimedOut: res.TimedOut, Err: res.Err, Output: strings.TrimSpace(string(res.Stderr))}
+		rej := &RejectedError{ExitCode: res.ExitCode, TimedOut: res.TimedOut, Err: res.Err, Output: hooks.LastLine(res.Stderr)}
 		log.Warn("connect script rejected config", "exit_code", res.ExitCode, "timed_out", res.TimedOut, "err", res.Err)
 		return nil, rej
 	}
@@ -383,7 +385,12 @@ func wanted(p store.Peer) wg.Wanted {
 
 // runScript runs the script for an event and reports it to the observer.
 func (e *Engine) runScript(ctx context.Context, ev store.Event) hooks.Result {
-	res := e.run.Load().Run(ctx, varsOf(ev))
+	v := varsOf(ev)
+	// The script holds this engine's owner lock while it runs: a lease of
+	// an owner that died is not taken over while a script it started may
+	// still run.
+	v.Hold = e.ownerFile()
+	res := e.run.Load().Run(ctx, v)
 	if res.Ran {
 		e.obs.ScriptRun(ev.Kind, res.OK(), res.Duration)
 	}

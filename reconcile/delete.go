@@ -29,9 +29,10 @@ const batchSize = 1000
 type Removed struct {
 	// Events are the disconnect events recorded, one per config removed.
 	Events []store.Event
-	// Delivered counts the events whose script ran successfully (or that
-	// needed no script); the rest are retried by delivery.
-	Delivered int
+	// Delivery counts what became of the events delivered right away:
+	// Done when the script ran successfully (or none was needed); the
+	// rest are retried by delivery.
+	Delivery Delivery
 	// DeviceErrs are interfaces whose device could not be updated; the next
 	// reconcile removes the peers from them.
 	DeviceErrs map[string]error
@@ -39,7 +40,7 @@ type Removed struct {
 
 func (r *Removed) merge(o Removed) {
 	r.Events = append(r.Events, o.Events...)
-	r.Delivered += o.Delivered
+	r.Delivery.add(o.Delivery)
 	for k, v := range o.DeviceErrs {
 		if r.DeviceErrs == nil {
 			r.DeviceErrs = map[string]error{}
@@ -177,6 +178,9 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 		locks = append(locks, l)
 	}
 
+	if _, err := e.holdOwner(); err != nil {
+		return Removed{}, fmt.Errorf("remove configs: %w", err)
+	}
 	owner := e.claimOwner()
 	evs, err := e.store.DeletePeers(ctx, keysOf(peers), reason, owner, e.clock().Add(e.leaseFor()))
 	if err != nil {
@@ -232,7 +236,7 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 			mine = append(mine, ev)
 		}
 	}
-	out.Delivered = e.deliverClaimed(ctx, mine, owner)
+	out.Delivery = e.deliverBatch(ctx, mine, owner)
 	return out, nil
 }
 

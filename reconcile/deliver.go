@@ -17,12 +17,29 @@ type Delivery struct {
 	Failed  int // failed for the last time: status failed
 }
 
+func (d *Delivery) add(o Delivery) {
+	d.Done += o.Done
+	d.Retried += o.Retried
+	d.Failed += o.Failed
+}
+
 // Deliver runs every due disconnect event in id order, with the script
 // runner's concurrency, until none is due. Each event is claimed with a
 // lease first, so two processes never run one event at once; a lease left by
-// a dead process expires and the event is run again (at-least-once).
+// a dead process is released at once when its owner file shows it dead, or
+// else expires, and the event is run again (at-least-once).
+//
+// It first releases the leases of dead owners (ReclaimDead), so events a
+// crashed process had taken are delivered now rather than when their
+// leases would run out; a failure there is logged and delivery goes on.
 func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
 	var total Delivery
+	if _, err := e.holdOwner(); err != nil {
+		return total, fmt.Errorf("deliver events: %w", err)
+	}
+	if _, err := e.ReclaimDead(ctx); err != nil {
+		e.log.Error("release the leases of dead owners; they run out in time instead", "err", err)
+	}
 	limit := 4 * max(e.Config().Hooks.Concurrency, 1)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -37,17 +54,8 @@ func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
 		if len(evs) == 0 {
 			return total, nil
 		}
-		d := e.deliverBatch(context.WithoutCancel(ctx), evs, owner)
-		total.Done += d.Done
-		total.Retried += d.Retried
-		total.Failed += d.Failed
+		total.add(e.deliverBatch(context.WithoutCancel(ctx), evs, owner))
 	}
-}
-
-// deliverClaimed delivers events leased to owner and returns how many
-// succeeded.
-func (e *Engine) deliverClaimed(ctx context.Context, evs []store.Event, owner string) int {
-	return e.deliverBatch(ctx, evs, owner).Done
 }
 
 // deliverBatch runs the events with at most hooks.concurrency at once. Each

@@ -9,9 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
@@ -181,7 +183,7 @@ func TestDeleteRevokeExpire(t *testing.T) {
 
 	// Delete: D with the device's byte counters, peer gone, traffic stops.
 	r, err := h.eng.Delete(h.ctx, a1.Peer.PublicKey)
-	if err != nil || len(r.Events) != 1 || r.Delivered != 1 {
+	if err != nil || len(r.Events) != 1 || r.Delivery.Done != 1 {
 		t.Fatalf("delete: %+v, %v", r, err)
 	}
 	ds := h.runsOf("D", a1.Peer.PublicKey)
@@ -225,7 +227,7 @@ func TestDeleteRevokeExpire(t *testing.T) {
 	}
 	h.clock.Advance(time.Hour)
 	r, err = h.eng.Expire(h.ctx)
-	if err != nil || len(r.Events) != 2 || r.Delivered != 2 {
+	if err != nil || len(r.Events) != 2 || r.Delivery.Done != 2 {
 		t.Fatalf("expire: %+v, %v", r, err)
 	}
 	for _, c := range []*Created{b1, b2} {
@@ -355,7 +357,7 @@ func TestDeliveryRetriesThenFails(t *testing.T) {
 	b := h.create("bob")
 	h.touch("fail_D", "2")
 	r, err := h.eng.Delete(h.ctx, a.Peer.PublicKey)
-	if err != nil || r.Delivered != 0 {
+	if err != nil || r.Delivery.Done != 0 {
 		t.Fatalf("delete: %+v, %v", r, err)
 	}
 	ev := h.event(r.Events[0].ID)
@@ -462,6 +464,54 @@ func TestStalePending(t *testing.T) {
 	}
 }
 
+// The summary counts the D events run while removing expired and stale
+// configs, not only those of the delivery step.
+func TestHousekeepingSummaryCountsRemovals(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	e := h.newEngine(func(p string) {
+		if p == "create:script-ran" {
+			panic(p)
+		}
+	})
+	func() {
+		defer func() { recover() }()
+		e.Create(h.ctx, CreateRequest{UserID: "alice", ProfileID: "staff"})
+	}()
+	h.create("bob", func(r *CreateRequest) { r.ExpiresIn = time.Minute })
+	h.clock.Advance(2 * time.Minute)
+	h.touch("fail_D", "1") // the first D (bob's, expired first) fails once
+	s, err := h.eng.Housekeeping(h.ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Expired != 1 || s.Stale != 1 || s.Delivery != (Delivery{Done: 1, Retried: 1}) {
+		t.Fatalf("summary: expired %d, stale %d, delivery %+v; want 1, 1, {Done:1 Retried:1}", s.Expired, s.Stale, s.Delivery)
+	}
+	if n := len(h.scriptRuns()); n != 4 { // two C, bob's D (failed), alice's stale D
+		t.Fatalf("%d script runs, want 4", n)
+	}
+}
+
+// A failing disconnect script that writes 320 KB on one line: the event's
+// last error carries that line cut at 1 KiB, marked, valid UTF-8.
+func TestLongStderrLineInLastError(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	a := h.create("alice")
+	h.touch("stderr_D", "nft: "+strings.Repeat("é", 160_000)+"\n")
+	h.touch("fail_D", "1")
+	r, err := h.eng.Delete(h.ctx, a.Peer.PublicKey)
+	if err != nil || r.Delivery.Retried != 1 {
+		t.Fatalf("delete: %+v %v", r.Delivery, err)
+	}
+	ev := h.event(r.Events[0].ID)
+	msg := ev.LastError
+	head, _, cut := strings.Cut(msg, " …[cut: ")
+	if !cut || !utf8.ValidString(msg) || len(msg) > hooks.MaxLineLen+100 ||
+		!strings.Contains(head, ": nft: éé") || len(head) > hooks.MaxLineLen+len("hook script exited with status 3: ") {
+		t.Fatalf("last error of %d bytes: %.80q…", len(msg), msg)
+	}
+}
+
 func TestHousekeepingNeverOverlaps(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	held, err := h.eng.housekeepingLock(h.ctx, false)
@@ -524,7 +574,7 @@ func TestHousekeepingSummary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Expired != 1 || len(s.Reports) != 1 || s.Reports[0].Counts.Added != 1 || s.Delivery != (Delivery{}) {
+	if s.Expired != 1 || len(s.Reports) != 1 || s.Reports[0].Counts.Added != 1 || s.Delivery != (Delivery{Done: 1}) {
 		t.Fatalf("summary: %+v", s)
 	}
 	h.assertInSync()
@@ -552,7 +602,7 @@ func TestDeviceUnreadable(t *testing.T) {
 	}
 	// Delete still records and delivers the D event.
 	r, err := h.eng.Delete(h.ctx, a.Peer.PublicKey)
-	if err != nil || len(r.Events) != 1 || r.Delivered != 1 || r.DeviceErrs[h.srv.Name] == nil {
+	if err != nil || len(r.Events) != 1 || r.Delivery.Done != 1 || r.DeviceErrs[h.srv.Name] == nil {
 		t.Fatalf("delete with device gone: %+v, %v", r, err)
 	}
 	// The server key is remembered from earlier reads: a create succeeds,

@@ -24,12 +24,14 @@ import (
 // hookScript appends the environment it sees to events.log beside itself.
 // A file fail_C / fail_D holding N makes the next N runs of that event fail
 // (exit 3); a file always_fail_C / always_fail_D makes every run fail
-// (exit 4); a file sleep_D holding seconds makes D runs sleep first.
+// (exit 4); a file sleep_D holding seconds makes D runs sleep first; a file
+// stderr_C / stderr_D is copied to stderr.
 const hookScript = `#!/bin/sh
 d=$(dirname "$0")
 rec=$(printf -- '---\n'; env | LC_ALL=C sort)
 printf '%s\n' "$rec" >> "$d/events.log"
 if [ -f "$d/sleep_$VPN_EVENT" ]; then sleep "$(cat "$d/sleep_$VPN_EVENT")"; fi
+if [ -f "$d/stderr_$VPN_EVENT" ]; then cat "$d/stderr_$VPN_EVENT" >&2; fi
 n=$(cat "$d/fail_$VPN_EVENT" 2>/dev/null || echo 0)
 if [ "$n" -gt 0 ]; then
 	echo $((n - 1)) > "$d/fail_$VPN_EVENT"

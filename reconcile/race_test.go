@@ -50,7 +50,7 @@ func TestRevokeWhileConnectRuns(t *testing.T) {
 			ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{State: store.StatePending})
 			key = ps[0].PublicKey
 			r, err := h.eng.RevokeUser(h.ctx, "u")
-			if err != nil || len(r.Events) != 1 || r.Delivered != 0 {
+			if err != nil || len(r.Events) != 1 || r.Delivery.Done != 0 {
 				t.Fatalf("revoke during connect: %+v, %v", r, err)
 			}
 		}

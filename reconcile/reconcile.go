@@ -13,12 +13,9 @@ package reconcile
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +52,7 @@ type Outbox interface {
 	ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error)
 	RenewLease(ctx context.Context, id int64, owner string, until time.Time) error
 	MarkDone(ctx context.Context, id int64, owner string) error
+	ReleaseLeases(ctx context.Context, holder string) (int, error)
 }
 
 // Retrier records failed deliveries and lets an operator try again.
@@ -104,8 +102,6 @@ type Options struct {
 	// LockDir holds the lock files that serialise housekeeping and device
 	// writes across processes. Empty means the database's directory.
 	LockDir string
-	// Owner names this process in event leases; empty means host:pid:random.
-	Owner string
 	// Observer receives measurements; nil means none.
 	Observer Observer
 	// crash is called at named points of the lifecycle; tests use it to
@@ -134,7 +130,6 @@ type Engine struct {
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
-	owner   string
 	obs     Observer
 	crash   func(string)
 
@@ -144,13 +139,19 @@ type Engine struct {
 	devSems    map[string]chan struct{} // interface -> in-process device lock
 	claims     atomic.Int64             // numbers the lease tokens of this engine
 	maxTimeout atomic.Int64             // longest hooks.timeout configured so far (ns)
+
+	ownerMu    sync.Mutex // guards the four fields below
+	owner      string     // host:pid:token, the name leases carry before "/claim"
+	ownerToken string     // names the owner file
+	ownerF     ownerLock  // the locked owner file; zero until the first lease
+	closed     bool       // Close was called
 }
 
 // claimOwner returns a fresh lease token: this engine's owner name and a
 // sequence number. Every claim gets its own, so a batch whose lease ran out
 // can never renew a lease that a later claim of this same engine took.
 func (e *Engine) claimOwner() string {
-	return fmt.Sprintf("%s/%d", e.owner, e.claims.Add(1))
+	return fmt.Sprintf("%s/%d", e.ownerName(), e.claims.Add(1))
 }
 
 // wantedState is an interface's desired peers as of a store data version.
@@ -170,7 +171,6 @@ func New(o Options) (*Engine, error) {
 		log:        o.Logger,
 		now:        o.Now,
 		lockDir:    o.LockDir,
-		owner:      o.Owner,
 		obs:        o.Observer,
 		crash:      o.crash,
 		serverKeys: map[string]wgtypes.Key{},
@@ -186,12 +186,7 @@ func New(o Options) (*Engine, error) {
 	if e.obs == nil {
 		e.obs = nopObserver{}
 	}
-	if e.owner == "" {
-		host, _ := os.Hostname()
-		var b [4]byte
-		_, _ = rand.Read(b[:])
-		e.owner = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(b[:]))
-	}
+	e.owner, e.ownerToken = newOwnerName()
 	if e.lockDir == "" {
 		e.lockDir = dirOf(o.Config.Database)
 	}
@@ -231,8 +226,9 @@ type runnerBox struct{ Runner }
 // Config returns the configuration in force.
 func (e *Engine) Config() *config.Config { return e.cfg.Load() }
 
-// Owner is the name this engine uses in event leases.
-func (e *Engine) Owner() string { return e.owner }
+// Owner is the name this engine uses in event leases (followed by "/" and
+// a claim number).
+func (e *Engine) Owner() string { return e.ownerName() }
 
 func (e *Engine) clock() time.Time { return e.now().UTC() }
 

@@ -203,9 +203,12 @@ func (e *Engine) ReconcileAll(ctx context.Context, dryRun bool) []Report {
 
 // Summary is what one housekeeping run did.
 type Summary struct {
-	Expired   int
-	Stale     int
-	Reports   []Report
+	Expired int
+	Stale   int
+	Reports []Report
+	// Delivery counts every D event delivered in the run: those of the
+	// configs it expired or cleaned as stale, run as they were removed,
+	// and the due ones the delivery step ran.
 	Delivery  Delivery
 	Pruned    int
 	Duration  time.Duration
@@ -238,11 +241,13 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 
 	r, err := e.Expire(ctx)
 	s.Expired = len(r.Events)
+	s.Delivery.add(r.Delivery)
 	note("expire", err)
 	noteDevice(note, "expire", r)
 
 	r, err = e.CleanStale(ctx)
 	s.Stale = len(r.Events)
+	s.Delivery.add(r.Delivery)
 	note("stale", err)
 	noteDevice(note, "stale", r)
 
@@ -251,7 +256,8 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 		note("reconcile "+rep.Interface, rep.Err)
 	}
 
-	s.Delivery, err = e.Deliver(ctx)
+	d, err := e.Deliver(ctx)
+	s.Delivery.add(d)
 	note("deliver", err)
 
 	if ret := e.Config().Housekeeping.LogRetention; ret > 0 {

@@ -188,6 +188,38 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 	return out, nil
 }
 
+// ReleaseLeases ends every lease held by the process named holder, whose
+// holder has died: the leased D events become claimable at once, at their
+// own next_attempt_at, instead of when the lease would run out. A lease
+// owner names its process, optionally followed by "/" and a claim token
+// (as the engine's per-claim owners do); holder is the process part, so it
+// must be non-empty and contain no "/". Nothing else of the events changes
+// (attempts, status). It returns how many leases were released; releasing
+// the leases of a holder that has none is not an error.
+//
+// The caller must know the holder is gone: a live holder would go on
+// running events someone else may now claim.
+func (s *Store) ReleaseLeases(ctx context.Context, holder string) (int, error) {
+	if holder == "" || strings.Contains(holder, "/") {
+		return 0, fmt.Errorf("release leases of %q: the holder must be a non-empty process name without \"/\"", holder)
+	}
+	var n int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE events SET lease_owner = '', lease_until = NULL
+			WHERE status = 'pending' AND event = 'D'
+			  AND (lease_owner = ?1 OR substr(lease_owner, 1, length(?1) + 1) = ?1 || '/')`, holder)
+		if err != nil {
+			return convErr(err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("release leases of %q: %w", holder, err)
+	}
+	return int(n), nil
+}
+
 // MarkDone records a successful delivery of event id: status done, attempts
 // incremented, lease released. Only the lease holder may do so — owner must
 // still hold the lease, even an expired one nobody else has claimed since.

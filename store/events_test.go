@@ -719,3 +719,47 @@ func TestWhoHad(t *testing.T) {
 		t.Errorf("UserSessions(nobody) = %+v", sess)
 	}
 }
+
+// ReleaseLeases frees exactly the leases of one holder (bare or with a
+// claim token), keeps everything else of the events, and leaves other
+// holders alone, including one whose name starts the same.
+func TestReleaseLeases(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	lease := clock.Now().Add(time.Hour)
+	owners := []string{"h:1:ab/1", "h:1:ab/2", "h:1:ab", "h:1:abc/1", "h:1:a/1"}
+	for i, o := range owners {
+		p := mustCreate(t, s, staffPeer(i+1, "u"))
+		if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, o, lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	for _, bad := range []string{"", "h:1:ab/1"} {
+		if _, err := s.ReleaseLeases(ctx, bad); err == nil {
+			t.Errorf("holder %q accepted", bad)
+		}
+	}
+	n, err := s.ReleaseLeases(ctx, "h:1:ab")
+	if err != nil || n != 3 {
+		t.Fatalf("released %d, %v; want 3", n, err)
+	}
+	after, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	for i, ev := range after {
+		want := before[i]
+		if strings.HasPrefix(want.LeaseOwner, "h:1:ab/") || want.LeaseOwner == "h:1:ab" {
+			want.LeaseOwner, want.LeaseUntil = "", time.Time{}
+		}
+		if ev != want {
+			t.Errorf("event %d: %+v, want %+v", ev.ID, ev, want)
+		}
+	}
+	// Now claimable at once; the others are not.
+	got, err := s.ClaimDue(ctx, "next", clock.Now(), lease, 10)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("claimed %d after release, want 3: %v", len(got), err)
+	}
+	if n, err := s.ReleaseLeases(ctx, "nobody"); n != 0 || err != nil {
+		t.Fatalf("release of a holder without leases: %d %v", n, err)
+	}
+}
