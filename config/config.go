@@ -190,6 +190,9 @@ type Interface struct {
 	Endpoint string
 	// Orphans is OrphansRemove or OrphansKeep.
 	Orphans string
+	// OrphanRemovalLimit caps the orphans one reconcile removes; above
+	// it none are removed and the interface is blocked.
+	OrphanRemovalLimit OrphanLimit
 }
 
 // Owned reports whether wgkeeper creates and owns the interface.

@@ -159,6 +159,16 @@ func TestInvalidFiles(t *testing.T) {
 			[]string{`interface "wg0": mode = "kernal": must be "existing", "kernel" or "userspace"`}},
 		{"orphans", iface + "orphans = \"delete\"\n",
 			[]string{`interface "wg0": orphans = "delete": must be "remove" or "keep"`}},
+		{"orphan_removal_limit percent", iface + "orphan_removal_limit = \"0%\"\n",
+			[]string{`interface "wg0": orphan_removal_limit = "0%": must be a share of the device's peers such as "10%" (1% to 100%) or a number of peers from 0 to 1048576`}},
+		{"orphan_removal_limit over 100%", iface + "orphan_removal_limit = \"101%\"\n",
+			[]string{`interface "wg0": orphan_removal_limit = "101%": must be a share of the device's peers such as "10%" (1% to 100%) or a number of peers from 0 to 1048576`}},
+		{"orphan_removal_limit negative", iface + "orphan_removal_limit = -1\n",
+			[]string{`interface "wg0": orphan_removal_limit = -1: must be a share of the device's peers such as "10%" (1% to 100%) or a number of peers from 0 to 1048576`}},
+		{"orphan_removal_limit fraction", iface + "orphan_removal_limit = \"2.5%\"\n",
+			[]string{`interface "wg0": orphan_removal_limit = "2.5%": must be a share of the device's peers such as "10%" (1% to 100%) or a number of peers from 0 to 1048576`}},
+		{"orphan_removal_limit float", iface + "orphan_removal_limit = 0.1\n",
+			[]string{`interface "wg0": orphan_removal_limit = 0.1: must be a share of the device's peers such as "10%" (1% to 100%) or a number of peers from 0 to 1048576`}},
 		{"kernel without private key", iface + "mode = \"kernel\"\n",
 			[]string{`interface "wg0": private_key_file is required when mode = "kernel"`}},
 		{"userspace with empty private key", iface + "mode = \"userspace\"\nprivate_key_file = \"\"\n",
@@ -340,8 +350,8 @@ func TestDefaults(t *testing.T) {
 		Housekeeping: Housekeeping{Schedule: "@every 1m", ReconcileInterval: 30 * time.Second, LogRetention: 90 * Day},
 		API:          API{Listen: "127.0.0.1:8470", TokenFile: "/etc/wgkeeper/api.token"},
 		Interfaces: []Interface{
-			{Name: "wg0", Mode: "existing", Orphans: "remove"},
-			{Name: "wg1", Mode: "kernel", Orphans: "remove", PrivateKeyFile: "/etc/wgkeeper/wg1.key", ListenPort: 51820},
+			{Name: "wg0", Mode: "existing", Orphans: "remove", OrphanRemovalLimit: OrphanLimit{Percent: 10}},
+			{Name: "wg1", Mode: "kernel", Orphans: "remove", OrphanRemovalLimit: OrphanLimit{Percent: 10}, PrivateKeyFile: "/etc/wgkeeper/wg1.key", ListenPort: 51820},
 		},
 		Profiles: []Profile{
 			{
@@ -410,6 +420,7 @@ name = "wg0"
 listen_port = 0
 endpoint = "[2001:db8::1]:51820"
 orphans = "keep"
+orphan_removal_limit = 0
 private_key_file = "wg0.key"
 [[profile]]
 id = "staff"
@@ -442,7 +453,7 @@ preshared_keys = true
 		},
 		Interfaces: []Interface{{
 			Name: "wg0", Mode: "existing", PrivateKeyFile: "/srv/wgk/wg0.key",
-			Endpoint: "[2001:db8::1]:51820", Orphans: "keep",
+			Endpoint: "[2001:db8::1]:51820", Orphans: "keep", OrphanRemovalLimit: OrphanLimit{Count: 0},
 		}},
 		Profiles: []Profile{{
 			ID: "staff", Interface: "wg0", DisplayName: "Staff VPN",

@@ -29,6 +29,8 @@ func FuzzParse(f *testing.F) {
 		"interface = [{name = \"wg0\"}, 5]\n",
 		"[interface]\nname = \"wg0\"\n",
 		iface + profile + "ipv6_range = \"fd42::/64\"\n[[profile]]\nid = \"b\"\ninterface = \"wg0\"\nipv4_range = \"10.42.0.0/16\"\n",
+		iface + "orphan_removal_limit = \"10%\"\n",
+		iface + "orphan_removal_limit = 1048577\n",
 		iface + "mode = \"kernel\"\nendpoint = \"[fe80::1%eth0]:1\"\n",
 		iface + "[[profile]]\nid = \"x\"\ninterface = \"wg0\"\nipv4_range = \"10.42.0.5/31\"\nipv6_range = \"::ffff:1.2.3.4/128\"\n",
 		iface + profile + "dns = [\"a\\nb\", \"1.2.3.4\"]\nclient_allowed_ips = []\nexpiry = \"0\"\nmax_expiry = \"1d\"\n",
@@ -95,6 +97,9 @@ func checkValid(t *testing.T, c *Config) {
 		}
 		if i.ListenPort < 0 || i.ListenPort > 65535 {
 			t.Fatalf("listen port %d", i.ListenPort)
+		}
+		if l := i.OrphanRemovalLimit; l.Percent < 0 || l.Percent > 100 || l.Count < 0 || l.Count > MaxOrphanCount || l.Percent != 0 && l.Count != 0 {
+			t.Fatalf("orphan_removal_limit %+v", l)
 		}
 	}
 	ids := map[string]bool{}

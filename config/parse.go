@@ -631,9 +631,9 @@ func parseInterfaces(top *table, dir string) []Interface {
 	for i, m := range entries {
 		t := newTable(m, "", top.ps)
 		t.array, t.label = "interface", labels[i]
-		t.unknown("name", "mode", "private_key_file", "listen_port", "endpoint", "orphans")
+		t.unknown("name", "mode", "private_key_file", "listen_port", "endpoint", "orphans", "orphan_removal_limit")
 
-		ifc := Interface{Mode: DefaultMode, Orphans: DefaultOrphans}
+		ifc := Interface{Mode: DefaultMode, Orphans: DefaultOrphans, OrphanRemovalLimit: DefaultOrphanLimit}
 		if s, ok := t.str("name"); ok {
 			ifc.Name = s
 			if reason := ifNameProblem(s); reason != "" {
@@ -683,6 +683,23 @@ func parseInterfaces(top *table, dir string) []Interface {
 			ifc.Orphans = s
 			if s != OrphansRemove && s != OrphansKeep {
 				t.bad("orphans", s, `must be "remove" or "keep"`)
+			}
+		}
+		if v, ok := t.m["orphan_removal_limit"]; ok {
+			var l OrphanLimit
+			var err error
+			switch v := v.(type) {
+			case string:
+				l, err = ParseOrphanLimit(v)
+			case int64:
+				l, err = CountLimit(v)
+			default:
+				err = errOrphanLimit
+			}
+			if err != nil {
+				t.bad("orphan_removal_limit", v, "%s", err)
+			} else {
+				ifc.OrphanRemovalLimit = l
 			}
 		}
 		if ifc.ListenPort != 0 && t.ok("listen_port", "mode") {
