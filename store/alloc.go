@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // maxIndex bounds host indexes so that index arithmetic never overflows; an
@@ -72,10 +74,108 @@ func HostAddr(prefix netip.Prefix, i int64) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// poolQuery finds the lowest free host index of a profile in O(log n): the
-// smallest index on the free list, else the high-water mark (see the
-// ip_pools/ip_free tables and their triggers in the schema).
+// poolQuery finds the lowest free host index of a profile at or above ?3
+// in O(log n): the smallest such index on the free list, else the
+// high-water mark or ?3, whichever is higher (every index below the
+// high-water mark is held or on the free list; see the ip_pools/ip_free
+// tables and their triggers in the schema).
 const poolQuery = `SELECT coalesce(
-	(SELECT min(ip_index) FROM ip_free WHERE interface = ?1 AND profile_id = ?2),
-	(SELECT next_index FROM ip_pools WHERE interface = ?1 AND profile_id = ?2),
-	0)`
+	(SELECT min(ip_index) FROM ip_free WHERE interface = ?1 AND profile_id = ?2 AND ip_index >= ?3),
+	max(coalesce((SELECT next_index FROM ip_pools WHERE interface = ?1 AND profile_id = ?2), 0), ?3))`
+
+// span is an inclusive range of host indexes.
+type span struct{ lo, hi int64 }
+
+// avoidSpans returns the host indexes (below capacity) whose IPv4 or IPv6
+// address lies in one of avoid, as sorted, merged spans. Prefixes outside
+// both ranges are ignored. Its cost grows with len(avoid), never with the
+// size of the ranges.
+func avoidSpans(v4, v6 netip.Prefix, avoid []netip.Prefix, capacity int64) []span {
+	var out []span
+	for _, a := range avoid {
+		if !a.IsValid() {
+			continue
+		}
+		a = a.Masked()
+		r := v4
+		if a.Addr().Is6() {
+			r = v6
+		}
+		if !r.IsValid() || !r.Overlaps(a) {
+			continue
+		}
+		// Of two overlapping prefixes one contains the other.
+		first, last := a, a
+		if r.Bits() > a.Bits() {
+			first, last = r, r
+		}
+		lo, hi := offsetIn(r, first.Masked().Addr()), offsetIn(r, lastAddr(last))
+		if lo >= maxIndex {
+			continue // beyond every index
+		}
+		lo, hi = max(lo-2, 0), min(hi-2, capacity-1)
+		if lo <= hi {
+			out = append(out, span{lo, hi})
+		}
+	}
+	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	merged := out[:0]
+	for _, s := range out {
+		if n := len(merged); n > 0 && s.lo <= merged[n-1].hi+1 {
+			merged[n-1].hi = max(merged[n-1].hi, s.hi)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	return merged
+}
+
+// offsetIn returns a's distance from r's first address, at most maxIndex
+// (a lies in r).
+func offsetIn(r netip.Prefix, a netip.Addr) int64 {
+	base := r.Masked().Addr().As16()
+	b := a.As16()
+	hi := binary.BigEndian.Uint64(b[:8]) - binary.BigEndian.Uint64(base[:8])
+	lo := binary.BigEndian.Uint64(b[8:]) - binary.BigEndian.Uint64(base[8:])
+	if binary.BigEndian.Uint64(b[8:]) < binary.BigEndian.Uint64(base[8:]) {
+		hi--
+	}
+	if hi != 0 || lo >= uint64(maxIndex) {
+		return maxIndex
+	}
+	return int64(lo)
+}
+
+// lastAddr returns the last address of p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As16()
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	for i := bits; i < 128; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a := netip.AddrFrom16(b)
+	if p.Addr().Is4() {
+		a = a.Unmap()
+	}
+	return a
+}
+
+// avoided returns the span holding idx, if any (spans sorted and merged).
+func avoided(spans []span, idx int64) (span, bool) {
+	i, found := slices.BinarySearchFunc(spans, idx, func(s span, x int64) int {
+		switch {
+		case s.hi < x:
+			return -1
+		case s.lo > x:
+			return 1
+		}
+		return 0
+	})
+	if !found {
+		return span{}, false
+	}
+	return spans[i], true
+}

@@ -157,14 +157,17 @@ func BenchmarkLowestFreeIndex(b *testing.B) {
 		fillPool(b, stores[n], n, nil)
 	}
 	nsPerOp := map[string]float64{}
-	for _, q := range []struct{ name, sql string }{{"freelist", poolQuery}, {"gapscan", gapScanQuery}} {
+	for _, q := range []struct {
+		name, sql string
+		args      []any
+	}{{"freelist", poolQuery, []any{"wg0", "bench", 0}}, {"gapscan", gapScanQuery, []any{"wg0", "bench"}}} {
 		for _, n := range []int{0, big} {
 			name := fmt.Sprintf("%s/peers=%d", q.name, n)
 			b.Run(name, func(b *testing.B) {
 				s := stores[n]
 				for b.Loop() {
 					var idx int64
-					if err := s.db.QueryRowContext(ctx, q.sql, "wg0", "bench").Scan(&idx); err != nil {
+					if err := s.db.QueryRowContext(ctx, q.sql, q.args...).Scan(&idx); err != nil {
 						b.Fatal(err)
 					}
 					if idx != int64(n) {

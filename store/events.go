@@ -451,6 +451,50 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) 
 	return out, nil
 }
 
+// disconnectedChunk is how many keys one Disconnected query asks about.
+const disconnectedChunk = 500
+
+// Disconnected returns which of keys have at least one D event, on any
+// interface: former configs of this store. It costs one indexed query per
+// 500 keys.
+func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtypes.Key]bool, error) {
+	out := map[wgtypes.Key]bool{}
+	for len(keys) > 0 {
+		n := min(len(keys), disconnectedChunk)
+		chunk := keys[:n]
+		keys = keys[n:]
+		args := make([]any, 0, n+1)
+		args = append(args, KindDisconnect)
+		for _, k := range chunk {
+			args = append(args, k.String())
+		}
+		q := `SELECT DISTINCT public_key FROM events WHERE event = ? AND public_key IN (?` + strings.Repeat(", ?", n-1) + `)`
+		rows, err := s.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+		}
+		for rows.Next() {
+			var ks string
+			if err := rows.Scan(&ks); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+			}
+			k, err := wgtypes.ParseKey(ks)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("find disconnected keys: stored key %q: %w", ks, err)
+			}
+			out[k] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+		}
+	}
+	return out, nil
+}
+
 // NextDue returns when ClaimDue can next return something: the earliest
 // next_attempt_at of pending D events, or, for an event under a lease that
 // ends later, the end of that lease. ok is false when nothing is pending.

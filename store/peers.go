@@ -55,6 +55,11 @@ type NewPeer struct {
 	// MaxPerUser limits the user's peers (pending and active) in this
 	// interface and profile; 0 = unlimited.
 	MaxPerUser int
+	// Avoid lists prefixes whose addresses must not be allocated: those
+	// that peers the store does not know hold on the device. Only their
+	// parts inside the profile's ranges matter; an index is skipped when
+	// its IPv4 or its IPv6 address is in one of them.
+	Avoid []netip.Prefix
 }
 
 func (np *NewPeer) validate() error {
@@ -86,7 +91,9 @@ func (np *NewPeer) validate() error {
 // inspects GetPeer to tell an idempotent retry from a conflict) or an
 // allocated address is taken on the interface (overlapping profiles);
 // ErrLimitReached when the user already holds MaxPerUser peers in the
-// profile; ErrPoolExhausted when no index is free.
+// profile; ErrPoolExhausted when no index is free. Indexes whose addresses
+// lie in np.Avoid are skipped; the cost grows with len(np.Avoid), not with
+// the number of peers.
 func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, error) {
 	if err := np.validate(); err != nil {
 		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
@@ -129,6 +136,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 		psk = p.PresharedKey.String()
 	}
 	key := np.PublicKey.String()
+	avoid := avoidSpans(v4, v6, np.Avoid, capacity)
 
 	var ev Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
@@ -152,10 +160,21 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			}
 		}
 		var idx int64
-		if err := tx.QueryRowContext(ctx, poolQuery, np.Interface, np.ProfileID).Scan(&idx); err != nil {
-			return convErr(err)
+		for from := int64(0); ; {
+			if err := tx.QueryRowContext(ctx, poolQuery, np.Interface, np.ProfileID, from).Scan(&idx); err != nil {
+				return convErr(err)
+			}
+			sp, skip := avoided(avoid, idx)
+			if !skip {
+				break
+			}
+			from = sp.hi + 1
 		}
 		if idx >= capacity {
+			if len(avoid) > 0 {
+				return fmt.Errorf("all %d addresses of profile %q are in use or held by peers on the device that the store does not know: %w",
+					capacity, np.ProfileID, ErrPoolExhausted)
+			}
 			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, ErrPoolExhausted)
 		}
 		p.IPv4 = HostAddr(v4, idx)
