@@ -173,7 +173,13 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if err != nil {
 		return nil, err
 	}
-	serverKey, err := e.serverKey(ctx, ifc.Name)
+	serverKey, err := e.serverKey(ctx, ifc)
+	if err != nil {
+		return nil, err
+	}
+	// Addresses that peers unknown to the store keep on the device are
+	// never handed out.
+	avoid, err := e.heldAddrs(ctx, ifc)
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +223,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		IPv4Range:     prof.IPv4Range,
 		IPv6Range:     prof.IPv6Range,
 		MaxPerUser:    prof.MaxConfigsPerUser,
+		Avoid:         avoid,
 	})
 	if errors.Is(err, store.ErrConflict) && req.PublicKey != nil {
 		return e.existing(ctx, pub, req, prof, ifc, serverKey, err)
@@ -325,19 +332,17 @@ func expiryFor(prof config.Profile, req CreateRequest, now time.Time) (time.Time
 
 // serverKey returns the interface's public key, read from the device once
 // and then remembered (refreshed by every reconcile).
-func (e *Engine) serverKey(ctx context.Context, iface string) (wgtypes.Key, error) {
+func (e *Engine) serverKey(ctx context.Context, ifc config.Interface) (wgtypes.Key, error) {
 	e.mu.Lock()
-	k, ok := e.serverKeys[iface]
+	k, ok := e.serverKeys[ifc.Name]
 	e.mu.Unlock()
 	if ok {
 		return k, nil
 	}
-	d, err := e.dev.Read(ctx, iface)
+	d, err := e.look(ctx, ifc)
 	if err != nil {
-		e.obs.DeviceReadError(iface)
-		return wgtypes.Key{}, fmt.Errorf("read %s for its public key: %w", iface, unavailable(err))
+		return wgtypes.Key{}, err
 	}
-	e.rememberKey(iface, d.PublicKey)
 	return d.PublicKey, nil
 }
 

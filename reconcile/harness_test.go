@@ -63,7 +63,7 @@ listen = ""
 name = "%s"
 endpoint = "127.0.0.1:%d"
 orphans = "%s"
-
+%s
 [[profile]]
 id = "staff"
 interface = "%s"
@@ -82,6 +82,7 @@ type harnessOpts struct {
 	maxPerUser int
 	psk        bool
 	peers      []wg.Wanted // preset on the server
+	ifaceExtra string      // more lines of the [[interface]] section
 }
 
 type harness struct {
@@ -114,7 +115,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if err := os.Chmod(filepath.Join(h.dir, "hook.sh"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	toml := fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, o.orphans, h.srv.Name, o.maxPerUser, o.psk)
+	toml := fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, h.srv.Name, o.maxPerUser, o.psk)
 	if err := os.WriteFile(filepath.Join(h.dir, "wgkeeper.toml"), []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}

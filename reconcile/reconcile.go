@@ -62,6 +62,8 @@ type Retrier interface {
 	RetryFailed(ctx context.Context) (int, error)
 	PruneEvents(ctx context.Context, before time.Time) (int, error)
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	// Disconnected returns which of keys have a D event: former configs.
+	Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtypes.Key]bool, error)
 }
 
 // Store is everything the engine needs from the database.
@@ -133,10 +135,11 @@ type Engine struct {
 	obs     Observer
 	crash   func(string)
 
-	mu         sync.Mutex
+	mu         sync.Mutex // guards the four maps below; never held across I/O
 	serverKeys map[string]wgtypes.Key   // interface -> public key, learnt from reads
 	wantCache  map[string]wantedState   // interface -> desired peers at a data version
 	devSems    map[string]chan struct{} // interface -> in-process device lock
+	orphans    map[string]OrphanState   // interface -> latest look at its orphans
 	claims     atomic.Int64             // numbers the lease tokens of this engine
 	maxTimeout atomic.Int64             // longest hooks.timeout configured so far (ns)
 
@@ -176,6 +179,7 @@ func New(o Options) (*Engine, error) {
 		serverKeys: map[string]wgtypes.Key{},
 		wantCache:  map[string]wantedState{},
 		devSems:    map[string]chan struct{}{},
+		orphans:    map[string]OrphanState{},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

@@ -19,25 +19,47 @@ type Report struct {
 	Plan wg.Plan
 	// Counts is what was written; zero in a dry run.
 	Counts wg.Counts
+	// Orphans is what the device read showed of the orphans: with
+	// Orphans.Blocked and no Force, Plan removes none of Orphans.Held.
+	Orphans OrphanState
 	// Expiring lists, in a dry run, the active configs that housekeeping
 	// would expire now.
 	Expiring []store.Peer
 	DryRun   bool
+	// Force lifted the orphan removal limit for this run.
+	Force    bool
 	Duration time.Duration
 	// Err is set when the interface was skipped (device unreadable) or the
 	// write failed; nothing is assumed about the device then.
 	Err error
 }
 
+// ReconcileOptions change what one reconcile does.
+type ReconcileOptions struct {
+	// DryRun plans and changes nothing.
+	DryRun bool
+	// Force removes every orphan even above orphan_removal_limit: the
+	// operator confirms the store is right (`reconcile -force IFACE`).
+	Force bool
+}
+
 // Reconcile makes one interface match the store: one device read, one pure
 // plan, one incremental write. Missing peers are restored without a C event,
 // drift is repaired, orphans are removed or kept per the interface's
-// orphans setting. A device that cannot be read is skipped with an error
-// and nothing is touched. With dryRun nothing changes.
+// orphans setting; more orphans to remove than orphan_removal_limit allows
+// blocks their removal (see OrphanState). A device that cannot be read is
+// skipped with an error and nothing is touched. With dryRun nothing
+// changes.
 func (e *Engine) Reconcile(ctx context.Context, iface string, dryRun bool) Report {
+	return e.ReconcileWith(ctx, iface, ReconcileOptions{DryRun: dryRun})
+}
+
+// ReconcileWith is Reconcile with options.
+func (e *Engine) ReconcileWith(ctx context.Context, iface string, o ReconcileOptions) Report {
+	dryRun := o.DryRun
 	start := time.Now()
-	r := Report{Interface: iface, DryRun: dryRun}
-	r.Err = e.reconcile(ctx, iface, dryRun, &r)
+	r := Report{Interface: iface, DryRun: dryRun, Force: o.Force}
+	r.Err = e.reconcile(ctx, iface, o, &r)
 	r.Duration = time.Since(start)
 	if !dryRun {
 		e.obs.Reconciled(iface, r.Counts, r.Duration, r.Err)
@@ -45,23 +67,20 @@ func (e *Engine) Reconcile(ctx context.Context, iface string, dryRun bool) Repor
 			e.log.Error("reconcile", "iface", iface, "err", r.Err)
 		} else if !r.Plan.Empty() {
 			e.log.Info("reconciled", "iface", iface, "added", r.Counts.Added, "updated", r.Counts.Updated,
-				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "duration", r.Duration.Round(time.Microsecond))
+				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "forced", o.Force,
+				"duration", r.Duration.Round(time.Microsecond))
 		}
 	}
 	return r
 }
 
-func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Report) error {
+func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions, r *Report) error {
 	cfg := e.Config()
 	ifc, ok := cfg.Interface(iface)
 	if !ok {
 		return fmt.Errorf("interface %q is not configured", iface)
 	}
-	orphans := wg.OrphansRemove
-	if ifc.Orphans == "keep" {
-		orphans = wg.OrphansKeep
-	}
-	if !dryRun {
+	if !o.DryRun {
 		l, err := e.deviceLock(ctx, iface)
 		if err != nil {
 			return err
@@ -77,24 +96,15 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 		return fmt.Errorf("skipped, device not read: %w", unavailable(err))
 	}
 	e.rememberKey(iface, d.PublicKey)
-	want, err := e.desired(ctx, iface)
-	if err != nil {
-		return fmt.Errorf("skipped, store not read: %w", err)
-	}
-	plan, err := wg.MakePlan(want, d.Peers, orphans)
+	plan, st, err := e.assess(ctx, ifc, d, o.Force)
 	if err != nil {
 		return err
 	}
-	if len(plan.KeptOrphans) > 0 {
-		// "keep" is for peers someone else put there. A peer this store
-		// has events for was a config of ours that is gone (its removal
-		// from the device failed or was interrupted): it goes.
-		plan, err = e.dropOurOrphans(ctx, plan)
-		if err != nil {
-			return err
-		}
-	}
-	if dryRun {
+	r.Orphans = st
+	if o.DryRun {
+		// What the device looks like is news even in a dry run; a
+		// forced dry run does not lift the block.
+		e.rememberOrphans(st)
 		r.Plan = plan
 		exp, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive, ExpiresBefore: e.clock()})
 		if err != nil {
@@ -103,6 +113,12 @@ func (e *Engine) reconcile(ctx context.Context, iface string, dryRun bool, r *Re
 		r.Expiring = exp
 		return nil
 	}
+	if o.Force && st.Blocked {
+		e.log.Warn("orphan removal forced above orphan_removal_limit", "iface", iface, "orphans", st.Orphans, "limit", st.Limit)
+		st.Blocked = false
+		r.Orphans = st
+	}
+	e.rememberOrphans(st)
 	if len(plan.Remove) > 0 {
 		// A read that raced a write can show peers that are not really
 		// there; remove only what a second read confirms.
@@ -149,27 +165,6 @@ func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error)
 	e.wantCache[iface] = wantedState{version: v, wanted: want}
 	e.mu.Unlock()
 	return want, nil
-}
-
-// dropOurOrphans moves kept orphans that the store has events for (former
-// configs of ours) to the plan's removals.
-func (e *Engine) dropOurOrphans(ctx context.Context, plan wg.Plan) (wg.Plan, error) {
-	kept := plan.KeptOrphans[:0:0]
-	for _, k := range plan.KeptOrphans {
-		// A D event means the key was a config of ours that is gone; a
-		// C alone may be a create still running its connect script.
-		evs, err := e.store.ListEvents(ctx, store.EventFilter{PublicKey: &k, Kind: store.KindDisconnect, Limit: 1})
-		if err != nil {
-			return plan, err
-		}
-		if len(evs) > 0 {
-			plan.Remove = append(plan.Remove, k)
-		} else {
-			kept = append(kept, k)
-		}
-	}
-	plan.KeptOrphans = kept
-	return plan, nil
 }
 
 func (e *Engine) confirmOnDevice(ctx context.Context, iface string, keys []wgtypes.Key) ([]wgtypes.Key, error) {
