@@ -27,6 +27,7 @@ const (
 	CodeUnsupportedMediaType = "unsupported_media_type" // 415
 	CodeInternal             = "internal"               // 500
 	CodeDeviceUnavailable    = "device_unavailable"     // 503
+	CodeBlocked              = "blocked"                // 503, /healthz only
 )
 
 // Codes lists every error code with its HTTP status.
@@ -44,6 +45,7 @@ var Codes = map[string]int{
 	CodeUnsupportedMediaType: http.StatusUnsupportedMediaType,
 	CodeInternal:             http.StatusInternalServerError,
 	CodeDeviceUnavailable:    http.StatusServiceUnavailable,
+	CodeBlocked:              http.StatusServiceUnavailable,
 }
 
 // Error is an API error: what the client gets as the JSON body
@@ -58,6 +60,16 @@ type Error struct {
 	ExitStatus *int `json:"exit_status,omitempty"`
 	// TimedOut is set when the connect script ran out of time.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// Blocked lists the interfaces whose orphan removal is blocked
+	// (blocked, from /healthz).
+	Blocked []BlockedInterface `json:"blocked,omitempty"`
+}
+
+// BlockedInterface is an interface whose orphan removal is blocked.
+type BlockedInterface struct {
+	Interface          string `json:"interface"`
+	Orphans            int    `json:"orphans"`
+	OrphanRemovalLimit int    `json:"orphan_removal_limit"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

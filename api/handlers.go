@@ -13,6 +13,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -309,9 +310,19 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		d, err := s.readDevice(ctx, ifc.Name)
 		if err != nil {
 			is.DeviceError = err.Error()
+			// What the engine saw last still says whether it is blocked.
+			if st, ok := s.eng.Orphans(ifc.Name); ok {
+				is.Blocked = st.Blocked
+			}
 		} else {
 			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, now)
 			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
+			// The verdict a reconcile would reach on this read.
+			st, err := s.eng.Inspect(ctx, ifc.Name, d)
+			if err != nil {
+				return err
+			}
+			is.OrphansJSON = OrphansView(st, ifc.Orphans == config.OrphansKeep)
 		}
 		out.Interfaces = append(out.Interfaces, is)
 	}
@@ -495,8 +506,27 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.st.DataVersion(ctx); err != nil {
 		return fmt.Errorf("health check: database: %w", err)
 	}
+	// An interface whose orphan removal is blocked needs the operator.
+	if b := s.eng.Blocked(); len(b) > 0 {
+		e := apiErr(CodeBlocked, "%s", blockedMessage(b))
+		for _, st := range b {
+			e.Blocked = append(e.Blocked, BlockedInterface{Interface: st.Interface, Orphans: st.Orphans, OrphanRemovalLimit: st.Limit})
+		}
+		writeError(w, e)
+		return nil
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
+}
+
+// blockedMessage names every blocked interface and what to do.
+func blockedMessage(b []reconcile.OrphanState) string {
+	parts := make([]string, len(b))
+	for i, st := range b {
+		parts[i] = fmt.Sprintf("interface %s is blocked: %d orphans, more than orphan_removal_limit %d; none removed; %s",
+			st.Interface, st.Orphans, st.Limit, reconcile.ForceHint(st.Interface))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // serveMetrics: GET /metrics in the Prometheus text format.

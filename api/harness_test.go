@@ -62,6 +62,7 @@ listen = ""
 [[interface]]
 name = "%s"
 endpoint = "127.0.0.1:%d"
+%s
 
 [[profile]]
 id = "staff"
@@ -99,6 +100,7 @@ type harnessOpts struct {
 	noScript   bool
 	ghost      bool
 	logger     bool
+	ifaceExtra string // more lines of the [[interface]] section
 }
 
 type harness struct {
@@ -135,7 +137,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.ghost {
 		ghost = ghostConfig
 	}
-	toml := fmt.Sprintf(testConfig, script, h.srv.Name, h.srv.Port, h.srv.Name, o.maxPerUser, h.srv.Name, ghost)
+	toml := fmt.Sprintf(testConfig, script, h.srv.Name, h.srv.Port, o.ifaceExtra, h.srv.Name, o.maxPerUser, h.srv.Name, ghost)
 	if err := os.WriteFile(filepath.Join(h.dir, "wgkeeper.toml"), []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,8 @@ type source struct {
 	cfg func() *config.Config
 	now func() time.Time
 	log *slog.Logger
+	// orphans is the engine's latest look at an interface's orphans.
+	orphans func(iface string) (reconcile.OrphanState, bool)
 }
 
 var (
@@ -67,6 +69,12 @@ var (
 	descPool = prometheus.NewDesc("wgkeeper_pool_addresses",
 		"Client addresses of a profile's pool, used (pending and active configs) and free.",
 		[]string{"profile", "kind"}, nil)
+	descBlocked = prometheus.NewDesc("wgkeeper_interface_blocked",
+		"1 while orphan removal is blocked on the interface (more orphans than orphan_removal_limit; none removed until `wgkeeper reconcile -force IFACE`), else 0.",
+		[]string{"interface"}, nil)
+	descOrphans = prometheus.NewDesc("wgkeeper_interface_orphans",
+		"Device peers the store does not know, as the latest reconcile or status saw them (former configs left out above the limit).",
+		[]string{"interface"}, nil)
 	descEvents = prometheus.NewDesc("wgkeeper_events",
 		"Events in the store by delivery status (running: a connect script in progress; failed: needs `events retry`).",
 		[]string{"status"}, nil)
@@ -164,6 +172,19 @@ func (m *Metrics) touchInterface(iface string) {
 	m.deviceReadErrors.WithLabelValues(iface)
 }
 
+// AttachOrphans sets where wgkeeper_interface_blocked and
+// wgkeeper_interface_orphans come from (the engine's Orphans); without it
+// they are not exported. Call it after Attach.
+func (m *Metrics) AttachOrphans(f func(iface string) (reconcile.OrphanState, bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.src != nil {
+		src := *m.src
+		src.orphans = f
+		m.src = &src
+	}
+}
+
 // Registry returns the registry, for tests and for registering more
 // collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -216,7 +237,7 @@ func (m *Metrics) HousekeepingRun(_ time.Duration, err error) {
 type stateCollector Metrics
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConfigs, descOnline, descDevicePeers, descPool, descEvents} {
+	for _, d := range []*prometheus.Desc{descConfigs, descOnline, descDevicePeers, descPool, descEvents, descBlocked, descOrphans} {
 		ch <- d
 	}
 }
@@ -280,6 +301,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 
 	now := src.now()
 	for _, ifc := range cfg.Interfaces {
+		if src.orphans != nil {
+			// Known from the engine's latest look, even when this
+			// scrape cannot read the device.
+			if st, ok := src.orphans(ifc.Name); ok {
+				b := 0.0
+				if st.Blocked {
+					b = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, b, ifc.Name)
+				ch <- prometheus.MustNewConstMetric(descOrphans, prometheus.GaugeValue, float64(st.Orphans), ifc.Name)
+			}
+		}
 		d, err := src.dev.Read(ctx, ifc.Name)
 		if err != nil {
 			m.DeviceReadError(ifc.Name)

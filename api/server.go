@@ -142,6 +142,7 @@ func New(o Options) (*Server, error) {
 		s.metrics = NewMetrics()
 	}
 	s.metrics.Attach(o.Store, o.Device, o.Engine.Config, s.now, s.log)
+	s.metrics.AttachOrphans(o.Engine.Orphans)
 	// No WriteTimeout: a create waits for its connect script (bounded by
 	// hooks.timeout) and a housekeeping run with "wait" for the lock.
 	s.srv = &http.Server{

@@ -142,6 +142,58 @@ type InterfaceStatus struct {
 	ConfigsActive  int     `json:"configs_active"`
 	ConfigsPending int     `json:"configs_pending"`
 	DeviceError    string  `json:"device_error,omitempty"`
+	OrphansJSON
+}
+
+// OrphansJSON is what a device read showed of an interface's orphans
+// (device peers not in the store); the counts are absent when the device
+// could not be read.
+type OrphansJSON struct {
+	// Blocked: more orphans than orphan_removal_limit; reconcile removes
+	// none until `wgkeeper reconcile -force IFACE` or a higher limit.
+	Blocked            bool `json:"blocked"`
+	Orphans            *int `json:"orphans,omitempty"`
+	OrphanRemovalLimit *int `json:"orphan_removal_limit,omitempty"`
+	// KeptOrphans are the orphans kept with orphans = "keep" and the pool
+	// addresses they hold (never given to a config).
+	KeptOrphans []KeptOrphan `json:"kept_orphans,omitempty"`
+}
+
+// KeptOrphan is an orphan left on the device with orphans = "keep".
+type KeptOrphan struct {
+	PublicKey  string   `json:"public_key"`
+	AllowedIPs []string `json:"allowed_ips"`
+	// Keeps are the allowed IPs inside the interface's profile ranges.
+	Keeps []string `json:"keeps"`
+}
+
+// OrphansView is an orphan state in the API's JSON shape; kept says
+// whether the held orphans are kept (orphans = "keep") rather than blocked.
+func OrphansView(st reconcile.OrphanState, kept bool) OrphansJSON {
+	n, l := st.Orphans, st.Limit
+	out := OrphansJSON{Blocked: st.Blocked, Orphans: &n, OrphanRemovalLimit: &l}
+	if kept {
+		for _, h := range st.Held {
+			ko := KeptOrphan{PublicKey: h.PublicKey.String(), AllowedIPs: prefixesOut(h.AllowedIPs), Keeps: []string{}}
+			for _, k := range h.Keeps {
+				if k.IsSingleIP() {
+					ko.Keeps = append(ko.Keeps, k.Addr().String())
+				} else {
+					ko.Keeps = append(ko.Keeps, k.String())
+				}
+			}
+			out.KeptOrphans = append(out.KeptOrphans, ko)
+		}
+	}
+	return out
+}
+
+func prefixesOut(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
 }
 
 // ProfileStatus is one profile in GET /v1/status.
@@ -176,7 +228,9 @@ type ReconciledJSON struct {
 	Updated     int    `json:"updated"`
 	Removed     int    `json:"removed"`
 	KeptOrphans int    `json:"kept_orphans"`
-	Error       string `json:"error,omitempty"`
+	// Blocked: orphan removal blocked (see InterfacePlan).
+	Blocked bool   `json:"blocked"`
+	Error   string `json:"error,omitempty"`
 }
 
 // PlanResponse answers GET /v1/plan: what a reconcile would change now.
@@ -193,6 +247,13 @@ type InterfacePlan struct {
 	KeptOrphans []string      `json:"kept_orphans"`
 	// Expiring are the active configs housekeeping would expire now.
 	Expiring []PeerJSON `json:"expiring"`
+	// Blocked: more orphans (Orphans) than OrphanRemovalLimit; the plan
+	// removes none of BlockedOrphans. Forced says `-force` lifted it.
+	Blocked            bool     `json:"blocked"`
+	Forced             bool     `json:"forced,omitempty"`
+	Orphans            int      `json:"orphans"`
+	OrphanRemovalLimit int      `json:"orphan_removal_limit"`
+	BlockedOrphans     []string `json:"blocked_orphans"`
 }
 
 // PlannedPeer is a peer the plan adds or updates.
@@ -306,6 +367,12 @@ func planOut(r reconcile.Report) InterfacePlan {
 		Remove:      keysOut(r.Plan.Remove),
 		KeptOrphans: keysOut(r.Plan.KeptOrphans),
 		Expiring:    make([]PeerJSON, 0, len(r.Expiring)),
+		Blocked:     r.Orphans.Blocked, Forced: r.Force && r.Orphans.Blocked,
+		Orphans: r.Orphans.Orphans, OrphanRemovalLimit: r.Orphans.Limit,
+		BlockedOrphans: []string{},
+	}
+	if r.Orphans.Blocked && !r.Force {
+		out.BlockedOrphans = keysOut(r.Orphans.HeldKeys())
 	}
 	for _, w := range r.Plan.Add {
 		out.Add = append(out.Add, plannedOut(w, nil))
@@ -359,7 +426,7 @@ func HousekeepingView(sum reconcile.Summary) HousekeepingResponse {
 	}
 	for _, rep := range sum.Reports {
 		rj := ReconciledJSON{Interface: rep.Interface, Added: rep.Counts.Added, Updated: rep.Counts.Updated,
-			Removed: rep.Counts.Removed, KeptOrphans: len(rep.Plan.KeptOrphans)}
+			Removed: rep.Counts.Removed, KeptOrphans: len(rep.Plan.KeptOrphans), Blocked: rep.Err == nil && rep.Orphans.Blocked && !rep.Force}
 		if rep.Err != nil {
 			rj.Error = rep.Err.Error()
 		}

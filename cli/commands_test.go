@@ -345,7 +345,7 @@ func TestStatusGolden(t *testing.T) {
 	at := func(d time.Duration) *time.Time { x := t0.Add(d); return &x }
 	ifaces := []statusIface{{
 		Name: "wg0", Mode: "kernel", ListenPort: 51820,
-		Counts: map[string]int{StateOnline: 1, StateOffline: 1, StateNeverConnected: 1, StatePending: 1, StateMissing: 1, StateDrift: 1, StateOrphan: 1},
+		Counts: map[string]int{StateOnline: 1, StateOffline: 1, StateNeverConnected: 1, StatePending: 1, StateMissing: 1, StateDrift: 1, StateOrphan: 1, StateOrphanKept: 1},
 		Pools:  []statusPool{{Profile: "staff", Used: 6, Total: 253}},
 		Peers: []statusPeer{
 			{PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", UserID: "alice", ProfileID: "staff", IPFour: "10.42.0.2", IPSix: "fd42::2", CreatedAt: at(-72 * time.Hour), ExpiresAt: at(30 * 24 * time.Hour), LastHandshake: at(-40 * time.Second), RxBytes: 123456789, TxBytes: 2048, Endpoint: "198.51.100.7:40001", State: StateOnline},
@@ -355,7 +355,11 @@ func TestStatusGolden(t *testing.T) {
 			{PublicKey: "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEA=", UserID: "erin", ProfileID: "staff", IPFour: "10.42.0.6", CreatedAt: at(-49 * time.Hour), State: StateMissing},
 			{PublicKey: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA=", UserID: "frank", ProfileID: "staff", IPFour: "10.42.0.7", CreatedAt: at(-time.Hour), State: StateDrift},
 			{PublicKey: "GGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGA=", IPFour: "10.42.9.9/32", State: StateOrphan},
+			{PublicKey: "HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHA=", IPFour: "10.42.0.8/32", LastHandshake: at(-time.Minute), State: "orphan (keeps 10.42.0.8)", Keeps: []string{"10.42.0.8"}},
 		},
+	}, {
+		Name: "wg2", Mode: "existing", ListenPort: 51822, Blocked: true, Orphans: intp(50), OrphanRemovalLimit: intp(10),
+		Counts: map[string]int{StateOrphan: 50}, Pools: []statusPool{{Profile: "guests", Used: 0, Total: 253}},
 	}, {
 		Name: "wg1", Mode: "existing", DeviceError: "read wg1: interface does not exist", Counts: map[string]int{}, Pools: []statusPool{},
 	}}
@@ -374,6 +378,8 @@ func TestStatusGolden(t *testing.T) {
 		t.Errorf("status output differs from %s (-update to rewrite):\n got:\n%s\nwant:\n%s", golden, b.String(), want)
 	}
 }
+
+func intp(n int) *int { return &n }
 
 func TestHumanUnits(t *testing.T) {
 	for _, tc := range []struct {

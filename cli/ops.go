@@ -11,27 +11,61 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
+const reconcileHelp = "Make the interfaces match the store (all, or those named): add missing\npeers (no C event), repair drift, remove orphans. Prints the plan like a diff:\n  + added   ~ updated (what drifted)   - removed   = orphan kept\n  x orphan not removed (blocked)   ! would expire (dry run)\nMore orphans than an interface's orphan_removal_limit block their removal:\nnone are removed and the command fails, until -force IFACE confirms the\nstore is right."
+
 func cmdReconcile(e *env, args []string) error {
 	fs := newFlags("reconcile")
 	dry := fs.Bool("dry-run", false, "print the plan and change nothing")
+	force := fs.Bool("force", false, "remove the orphans of the named interfaces even above orphan_removal_limit")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(e, fs, args, "reconcile",
-		"Make every interface match the store: add missing peers (no C event),\nrepair drift, remove orphans. Prints the plan like a diff:\n  + added   ~ updated (what drifted)   - removed   = orphan kept   ! would expire (dry run)",
-		"wgkeeper reconcile -dry-run"); err != nil {
-		return err
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(e.stdout, "usage: wgkeeper [-config FILE] reconcile [-dry-run] [-force] [-json] [IFACE...]\n\n%s\n\nexamples:\n  wgkeeper reconcile -dry-run\n  wgkeeper reconcile -force wg0\n\nflags:\n", reconcileHelp)
+			fs.SetOutput(e.stdout)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+			return flag.ErrHelp
+		}
+		return usagef("%v", err)
+	}
+	names := fs.Args()
+	if *force && len(names) == 0 {
+		return usagef("-force needs the interfaces named: wgkeeper reconcile -force IFACE")
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "-") {
+			return usagef("flags go before the interface names: %q", n)
+		}
 	}
 	return e.withParts(func(p *parts) error {
-		reports := p.engine.ReconcileAll(e.ctx, *dry)
+		for _, n := range names {
+			if _, ok := p.cfg.Interface(n); !ok {
+				return usagef("interface %q is not in the config", n)
+			}
+		}
+		var reports []reconcile.Report
+		if len(names) == 0 {
+			reports = p.engine.ReconcileAll(e.ctx, *dry)
+		} else {
+			for _, n := range names {
+				reports = append(reports, p.engine.ReconcileWith(e.ctx, n, reconcile.ReconcileOptions{DryRun: *dry, Force: *force}))
+			}
+		}
 		var failed []string
 		for _, r := range reports {
-			if r.Err != nil {
+			switch {
+			case r.Err != nil:
 				failed = append(failed, fmt.Sprintf("%s: %v", r.Interface, r.Err))
+			case !r.DryRun && !r.Force && r.Orphans.Blocked:
+				failed = append(failed, fmt.Sprintf("%s: %v", r.Interface, r.Orphans.Err()))
 			}
 		}
 		if *asJSON {
@@ -75,6 +109,13 @@ func printPlan(w io.Writer, r reconcile.Report) {
 		fmt.Fprintf(w, ", %d expiring", len(r.Expiring))
 	}
 	fmt.Fprintln(w)
+	blocked := r.Orphans.Blocked && !r.Force
+	switch {
+	case blocked:
+		fmt.Fprintf(w, "blocked: %d orphans, more than orphan_removal_limit %d: none removed\n  %s\n", r.Orphans.Orphans, r.Orphans.Limit, reconcile.ForceHint(r.Interface))
+	case r.Orphans.Blocked:
+		fmt.Fprintf(w, "forced: %d orphans removed above orphan_removal_limit %d\n", r.Orphans.Orphans, r.Orphans.Limit)
+	}
 	for _, a := range r.Plan.Add {
 		fmt.Fprintf(w, "+ %s %s\n", a.PublicKey, prefixes(a.AllowedIPs))
 	}
@@ -94,8 +135,21 @@ func printPlan(w io.Writer, r reconcile.Report) {
 	for _, k := range r.Plan.Remove {
 		fmt.Fprintf(w, "- %s\n", k)
 	}
+	kept := map[wgtypes.Key]reconcile.HeldOrphan{}
+	for _, h := range r.Orphans.Held {
+		kept[h.PublicKey] = h
+	}
 	for _, k := range r.Plan.KeptOrphans {
-		fmt.Fprintf(w, "= %s orphan kept\n", k)
+		if txt := kept[k].KeepsText(); txt != "" {
+			fmt.Fprintf(w, "= %s orphan kept (keeps %s)\n", k, txt)
+		} else {
+			fmt.Fprintf(w, "= %s orphan kept\n", k)
+		}
+	}
+	if blocked {
+		for _, h := range r.Orphans.Held {
+			fmt.Fprintf(w, "x %s orphan not removed (blocked) %s\n", h.PublicKey, prefixes(h.AllowedIPs))
+		}
 	}
 	for _, p := range r.Expiring {
 		fmt.Fprintf(w, "! %s expired %s (user %s)\n", p.PublicKey, p.ExpiresAt.UTC().Format(time.RFC3339), p.UserID)
@@ -137,7 +191,21 @@ func cmdHousekeeping(e *env, args []string) error {
 				}
 				fmt.Fprintf(e.stdout, "  %s: %d added, %d updated, %d removed, %d orphans kept\n", r.Interface,
 					r.Counts.Added, r.Counts.Updated, r.Counts.Removed, len(r.Plan.KeptOrphans))
+				if r.Orphans.Blocked {
+					fmt.Fprintf(e.stdout, "  %s: blocked: %d orphans, more than orphan_removal_limit %d: none removed\n", r.Interface, r.Orphans.Orphans, r.Orphans.Limit)
+				}
 			}
+		}
+		// A blocked interface needs the operator: fail, so a timer's
+		// unit shows it.
+		var blocked []error
+		for _, r := range sum.Reports {
+			if r.Err == nil && r.Orphans.Blocked {
+				blocked = append(blocked, fmt.Errorf("%s: %w", r.Interface, r.Orphans.Err()))
+			}
+		}
+		if len(blocked) > 0 {
+			err = errors.Join(append([]error{err}, blocked...)...)
 		}
 		return err
 	})

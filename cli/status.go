@@ -11,6 +11,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -26,6 +27,9 @@ const (
 	StateOrphan         = "orphan (not in store)"
 	StatePending        = "pending"
 	StateUnknown        = "unknown (device unreadable)"
+	// StateOrphanKept counts orphans kept with orphans = "keep"; their
+	// rows say "orphan (keeps ADDRESSES)" when they hold pool addresses.
+	StateOrphanKept = "orphan (kept)"
 )
 
 // statusPeer is one row of status: the store's config next to the device.
@@ -42,6 +46,9 @@ type statusPeer struct {
 	TxBytes       int64      `json:"tx_bytes"`
 	Endpoint      string     `json:"endpoint"`
 	State         string     `json:"state"`
+	// Keeps lists, for an orphan kept on the device, the pool addresses
+	// it holds (never handed to a config).
+	Keeps []string `json:"keeps,omitempty"`
 }
 
 type statusPool struct {
@@ -51,13 +58,19 @@ type statusPool struct {
 }
 
 type statusIface struct {
-	Name        string         `json:"name"`
-	Mode        string         `json:"mode"`
-	ListenPort  int            `json:"listen_port"`
-	DeviceError string         `json:"device_error,omitempty"`
-	Counts      map[string]int `json:"counts"`
-	Pools       []statusPool   `json:"pools"`
-	Peers       []statusPeer   `json:"peers"`
+	Name        string `json:"name"`
+	Mode        string `json:"mode"`
+	ListenPort  int    `json:"listen_port"`
+	DeviceError string `json:"device_error,omitempty"`
+	// Blocked: more orphans than orphan_removal_limit; reconcile removes
+	// none until `reconcile -force` (Orphans and OrphanRemovalLimit say
+	// how many; both absent when the device could not be read).
+	Blocked            bool           `json:"blocked"`
+	Orphans            *int           `json:"orphans,omitempty"`
+	OrphanRemovalLimit *int           `json:"orphan_removal_limit,omitempty"`
+	Counts             map[string]int `json:"counts"`
+	Pools              []statusPool   `json:"pools"`
+	Peers              []statusPeer   `json:"peers"`
 }
 
 func optTime(t time.Time) *time.Time {
@@ -77,8 +90,9 @@ func addrText(a netip.Addr) string {
 
 // statusRows joins the store's configs of one interface with its device
 // peers (dev nil: the device could not be read). Rows are sorted by user,
-// profile and address; orphans come last.
-func statusRows(peers []store.Peer, dev *wg.Device, t time.Time) []statusPeer {
+// profile and address; orphans come last, those kept with orphans = "keep"
+// (in kept) showing the pool addresses they hold.
+func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconcile.HeldOrphan, t time.Time) []statusPeer {
 	onDev := map[wgtypes.Key]wg.Peer{}
 	if dev != nil {
 		for _, p := range dev.Peers {
@@ -139,6 +153,15 @@ func statusRows(peers []store.Peer, dev *wg.Device, t time.Time) []statusPeer {
 				ips = append(ips, a.String())
 			}
 			r.IPFour = strings.Join(ips, ",")
+			if h, ok := kept[d.PublicKey]; ok {
+				r.State = StateOrphanKept
+				if txt := h.KeepsText(); txt != "" {
+					r.State = "orphan (keeps " + txt + ")"
+					for _, k := range h.Keeps {
+						r.Keeps = append(r.Keeps, keepText(k))
+					}
+				}
+			}
 			if d.Endpoint.IsValid() {
 				r.Endpoint = d.Endpoint.String()
 			}
@@ -181,14 +204,31 @@ func collectStatus(e *env, p *parts) ([]statusIface, error) {
 			return nil, err
 		}
 		dev, err := p.dev.Read(e.ctx, ifc.Name)
+		var kept map[wgtypes.Key]reconcile.HeldOrphan
 		if err != nil {
 			si.DeviceError = err.Error()
 			dev = nil
 		} else {
 			si.ListenPort = dev.ListenPort
+			// The same verdict a reconcile would reach on this read.
+			st, err := p.engine.Inspect(e.ctx, ifc.Name, dev)
+			if err != nil {
+				return nil, err
+			}
+			si.Blocked, si.Orphans, si.OrphanRemovalLimit = st.Blocked, &st.Orphans, &st.Limit
+			if ifc.Orphans == config.OrphansKeep {
+				kept = make(map[wgtypes.Key]reconcile.HeldOrphan, len(st.Held))
+				for _, h := range st.Held {
+					kept[h.PublicKey] = h
+				}
+			}
 		}
-		si.Peers = statusRows(peers, dev, t)
+		si.Peers = statusRows(peers, dev, kept, t)
 		for _, r := range si.Peers {
+			if strings.HasPrefix(r.State, "orphan (keeps ") {
+				si.Counts[StateOrphanKept]++
+				continue
+			}
 			si.Counts[r.State]++
 		}
 		for _, prof := range p.cfg.ProfilesOn(ifc.Name) {
@@ -203,7 +243,15 @@ func collectStatus(e *env, p *parts) ([]statusIface, error) {
 	return out, nil
 }
 
-var stateOrder = []string{StateOnline, StateOffline, StateNeverConnected, StatePending, StateMissing, StateDrift, StateOrphan, StateUnknown}
+var stateOrder = []string{StateOnline, StateOffline, StateNeverConnected, StatePending, StateMissing, StateDrift, StateOrphan, StateOrphanKept, StateUnknown}
+
+// keepText is a held prefix as status shows it: a host prefix as its address.
+func keepText(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
+}
 
 func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
 	for i, si := range ifaces {
@@ -227,6 +275,10 @@ func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
 		if si.DeviceError != "" {
 			fmt.Fprintf(w, "  device unreadable: %s\n", si.DeviceError)
 		}
+		if si.Blocked {
+			fmt.Fprintf(w, "  blocked: %d orphans (device peers not in the store), more than orphan_removal_limit %d: reconcile removes none\n    %s\n",
+				deref0(si.Orphans), deref0(si.OrphanRemovalLimit), reconcile.ForceHint(si.Name))
+		}
 		if len(si.Peers) == 0 {
 			continue
 		}
@@ -237,7 +289,7 @@ func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
 			if r.CreatedAt != nil {
 				created = ago(t, *r.CreatedAt)
 			}
-			if r.State != StateOrphan {
+			if !strings.HasPrefix(r.State, "orphan") {
 				expires = until(t, deref(r.ExpiresAt))
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.UserID), dash(r.ProfileID), shortKey(r.PublicKey),
@@ -246,6 +298,13 @@ func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+func deref0(n *int) int {
+	if n == nil {
+		return 0
+	}
+	return *n
 }
 
 func deref(t *time.Time) time.Time {

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -43,6 +44,26 @@ type OrphanState struct {
 type HeldOrphan struct {
 	PublicKey  wgtypes.Key
 	AllowedIPs []netip.Prefix
+	// Keeps are the allowed IPs that overlap a profile range of the
+	// interface: addresses no config gets while the orphan holds them.
+	Keeps []netip.Prefix
+}
+
+// KeepsText is Keeps for people: host prefixes as bare addresses, joined
+// with ", "; "" when the orphan holds no pool address.
+func (h HeldOrphan) KeepsText() string {
+	var b []byte
+	for i, p := range h.Keeps {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		if p.IsSingleIP() {
+			b = p.Addr().AppendTo(b)
+		} else {
+			b = p.AppendTo(b)
+		}
+	}
+	return string(b)
 }
 
 // HeldKeys returns the keys of s.Held.
@@ -52,6 +73,20 @@ func (s OrphanState) HeldKeys() []wgtypes.Key {
 		out[i] = h.PublicKey
 	}
 	return out
+}
+
+// ErrBlocked matches (errors.Is) the error OrphanState.Err returns for a
+// blocked interface.
+var ErrBlocked = errors.New("orphan removal blocked")
+
+// Err is nil unless the state is blocked; then it says so, with the
+// numbers and what to do.
+func (s OrphanState) Err() error {
+	if !s.Blocked {
+		return nil
+	}
+	return fmt.Errorf("%w: %d device peers are not in the store, more than orphan_removal_limit (%d) allows to remove at once; none removed; %s",
+		ErrBlocked, s.Orphans, s.Limit, ForceHint(s.Interface))
 }
 
 // ForceHint is what an operator runs to lift the block of an interface.
@@ -137,9 +172,23 @@ func (e *Engine) assess(ctx context.Context, ifc config.Interface, d *wg.Device,
 				ips[p.PublicKey] = p.AllowedIPs
 			}
 		}
+		var ranges []netip.Prefix
+		for _, p := range e.Config().ProfilesOn(ifc.Name) {
+			for _, r := range []netip.Prefix{p.IPv4Range, p.IPv6Range} {
+				if r.IsValid() {
+					ranges = append(ranges, r)
+				}
+			}
+		}
 		st.Held = make([]HeldOrphan, len(held))
 		for i, k := range held { // sorted by key, as the plan is
-			st.Held[i] = HeldOrphan{PublicKey: k, AllowedIPs: ips[k]}
+			h := HeldOrphan{PublicKey: k, AllowedIPs: ips[k]}
+			for _, a := range h.AllowedIPs {
+				if slices.ContainsFunc(ranges, a.Overlaps) {
+					h.Keeps = append(h.Keeps, a)
+				}
+			}
+			st.Held[i] = h
 		}
 	}
 	slices.SortFunc(plan.Remove, func(a, b wgtypes.Key) int { return bytes.Compare(a[:], b[:]) })
@@ -238,7 +287,7 @@ func (e *Engine) heldAddrs(ctx context.Context, ifc config.Interface) ([]netip.P
 	}
 	var out []netip.Prefix
 	for _, h := range st.Held {
-		out = append(out, h.AllowedIPs...)
+		out = append(out, h.Keeps...)
 	}
 	return out, nil
 }

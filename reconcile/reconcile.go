@@ -135,7 +135,7 @@ type Engine struct {
 	obs     Observer
 	crash   func(string)
 
-	mu         sync.Mutex // guards the four maps below; never held across I/O
+	mu         sync.Mutex               // guards the four maps below; never held across I/O
 	serverKeys map[string]wgtypes.Key   // interface -> public key, learnt from reads
 	wantCache  map[string]wantedState   // interface -> desired peers at a data version
 	devSems    map[string]chan struct{} // interface -> in-process device lock

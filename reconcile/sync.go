@@ -20,7 +20,8 @@ type Report struct {
 	// Counts is what was written; zero in a dry run.
 	Counts wg.Counts
 	// Orphans is what the device read showed of the orphans: with
-	// Orphans.Blocked and no Force, Plan removes none of Orphans.Held.
+	// Orphans.Blocked and no Force, Plan removes none of Orphans.Held;
+	// with Force, Orphans.Blocked says the limit was exceeded and lifted.
 	Orphans OrphanState
 	// Expiring lists, in a dry run, the active configs that housekeeping
 	// would expire now.
@@ -114,9 +115,10 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 		return nil
 	}
 	if o.Force && st.Blocked {
+		// The report still says the limit was exceeded; the engine's
+		// state is cleared, since the orphans are going.
 		e.log.Warn("orphan removal forced above orphan_removal_limit", "iface", iface, "orphans", st.Orphans, "limit", st.Limit)
 		st.Blocked = false
-		r.Orphans = st
 	}
 	e.rememberOrphans(st)
 	if len(plan.Remove) > 0 {
