@@ -339,7 +339,8 @@ func (e *Engine) serverKey(ctx context.Context, ifc config.Interface) (wgtypes.K
 	if ok {
 		return k, nil
 	}
-	d, err := e.look(ctx, ifc)
+	// The orphans' verdict is heldAddrs' business; only the key counts.
+	d, _, err := e.look(ctx, ifc)
 	if err != nil {
 		return wgtypes.Key{}, err
 	}

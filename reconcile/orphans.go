@@ -255,19 +255,20 @@ func (e *Engine) Inspect(ctx context.Context, iface string, d *wg.Device) (Orpha
 
 // look reads an interface once and remembers its public key and its
 // orphans; create uses it when this engine has not seen the device yet.
-func (e *Engine) look(ctx context.Context, ifc config.Interface) (*wg.Device, error) {
-	d, err := e.dev.Read(ctx, ifc.Name)
+// err is a device read error (ErrDeviceUnavailable); lookErr says why the
+// orphans could not be assessed (the key is remembered all the same).
+func (e *Engine) look(ctx context.Context, ifc config.Interface) (d *wg.Device, lookErr, err error) {
+	d, err = e.dev.Read(ctx, ifc.Name)
 	if err != nil {
 		e.obs.DeviceReadError(ifc.Name)
-		return nil, fmt.Errorf("read %s for its public key and orphans: %w", ifc.Name, unavailable(err))
+		return nil, nil, fmt.Errorf("read %s for its public key and orphans: %w", ifc.Name, unavailable(err))
 	}
 	e.rememberKey(ifc.Name, d.PublicKey)
-	if _, st, err := e.assess(ctx, ifc, d, false); err != nil {
-		e.log.Warn("look at orphans", "iface", ifc.Name, "err", err)
-	} else {
+	_, st, lookErr := e.assess(ctx, ifc, d, false)
+	if lookErr == nil {
 		e.rememberOrphans(st)
 	}
-	return d, nil
+	return d, lookErr, nil
 }
 
 // heldAddrs returns the allowed IPs of the orphans that stay on an
@@ -278,12 +279,14 @@ func (e *Engine) look(ctx context.Context, ifc config.Interface) (*wg.Device, er
 func (e *Engine) heldAddrs(ctx context.Context, ifc config.Interface) ([]netip.Prefix, error) {
 	st, ok := e.Orphans(ifc.Name)
 	if !ok {
-		if _, err := e.look(ctx, ifc); err != nil {
+		_, lookErr, err := e.look(ctx, ifc)
+		if err != nil {
 			return nil, err
 		}
-		if st, ok = e.Orphans(ifc.Name); !ok {
-			return nil, fmt.Errorf("look at the orphans of %s: the store could not be read", ifc.Name)
+		if lookErr != nil {
+			return nil, fmt.Errorf("look at the orphans of %s: %w", ifc.Name, lookErr)
 		}
+		st, _ = e.Orphans(ifc.Name)
 	}
 	var out []netip.Prefix
 	for _, h := range st.Held {
