@@ -35,10 +35,11 @@ func TestMain(m *testing.M) {
 
 // daemonProc is a wgkeeper daemon running as a child process.
 type daemonProc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs strings.Builder
-	done chan error
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	logs   strings.Builder
+	done   chan error
+	exited chan struct{} // closed once the process is reaped
 }
 
 func startDaemon(t *testing.T, cfgPath string) *daemonProc {
@@ -408,7 +409,7 @@ func TestReadmeCommands(t *testing.T) {
 // log; cleanup kills its whole process group.
 func startDaemonIn(t *testing.T, dir, self string, env []string, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{done: make(chan error, 1)}
+	d := &daemonProc{done: make(chan error, 1), exited: make(chan struct{})}
 	d.cmd = exec.Command(self, args...)
 	d.cmd.Dir = dir
 	d.cmd.Env = env
@@ -427,12 +428,16 @@ func startDaemonIn(t *testing.T, dir, self string, env []string, args ...string)
 			d.logs.WriteString(sc.Text() + "\n")
 			d.mu.Unlock()
 		}
-		d.done <- d.cmd.Wait()
+		err := d.cmd.Wait()
+		close(d.exited)
+		d.done <- err
 	}()
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
+		select {
+		case <-d.exited:
+		default:
 			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-			<-d.done
+			<-d.exited
 		}
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", d.log())

@@ -114,7 +114,7 @@ func TestBadRequests(t *testing.T) {
 		{"delete bad key", "DELETE", "/v1/peers/" + strings.Repeat("A", 43), "", with(), 400, CodeInvalidRequest, "public_key", false},
 		{"key with an unescaped slash", "GET", "/v1/peers/abc/def", "", with(), 404, CodeNotFound, "", false},
 		{"PUT on peers", "PUT", "/v1/peers", create(""), jsonCT, 405, CodeMethodNotAllowed, "", false},
-		{"PATCH on a peer", "PATCH", "/v1/peers/" + urlKey(owned), create(""), jsonCT, 405, CodeMethodNotAllowed, "", false},
+		{"PUT on a peer", "PUT", "/v1/peers/" + urlKey(owned), create(""), jsonCT, 405, CodeMethodNotAllowed, "", false},
 		{"POST on status", "POST", "/v1/status", "", with(), 405, CodeMethodNotAllowed, "", false},
 		{"GET on housekeeping", "GET", "/v1/housekeeping", "", with(), 405, CodeMethodNotAllowed, "", false},
 		{"unknown endpoint", "GET", "/v1/nothing", "", with(), 404, CodeNotFound, "", false},

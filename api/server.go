@@ -92,6 +92,7 @@ var routes = []route{
 	{"GET /v1/peers", (*Server).listPeers},
 	{"GET /v1/peers/{public_key}", (*Server).getPeer},
 	{"DELETE /v1/peers/{public_key}", (*Server).deletePeer},
+	{"PATCH /v1/peers/{public_key}", (*Server).patchPeer},
 	{"DELETE /v1/users/{user_id}/peers", (*Server).deleteUserPeers},
 	{"GET /v1/status", (*Server).status},
 	{"GET /v1/events", (*Server).listEvents},

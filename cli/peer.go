@@ -49,10 +49,10 @@ func writeJSONOut(w io.Writer, v any) error {
 
 func cmdPeer(e *env, args []string) error {
 	if len(args) == 0 {
-		return usagef("peer needs a subcommand: add, remove, revoke or list (peer -h for help)")
+		return usagef("peer needs a subcommand: add, remove, revoke, extend or list (peer -h for help)")
 	}
 	if args[0] == "-h" || args[0] == "help" {
-		fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] peer add|remove|revoke|list [flags]\n\nsubcommands:\n  add      create a config and print it as a wg-quick file\n  remove   remove one config by public key\n  revoke   remove every config of a user\n  list     list configs\n\nexample:\n  wgkeeper peer add -user alice -profile default -expires 30d")
+		fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] peer add|remove|revoke|extend|list [flags]\n\nsubcommands:\n  add      create a config and print it as a wg-quick file\n  remove   remove one config by public key\n  revoke   remove every config of a user\n  extend   change the expiry of a config, or of all of a user's\n  list     list configs\n\nexample:\n  wgkeeper peer add -user alice -profile default -expires 30d")
 		return nil
 	}
 	switch args[0] {
@@ -62,10 +62,12 @@ func cmdPeer(e *env, args []string) error {
 		return cmdPeerRemove(e, args[1:])
 	case "revoke":
 		return cmdPeerRevoke(e, args[1:])
+	case "extend":
+		return cmdPeerExtend(e, args[1:])
 	case "list":
 		return cmdPeerList(e, args[1:])
 	}
-	return usagef("unknown peer subcommand %q: want add, remove, revoke or list", args[0])
+	return usagef("unknown peer subcommand %q: want add, remove, revoke, extend or list", args[0])
 }
 
 // parseExpiry reads -expires: a duration (90d, 12h) or an RFC 3339 time.

@@ -28,13 +28,14 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// PeerStore creates configs.
+// PeerStore creates configs and changes their expiry.
 type PeerStore interface {
 	InsertPending(ctx context.Context, p store.NewPeer) (store.Peer, store.Event, error)
 	Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error)
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
+	SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error)
 }
 
 // PeerLister reads the desired state. DataVersion changes whenever any
