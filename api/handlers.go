@@ -40,9 +40,6 @@ func (s *Server) createPeer(w http.ResponseWriter, r *http.Request) error {
 	if c.PrivateKey != nil {
 		resp.PrivateKey = c.PrivateKey.String()
 	}
-	if c.DeviceErr != nil {
-		resp.DeviceError = c.DeviceErr.Error()
-	}
 	status := http.StatusCreated
 	if c.Existing {
 		status = http.StatusOK
@@ -314,6 +311,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 			if st, ok := s.eng.Orphans(ifc.Name); ok {
 				is.Blocked = st.Blocked
 			}
+			d = nil
 		} else {
 			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, now)
 			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
@@ -324,6 +322,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 			}
 			is.OrphansJSON = OrphansView(st, ifc.Orphans == config.OrphansKeep)
 		}
+		is.Health = s.eng.Health(ctx, ifc.Name, d)
 		out.Interfaces = append(out.Interfaces, is)
 	}
 	for _, p := range cfg.Profiles {

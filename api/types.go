@@ -56,9 +56,6 @@ type CreateResponse struct {
 	// PrivateKey is present only when wgkeeper generated the key pair; it is
 	// not stored and cannot be fetched again.
 	PrivateKey string `json:"private_key,omitempty"`
-	// DeviceError is present when the config is valid but could not be put
-	// on the device yet; the next reconcile adds it.
-	DeviceError string `json:"device_error,omitempty"`
 }
 
 // PeersResponse answers GET /v1/peers.
@@ -143,6 +140,9 @@ type InterfaceStatus struct {
 	ConfigsPending int     `json:"configs_pending"`
 	DeviceError    string  `json:"device_error,omitempty"`
 	OrphansJSON
+	// Health: link up/down, addresses present/missing, key and port
+	// against the config, and what drifted.
+	reconcile.Health
 }
 
 // OrphansJSON is what a device read showed of an interface's orphans

@@ -15,6 +15,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
@@ -345,6 +346,8 @@ func TestStatusGolden(t *testing.T) {
 	at := func(d time.Duration) *time.Time { x := t0.Add(d); return &x }
 	ifaces := []statusIface{{
 		Name: "wg0", Mode: "kernel", ListenPort: 51820,
+		Health: reconcile.Health{Link: "up", AddressesPresent: []string{"10.42.0.1/24"}, AddressesMissing: []string{"fd42::1/64"},
+			Drift: []string{"address fd42::1/64 missing", "listen port 51821, config says 51820"}},
 		Counts: map[string]int{StateOnline: 1, StateOffline: 1, StateNeverConnected: 1, StatePending: 1, StateMissing: 1, StateDrift: 1, StateOrphan: 1, StateOrphanKept: 1},
 		Pools:  []statusPool{{Profile: "staff", Used: 6, Total: 253}},
 		Peers: []statusPeer{
@@ -362,6 +365,7 @@ func TestStatusGolden(t *testing.T) {
 		Counts: map[string]int{StateOrphan: 50}, Pools: []statusPool{{Profile: "guests", Used: 0, Total: 253}},
 	}, {
 		Name: "wg1", Mode: "existing", DeviceError: "read wg1: interface does not exist", Counts: map[string]int{}, Pools: []statusPool{},
+		Health: reconcile.Health{Link: "missing", Drift: []string{"interface missing"}},
 	}}
 	var b strings.Builder
 	printStatus(&b, ifaces, t0)

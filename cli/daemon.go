@@ -151,6 +151,7 @@ func (d *daemon) run() error {
 		return err
 	}
 	defer d.downInterfaces()
+	p.engine.SetLinks(ownedLinks(d.links))
 
 	apiErr := make(chan error, 1)
 	if p.cfg.API.Listen != "" {
@@ -447,6 +448,20 @@ func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// ownedLinks are the interfaces the daemon created, by name: the engine
+// repairs them before each reconcile.
+type ownedLinks []*wg.Link
+
+// Ensure implements reconcile.Links.
+func (o ownedLinks) Ensure(ctx context.Context, iface string) ([]string, error) {
+	for _, l := range o {
+		if l.Name() == iface {
+			return l.Ensure(ctx)
+		}
+	}
+	return nil, nil
 }
 
 func (d *daemon) downInterfaces() {

@@ -133,9 +133,6 @@ func cmdPeerAdd(e *env, args []string) error {
 		if c.Existing {
 			fmt.Fprintln(e.stderr, "wgkeeper: this config already exists; printed again without its private key")
 		}
-		if c.DeviceErr != nil {
-			fmt.Fprintf(e.stderr, "wgkeeper: warning: the config is valid but is not on the device yet (the next reconcile adds it): %v\n", c.DeviceErr)
-		}
 		conf := c.Client.WGQuick()
 		fmt.Fprint(e.stdout, conf)
 		if *qr {

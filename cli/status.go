@@ -65,12 +65,14 @@ type statusIface struct {
 	// Blocked: more orphans than orphan_removal_limit; reconcile removes
 	// none until `reconcile -force` (Orphans and OrphanRemovalLimit say
 	// how many; both absent when the device could not be read).
-	Blocked            bool           `json:"blocked"`
-	Orphans            *int           `json:"orphans,omitempty"`
-	OrphanRemovalLimit *int           `json:"orphan_removal_limit,omitempty"`
-	Counts             map[string]int `json:"counts"`
-	Pools              []statusPool   `json:"pools"`
-	Peers              []statusPeer   `json:"peers"`
+	Blocked            bool `json:"blocked"`
+	Orphans            *int `json:"orphans,omitempty"`
+	OrphanRemovalLimit *int `json:"orphan_removal_limit,omitempty"`
+	// Health: link, addresses, key and port against the config.
+	reconcile.Health
+	Counts map[string]int `json:"counts"`
+	Pools  []statusPool   `json:"pools"`
+	Peers  []statusPeer   `json:"peers"`
 }
 
 func optTime(t time.Time) *time.Time {
@@ -223,6 +225,7 @@ func collectStatus(e *env, p *parts) ([]statusIface, error) {
 				}
 			}
 		}
+		si.Health = p.engine.Health(e.ctx, ifc.Name, dev)
 		si.Peers = statusRows(peers, dev, kept, t)
 		for _, r := range si.Peers {
 			if strings.HasPrefix(r.State, "orphan (keeps ") {
@@ -271,9 +274,16 @@ func printStatus(w io.Writer, ifaces []statusIface, t time.Time) {
 		for _, p := range si.Pools {
 			pools = append(pools, fmt.Sprintf("%s %d/%d", p.Profile, p.Used, p.Total))
 		}
-		fmt.Fprintf(w, "%s  mode %s  port %d  %s  pool %s\n", si.Name, si.Mode, si.ListenPort, strings.Join(counts, ", "), joinNonEmpty(pools...))
+		link := "link " + dash(si.Link)
+		if n := len(si.AddressesPresent) + len(si.AddressesMissing); n > 0 {
+			link += fmt.Sprintf("  addresses %d/%d", len(si.AddressesPresent), n)
+		}
+		fmt.Fprintf(w, "%s  mode %s  port %d  %s  %s  pool %s\n", si.Name, si.Mode, si.ListenPort, link, strings.Join(counts, ", "), joinNonEmpty(pools...))
 		if si.DeviceError != "" {
 			fmt.Fprintf(w, "  device unreadable: %s\n", si.DeviceError)
+		}
+		for _, d := range si.Drift {
+			fmt.Fprintf(w, "  drift: %s\n", d)
 		}
 		if si.Blocked {
 			fmt.Fprintf(w, "  blocked: %d orphans (device peers not in the store), more than orphan_removal_limit %d: reconcile removes none\n    %s\n",

@@ -93,9 +93,6 @@ type Created struct {
 	// PrivateKey is set only when wgkeeper generated the key pair.
 	PrivateKey *wgtypes.Key
 	Client     ClientConfig
-	// DeviceErr is set when the config is valid but adding it to the device
-	// failed; the next reconcile adds it.
-	DeviceErr error
 }
 
 // MaxUserIDLen is the longest user id accepted, in bytes.
@@ -147,8 +144,12 @@ func ParseKey(s string) (wgtypes.Key, error) {
 // Errors: *InvalidError for bad input; *RejectedError when the script said
 // no; store.ErrConflict when the key belongs to another user or profile;
 // store.ErrLimitReached; store.ErrPoolExhausted; ErrInProgress;
-// ErrDeviceUnavailable when the interface cannot be read for its public key
-// (nothing was stored then).
+// ErrDeviceUnavailable when the interface is missing, down, unreadable or
+// has another key or port than the config expects (checked before anything
+// is stored or any script runs), and also when adding the peer to the
+// device failed after the connect script succeeded: the config was then
+// rolled back with a D event of reason "failed". Created is returned only
+// with the peer on the device.
 func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error) {
 	cfg := e.Config()
 	if err := ValidateUserID(req.UserID); err != nil {
@@ -173,7 +174,9 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if err != nil {
 		return nil, err
 	}
-	serverKey, err := e.serverKey(ctx, ifc)
+	// Before anything is stored or any script runs: the interface must be
+	// up and readable, with the key and port the config expects.
+	serverKey, err := e.checkDevice(ctx, ifc)
 	if err != nil {
 		return nil, err
 	}
@@ -273,12 +276,11 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	log.Info("config created", "ip_four", addrString(peer.IPv4), "ip_six", addrString(peer.IPv6), "expires_at", timeString(peer.ExpiresAt))
 	e.point("create:activated")
 
-	out := &Created{Peer: peer, PrivateKey: priv, Client: clientConfig(peer, prof, ifc, serverKey, priv)}
 	if err := e.addToDevice(ctx, ifc.Name, peer); err != nil {
-		log.Error("add config to device; the next reconcile adds it", "err", err)
-		out.DeviceErr = err
+		// The script saw C: the rollback is a D like any other.
+		return nil, e.rollBack(ctx, peer, err, log)
 	}
-	return out, nil
+	return &Created{Peer: peer, PrivateKey: priv, Client: clientConfig(peer, prof, ifc, serverKey, priv)}, nil
 }
 
 // existing answers a create whose key is already stored.
@@ -328,29 +330,6 @@ func expiryFor(prof config.Profile, req CreateRequest, now time.Time) (time.Time
 		}
 	}
 	return exp, nil
-}
-
-// serverKey returns the interface's public key, read from the device once
-// and then remembered (refreshed by every reconcile).
-func (e *Engine) serverKey(ctx context.Context, ifc config.Interface) (wgtypes.Key, error) {
-	e.mu.Lock()
-	k, ok := e.serverKeys[ifc.Name]
-	e.mu.Unlock()
-	if ok {
-		return k, nil
-	}
-	// The orphans' verdict is heldAddrs' business; only the key counts.
-	d, _, err := e.look(ctx, ifc)
-	if err != nil {
-		return wgtypes.Key{}, err
-	}
-	return d.PublicKey, nil
-}
-
-func (e *Engine) rememberKey(iface string, k wgtypes.Key) {
-	e.mu.Lock()
-	e.serverKeys[iface] = k
-	e.mu.Unlock()
 }
 
 // addToDevice adds one active peer, under the interface's device lock.

@@ -19,6 +19,9 @@ const (
 	ReasonExpired = "expired"
 	ReasonRevoked = "revoked"
 	ReasonStale   = "stale"
+	// ReasonFailed: the connect script accepted the config but the device
+	// refused the peer; the config was rolled back.
+	ReasonFailed = "failed"
 )
 
 // batchSize bounds how many configs one expire or revoke step handles in one

@@ -605,12 +605,18 @@ func TestDeviceUnreadable(t *testing.T) {
 	if err != nil || len(r.Events) != 1 || r.Delivery.Done != 1 || r.DeviceErrs[h.srv.Name] == nil {
 		t.Fatalf("delete with device gone: %+v, %v", r, err)
 	}
-	// The server key is remembered from earlier reads: a create succeeds,
-	// the config is valid, and the device error is reported for the next
-	// reconcile to repair.
+	// A create is refused before anything is stored or any script runs,
+	// though the server key is remembered from earlier reads.
+	before := len(h.scriptRuns())
 	c, err := h.eng.Create(h.ctx, CreateRequest{UserID: "bob", ProfileID: "staff"})
-	if err != nil || c.DeviceErr == nil || c.Peer.State != store.StateActive {
-		t.Fatalf("create with device gone: %+v, %v", c, err)
+	if !errors.Is(err, ErrDeviceUnavailable) || c != nil {
+		t.Fatalf("create with device gone: %+v, %v; want ErrDeviceUnavailable", c, err)
+	}
+	if ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{UserID: "bob"}); len(ps) != 0 {
+		t.Fatalf("a refused create left rows: %+v", ps)
+	}
+	if after := len(h.scriptRuns()); after != before {
+		t.Fatalf("a refused create ran the script: %d script runs before, %d after", before, after)
 	}
 }
 

@@ -75,10 +75,14 @@ type Store interface {
 	Retrier
 }
 
-// Device reads and writes live WireGuard interfaces.
+// Device reads and writes live WireGuard interfaces. Link is the cheap
+// look at an interface (netlink and the UAPI socket, no peers); SetDevice
+// writes the private key and listen port when they differ.
 type Device interface {
 	Read(ctx context.Context, name string) (*wg.Device, error)
 	Apply(ctx context.Context, name string, p wg.Plan) (wg.Counts, error)
+	Link(ctx context.Context, name string) (wg.LinkState, error)
+	SetDevice(ctx context.Context, name string, key *wgtypes.Key, port *int) error
 }
 
 // Runner runs the connect/disconnect script.
@@ -136,13 +140,18 @@ type Engine struct {
 	obs     Observer
 	crash   func(string)
 
-	mu         sync.Mutex               // guards the four maps below; never held across I/O
-	serverKeys map[string]wgtypes.Key   // interface -> public key, learnt from reads
-	wantCache  map[string]wantedState   // interface -> desired peers at a data version
-	devSems    map[string]chan struct{} // interface -> in-process device lock
-	orphans    map[string]OrphanState   // interface -> latest look at its orphans
-	claims     atomic.Int64             // numbers the lease tokens of this engine
-	maxTimeout atomic.Int64             // longest hooks.timeout configured so far (ns)
+	links atomic.Pointer[linksBox] // interfaces this process owns; nil = none
+
+	mu          sync.Mutex               // guards the maps below; never held across I/O
+	firstKeys   map[string]wgtypes.Key   // interface -> first public key seen (since start or reload)
+	snaps       map[string]devSnap       // interface -> last full read, with the link it was read through
+	keyFiles    map[string]wgtypes.Key   // private_key_file -> its key, read once per config
+	driftLogged map[string]wgtypes.Key   // interface -> changed public key already logged
+	wantCache   map[string]wantedState   // interface -> desired peers at a data version
+	devSems     map[string]chan struct{} // interface -> in-process device lock
+	orphans     map[string]OrphanState   // interface -> latest look at its orphans
+	claims      atomic.Int64             // numbers the lease tokens of this engine
+	maxTimeout  atomic.Int64             // longest hooks.timeout configured so far (ns)
 
 	ownerMu    sync.Mutex // guards the four fields below
 	owner      string     // host:pid:token, the name leases carry before "/claim"
@@ -170,17 +179,20 @@ func New(o Options) (*Engine, error) {
 		return nil, fmt.Errorf("reconcile: config, store, device and runner are required")
 	}
 	e := &Engine{
-		store:      o.Store,
-		dev:        o.Device,
-		log:        o.Logger,
-		now:        o.Now,
-		lockDir:    o.LockDir,
-		obs:        o.Observer,
-		crash:      o.crash,
-		serverKeys: map[string]wgtypes.Key{},
-		wantCache:  map[string]wantedState{},
-		devSems:    map[string]chan struct{}{},
-		orphans:    map[string]OrphanState{},
+		store:       o.Store,
+		dev:         o.Device,
+		log:         o.Logger,
+		now:         o.Now,
+		lockDir:     o.LockDir,
+		obs:         o.Observer,
+		crash:       o.crash,
+		firstKeys:   map[string]wgtypes.Key{},
+		snaps:       map[string]devSnap{},
+		keyFiles:    map[string]wgtypes.Key{},
+		driftLogged: map[string]wgtypes.Key{},
+		wantCache:   map[string]wantedState{},
+		devSems:     map[string]chan struct{}{},
+		orphans:     map[string]OrphanState{},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -203,11 +215,17 @@ func New(o Options) (*Engine, error) {
 
 // SetConfig swaps the configuration and, when r is not nil, the script
 // runner (a reload). Steps already running finish with what they started
-// with.
+// with. Private key files are read again, and the public key each
+// interface has now is accepted as its expected one.
 func (e *Engine) SetConfig(c *config.Config, r Runner) {
 	if r != nil {
 		e.run.Store(&runnerBox{r})
 	}
+	e.mu.Lock()
+	clear(e.firstKeys)
+	clear(e.keyFiles)
+	clear(e.driftLogged)
+	e.mu.Unlock()
 	e.noteTimeout(c)
 	e.cfg.Store(c)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -23,6 +24,11 @@ type Report struct {
 	// Orphans.Blocked and no Force, Plan removes none of Orphans.Held;
 	// with Force, Orphans.Blocked says the limit was exceeded and lifted.
 	Orphans OrphanState
+	// Repairs lists what was done to the interface itself before its
+	// peers: recreated, set up, addresses added (interfaces this process
+	// owns), private key or listen port set again (any mode, when the
+	// config names them).
+	Repairs []string
 	// Expiring lists, in a dry run, the active configs that housekeeping
 	// would expire now.
 	Expiring []store.Peer
@@ -66,9 +72,9 @@ func (e *Engine) ReconcileWith(ctx context.Context, iface string, o ReconcileOpt
 		e.obs.Reconciled(iface, r.Counts, r.Duration, r.Err)
 		if r.Err != nil {
 			e.log.Error("reconcile", "iface", iface, "err", r.Err)
-		} else if !r.Plan.Empty() {
+		} else if !r.Plan.Empty() || len(r.Repairs) > 0 {
 			e.log.Info("reconciled", "iface", iface, "added", r.Counts.Added, "updated", r.Counts.Updated,
-				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "forced", o.Force,
+				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "forced", o.Force, "repairs", strings.Join(r.Repairs, ", "),
 				"duration", r.Duration.Round(time.Microsecond))
 		}
 	}
@@ -87,16 +93,38 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 			return err
 		}
 		defer l.unlock()
+		// An interface this process owns is repaired first (recreated,
+		// set up, addresses restored); its peers follow below.
+		rep, err := e.ensureLink(ctx, iface)
+		r.Repairs = append(r.Repairs, rep...)
+		if err != nil {
+			return fmt.Errorf("skipped, interface not restored: %w", unavailable(err))
+		}
 	}
 	// Device first, then store: a peer a concurrent create put on the
 	// device was activated in the store before, so it is in the store read
 	// and can never be mistaken for an orphan.
+	ls, lerr := e.dev.Link(ctx, iface)
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
 		return fmt.Errorf("skipped, device not read: %w", unavailable(err))
 	}
-	e.rememberKey(iface, d.PublicKey)
+	if lerr == nil {
+		e.noteRead(iface, &ls, d)
+	} else {
+		e.noteRead(iface, nil, d)
+	}
+	var fieldErr error
+	if !o.DryRun {
+		// Key and port the config names, re-applied in a write of their
+		// own; the peers are reconciled all the same.
+		rep, err := e.keepDevice(ctx, ifc, d, e.log)
+		r.Repairs = append(r.Repairs, rep...)
+		if err != nil {
+			fieldErr = fmt.Errorf("device fields: %w", err)
+		}
+	}
 	plan, st, err := e.assess(ctx, ifc, d, o.Force)
 	if err != nil {
 		return err
@@ -131,14 +159,14 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 	}
 	r.Plan = plan
 	if plan.Empty() {
-		return nil
+		return fieldErr
 	}
 	c, err := e.dev.Apply(ctx, iface, plan)
 	r.Counts = c
 	if err != nil {
-		return fmt.Errorf("write plan: %w", err)
+		return errors.Join(fieldErr, fmt.Errorf("write plan: %w", err))
 	}
-	return nil
+	return fieldErr
 }
 
 // desired returns the interface's active configs in device form. It reads

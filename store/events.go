@@ -27,6 +27,7 @@ const (
 	ReasonExpired = "expired" // D: expires_at passed
 	ReasonRevoked = "revoked" // D: all of a user's configs removed
 	ReasonStale   = "stale"   // D: a pending row outlived its connect script
+	ReasonFailed  = "failed"  // D: the device refused the peer after a successful connect script
 )
 
 // Event delivery statuses.
@@ -50,7 +51,7 @@ const MaxErrorLen = 4096
 type Event struct {
 	ID            int64
 	Kind          string // KindConnect or KindDisconnect
-	Reason        string // created, deleted, expired, revoked, stale
+	Reason        string // created, deleted, expired, revoked, stale, failed
 	PublicKey     wgtypes.Key
 	Interface     string
 	ProfileID     string

@@ -555,9 +555,9 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 // have ended: a script never sees D before C.
 func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error) {
 	switch reason {
-	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale:
+	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale, ReasonFailed:
 	default:
-		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale", reason)
+		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed", reason)
 	}
 	now := s.clock()
 	if owner != "" && !leaseUntil.After(now) {

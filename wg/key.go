@@ -53,6 +53,10 @@ func LoadOrCreateKey(path string) (wgtypes.Key, error) {
 	return loadKey(path)
 }
 
+// LoadKey returns the private key stored at path, with the checks of
+// LoadOrCreateKey; a missing file is an error matching fs.ErrNotExist.
+func LoadKey(path string) (wgtypes.Key, error) { return loadKey(path) }
+
 func loadKey(path string) (wgtypes.Key, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -43,15 +44,26 @@ type Spec struct {
 }
 
 // Link is an interface brought up by Up.
+//
+// For ModeKernel and ModeUserspace the Link owns the interface and keeps it
+// as the spec says: Ensure recreates it when it was deleted (same key, port,
+// addresses, MTU), brings it up when it was set down and adds addresses that
+// went missing. A userspace Link notices that its TUN is gone (the embedded
+// device stops by itself then) and replaces the stopped device and its UAPI
+// socket with new ones.
 type Link struct {
 	name string
 	mode string
+	spec Spec
 	log  *slog.Logger
-	done <-chan struct{}
+	done chan struct{} // closed by Close
 
-	closeOnce sync.Once
-	closeErr  error
-	close     func() error
+	// mu guards the fields below. It is held through a whole repair, so
+	// Ensure and Close never run at once.
+	mu     sync.Mutex
+	index  int       // kernel and userspace: ifindex of the link this Link created; 0 = none now
+	user   *userInst // userspace: the running device; nil when none runs
+	closed bool
 }
 
 // Name returns the interface name.
@@ -60,23 +72,67 @@ func (l *Link) Name() string { return l.name }
 // Mode returns the interface mode.
 func (l *Link) Mode() string { return l.mode }
 
-// Done is closed when a userspace device stops by itself (for example its
-// TUN was deleted) or after Close. For the other modes it is closed only by
-// Close.
+// Done is closed by Close. A userspace device that stops by itself (its
+// TUN was deleted) does not close it: Ensure brings the device back.
 func (l *Link) Done() <-chan struct{} { return l.done }
 
 // Close removes an interface wgkeeper owns (kernel: deletes the link;
 // userspace: closes the UAPI socket and the device, which removes the TUN).
 // For ModeExisting it does nothing: wgkeeper never removes what it does not
-// own. Close is idempotent; later calls return the first call's result.
+// own. Close is idempotent; later calls return nil.
 func (l *Link) Close() error {
-	l.closeOnce.Do(func() {
-		l.closeErr = l.close()
-		if l.closeErr == nil && l.mode != ModeExisting {
-			l.log.Info("interface removed", "iface", l.name, "mode", l.mode)
-		}
-	})
-	return l.closeErr
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	defer close(l.done)
+	if l.mode == ModeExisting {
+		return nil
+	}
+	err := l.removeLocked()
+	if err == nil {
+		l.log.Info("interface removed", "iface", l.name, "mode", l.mode)
+	}
+	return err
+}
+
+// ErrLinkClosed is returned by Ensure after Close.
+var ErrLinkClosed = errors.New("interface closed")
+
+// Ensure checks an owned interface against its spec and repairs what
+// differs: an interface that is gone (deleted, or a userspace device that
+// stopped) is created again with the spec's key, port, addresses and MTU; a
+// link that is down is set up; missing addresses are added. It returns what
+// it repaired, in words for the log ("recreated", "set up", "added address
+// fd77::1/64"); nothing when all was in order. Peers are not its business:
+// a recreated interface has none until the caller writes them.
+//
+// It never takes over a link it did not create: when another link now has
+// the name, the error wraps an "already exists" error and nothing changes.
+// For ModeExisting it does nothing. After Close it returns ErrLinkClosed.
+// Safe for concurrent use.
+func (l *Link) Ensure(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, fmt.Errorf("ensure %s: %w", l.name, ErrLinkClosed)
+	}
+	if l.mode == ModeExisting {
+		return nil, nil
+	}
+	repairs, err := l.ensureLocked()
+	if len(repairs) > 0 {
+		l.log.Warn("interface repaired", "iface", l.name, "mode", l.mode, "repairs", strings.Join(repairs, ", "))
+	}
+	if err != nil {
+		return repairs, fmt.Errorf("ensure %s: %w", l.name, err)
+	}
+	return repairs, nil
 }
 
 // Up makes the interface of spec ready.
@@ -172,11 +228,7 @@ func upExisting(ctx context.Context, spec Spec, log *slog.Logger) (*Link, error)
 	if err := c.SetDevice(ctx, spec.Name, key, port); err != nil {
 		return nil, err
 	}
-	done := make(chan struct{})
-	return &Link{
-		name: spec.Name, mode: ModeExisting, log: log, done: done,
-		close: func() error { close(done); return nil },
-	}, nil
+	return &Link{name: spec.Name, mode: ModeExisting, spec: spec, log: log, done: make(chan struct{})}, nil
 }
 
 // errLinkExists is wrapped when Up finds the name taken.

@@ -11,3 +11,9 @@ var errNotLinux = errors.New("wgkeeper creates interfaces on Linux only; use mod
 
 func upKernel(Spec, *slog.Logger) (*Link, error)    { return nil, errNotLinux }
 func upUserspace(Spec, *slog.Logger) (*Link, error) { return nil, errNotLinux }
+
+func (l *Link) removeLocked() error             { return nil }
+func (l *Link) ensureLocked() ([]string, error) { return nil, errNotLinux }
+func inspectLink(string) (LinkState, error)     { return LinkState{}, nil }
+
+type userInst struct{}
