@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -95,6 +96,22 @@ func TestDeviceUnavailableReads(t *testing.T) {
 	if len(st.Interfaces) != 2 || st.Interfaces[1].DeviceError == "" || st.Interfaces[1].PeersOnDevice != nil ||
 		st.Interfaces[1].ConfigsActive != 1 || st.Interfaces[0].PeersOnDevice == nil {
 		t.Fatalf("status: %+v", st)
+	}
+	// Health: the readable interface (a userspace device with a socket and
+	// no kernel link) has the key this process first saw; the ghost is
+	// missing.
+	fine, ghost := st.Interfaces[0], st.Interfaces[1]
+	if fine.Link != "none" || fine.ExpectedPublicKey == nil || *fine.ExpectedPublicKey != h.srv.PublicKey.String() ||
+		fine.PublicKeyOK == nil || !*fine.PublicKeyOK || fine.ListenPortOK != nil || len(fine.Drift) != 0 {
+		t.Fatalf("health of %s: %+v", h.srv.Name, fine.Health)
+	}
+	if ghost.Link != "missing" || ghost.PublicKeyOK != nil || !slices.Contains(ghost.Drift, "interface missing") {
+		t.Fatalf("health of the ghost: %+v", ghost.Health)
+	}
+	// A create on the ghost is refused before any script runs.
+	r = h.do("POST", "/v1/peers", map[string]any{"user_id": "carol", "profile_id": "ghost"})
+	if r.status != 503 || r.errCode() != CodeDeviceUnavailable || !strings.Contains(string(r.body), "does not exist") {
+		t.Fatalf("create on a missing interface: %d %s", r.status, r.body)
 	}
 	mfs := h.scrape()
 	if v, ok := metricValue(mfs, "wgkeeper_device_read_errors_total", map[string]string{"interface": "wgghost0"}); !ok || v < 1 {

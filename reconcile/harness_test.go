@@ -25,11 +25,19 @@ import (
 // A file fail_C / fail_D holding N makes the next N runs of that event fail
 // (exit 3); a file always_fail_C / always_fail_D makes every run fail
 // (exit 4); a file sleep_D holding seconds makes D runs sleep first; a file
-// stderr_C / stderr_D is copied to stderr.
+// stderr_C / stderr_D is copied to stderr; a file linkdel_C makes the next
+// C run delete the interface (ip link del) and wait until its UAPI socket
+// is gone.
 const hookScript = `#!/bin/sh
 d=$(dirname "$0")
 rec=$(printf -- '---\n'; env | LC_ALL=C sort)
 printf '%s\n' "$rec" >> "$d/events.log"
+if [ -f "$d/linkdel_$VPN_EVENT" ]; then
+	rm "$d/linkdel_$VPN_EVENT"
+	ip link del "$VPN_INTERFACE"
+	i=0
+	while [ -e "/var/run/wireguard/$VPN_INTERFACE.sock" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+fi
 if [ -f "$d/sleep_$VPN_EVENT" ]; then sleep "$(cat "$d/sleep_$VPN_EVENT")"; fi
 if [ -f "$d/stderr_$VPN_EVENT" ]; then cat "$d/stderr_$VPN_EVENT" >&2; fi
 n=$(cat "$d/fail_$VPN_EVENT" 2>/dev/null || echo 0)
@@ -109,13 +117,21 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
 	h.srv = wgtest.NewServer(t, wgtest.WithPeers(o.peers...))
+	h.open(fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, h.srv.Name, o.maxPerUser, o.psk))
+	return h
+}
+
+// open writes the hook script and the config text into h.dir and opens
+// store, device client, runner and engine on them.
+func (h *harness) open(toml string) {
+	t := h.t
+	t.Helper()
 	if err := os.WriteFile(filepath.Join(h.dir, "hook.sh"), []byte(hookScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(filepath.Join(h.dir, "hook.sh"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	toml := fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, h.srv.Name, o.maxPerUser, o.psk)
 	if err := os.WriteFile(filepath.Join(h.dir, "wgkeeper.toml"), []byte(toml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +156,6 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	h.eng = h.newEngine(nil)
-	return h
 }
 
 func (h *harness) newEngine(crash func(string)) *Engine {

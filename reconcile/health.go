@@ -110,8 +110,11 @@ func (e *Engine) wantOf(ifc config.Interface) (want, error) {
 // is readable and has the public key and listen port the config expects.
 // It returns the interface's public key. It costs a link lookup (netlink)
 // and a stat of the UAPI socket; the device is read in full only when the
-// interface is not the one the last read saw (recreated, restarted) or
-// was never read. Errors match ErrDeviceUnavailable.
+// interface is not the one the last read saw (recreated, restarted), was
+// never read, or was not as expected then. A key or port changed in place
+// (wg set) on an interface that was fine is therefore seen by the next
+// reconcile, which sets managed ones back. Errors match
+// ErrDeviceUnavailable.
 func (e *Engine) checkDevice(ctx context.Context, ifc config.Interface) (wgtypes.Key, error) {
 	name := ifc.Name
 	fail := func(err error) (wgtypes.Key, error) {
@@ -127,10 +130,17 @@ func (e *Engine) checkDevice(ctx context.Context, ifc config.Interface) (wgtypes
 	if ls.Exists && !ls.Up {
 		return fail(fmt.Errorf("the link is down (ip link set up dev %s)", name))
 	}
+	w, err := e.wantOf(ifc)
+	if err != nil {
+		return fail(err)
+	}
 	e.mu.Lock()
 	snap, ok := e.snaps[name]
 	e.mu.Unlock()
-	if !ok || !snap.link.Same(ls) {
+	// The last read stands for the same interface while its link and
+	// socket are the same, unless it showed a problem: a refusal always
+	// rests on a fresh read.
+	if !ok || !snap.link.Same(ls) || len(keyPortDrift(w, snap.pub, snap.port)) > 0 {
 		// look also refreshes what the engine knows of orphans; their
 		// verdict is heldAddrs' business, only key and port count here.
 		d, _, err := e.look(ctx, ifc)
@@ -139,20 +149,17 @@ func (e *Engine) checkDevice(ctx context.Context, ifc config.Interface) (wgtypes
 		}
 		e.noteRead(name, &ls, d)
 		snap = devSnap{link: ls, pub: d.PublicKey, port: d.ListenPort}
+		w, _ = e.wantOf(ifc) // the first read of an interface sets its expected key
 	}
-	w, err := e.wantOf(ifc)
-	if err != nil {
-		return fail(err)
-	}
-	if msg := keyPortDrift(w, snap.pub, snap.port); msg != "" {
-		return fail(errors.New(msg))
+	if drift := keyPortDrift(w, snap.pub, snap.port); len(drift) > 0 {
+		return fail(errors.New(strings.Join(drift, "; ")))
 	}
 	return snap.pub, nil
 }
 
-// keyPortDrift says how a device's key and port differ from w; "" when
-// they do not.
-func keyPortDrift(w want, pub wgtypes.Key, port int) string {
+// keyPortDrift says how a device's key and port differ from w; nothing
+// when they do not.
+func keyPortDrift(w want, pub wgtypes.Key, port int) []string {
 	var out []string
 	switch {
 	case pub == (wgtypes.Key{}):
@@ -160,12 +167,12 @@ func keyPortDrift(w want, pub wgtypes.Key, port int) string {
 	case w.managed && pub != w.pub:
 		out = append(out, fmt.Sprintf("public key %s differs from private_key_file (public key %s)", pub, w.pub))
 	case !w.managed && w.pub != (wgtypes.Key{}) && pub != w.pub:
-		out = append(out, fmt.Sprintf("public key changed (from %s to %s; clients hold the old one; reload wgkeeper to accept it)", w.pub, pub))
+		out = append(out, fmt.Sprintf("public key changed (from %s to %s): clients hold the old one; reload wgkeeper to accept the new one", w.pub, pub))
 	}
 	if w.port != 0 && port != w.port {
 		out = append(out, fmt.Sprintf("listen port %d, config says %d", port, w.port))
 	}
-	return strings.Join(out, "; ")
+	return out
 }
 
 // keepDevice re-applies what the config manages on a device just read:
@@ -320,9 +327,7 @@ func (e *Engine) Health(ctx context.Context, iface string, d *wg.Device) Health 
 			ok := d.ListenPort == w.port
 			h.ListenPortOK = &ok
 		}
-		if msg := keyPortDrift(w, d.PublicKey, d.ListenPort); msg != "" {
-			h.Drift = append(h.Drift, strings.Split(msg, "; ")...)
-		}
+		h.Drift = append(h.Drift, keyPortDrift(w, d.PublicKey, d.ListenPort)...)
 	}
 	return h
 }

@@ -143,6 +143,11 @@ func convertDevice(d *wgtypes.Device) *Device {
 		ListenPort: d.ListenPort,
 		Peers:      make([]Peer, len(d.Peers)),
 	}
+	if d.PrivateKey == (wgtypes.Key{}) {
+		// wgctrl derives a public key from the all-zero private key of a
+		// device that has none; no client can use it.
+		out.PublicKey = wgtypes.Key{}
+	}
 	for i, p := range d.Peers {
 		q := Peer{
 			PublicKey:    p.PublicKey,

@@ -24,7 +24,7 @@ type Peer struct {
 type Device struct {
 	Name       string
 	Type       string // "Linux kernel" or "userspace"
-	PublicKey  wgtypes.Key
+	PublicKey  wgtypes.Key // zero when the device has no private key
 	ListenPort int
 	Peers      []Peer // sorted by public key
 }

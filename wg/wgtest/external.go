@@ -24,9 +24,50 @@ type External struct {
 	PublicKey  wgtypes.Key
 	Port       int
 
+	bin  string
 	cmd  *exec.Cmd
 	out  *lockedBuffer
 	once sync.Once
+}
+
+// start runs wireguard-go on e.Name and waits until wgctrl sees it.
+func (e *External) start(tb testing.TB) {
+	tb.Helper()
+	e.out = &lockedBuffer{}
+	e.once = sync.Once{}
+	e.cmd = exec.Command(e.bin, e.Name)
+	e.cmd.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
+	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := e.cmd.Start(); err != nil {
+		tb.Fatalf("wgtest: start wireguard-go: %v", err)
+	}
+	wc, err := wgctrl.New()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer wc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err = wc.Device(e.Name); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("wgtest: wireguard-go %s did not come up: %v; output:\n%s", e.Name, err, e.out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Recreate stops wireguard-go, which removes the interface, and starts a
+// new one under the same name with no private key, no listen port and no
+// peers, as when wg-quick or an admin recreates an interface before (or
+// without) configuring it. PrivateKey, PublicKey and Port become zero.
+func (e *External) Recreate(tb testing.TB) {
+	tb.Helper()
+	e.Stop()
+	e.PrivateKey, e.PublicKey, e.Port = wgtypes.Key{}, wgtypes.Key{}, 0
+	e.start(tb)
 }
 
 type lockedBuffer struct {
@@ -62,14 +103,8 @@ func StartWireguardGo(tb testing.TB) *External {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		tb.Skipf("skipped: /dev/net/tun is not available: %v", err)
 	}
-	e := &External{Name: UniqueName("wgx"), out: &lockedBuffer{}}
-	e.cmd = exec.Command(bin, e.Name)
-	e.cmd.Env = append(os.Environ(), "WG_PROCESS_FOREGROUND=1")
-	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
-	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := e.cmd.Start(); err != nil {
-		tb.Fatalf("wgtest: start wireguard-go: %v", err)
-	}
+	e := &External{Name: UniqueName("wgx"), bin: bin}
+	e.start(tb)
 	tb.Cleanup(e.Stop)
 
 	wc, err := wgctrl.New()
@@ -77,16 +112,6 @@ func StartWireguardGo(tb testing.TB) *External {
 		tb.Fatal(err)
 	}
 	defer wc.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err = wc.Device(e.Name); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("wgtest: wireguard-go %s did not come up: %v; output:\n%s", e.Name, err, e.out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	if e.PrivateKey, err = wgtypes.GeneratePrivateKey(); err != nil {
 		tb.Fatal(err)
 	}

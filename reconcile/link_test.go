@@ -1,0 +1,244 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+	"github.com/wgkeeper/wgkeeper/wg/wgtest"
+)
+
+// newExternalHarness is a harness on an interface run by Debian's
+// wireguard-go (a real TUN owned by another process, mode existing);
+// extra is added to the [[interface]] block.
+func newExternalHarness(t *testing.T, extra string) (*harness, *wgtest.External) {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipped: needs ip(8)")
+	}
+	ext := wgtest.StartWireguardGo(t)
+	run(t, "ip", "link", "set", "up", "dev", ext.Name) // as wg-quick does
+	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
+	h.open(fmt.Sprintf(testConfig, ext.Name, ext.Port, "remove", extra, ext.Name, 10, false))
+	return h, ext
+}
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// refused checks that a create failed with ErrDeviceUnavailable naming
+// why, and that it stored nothing and ran no script.
+func (h *harness) refused(user, why string) {
+	h.t.Helper()
+	runs := len(h.scriptRuns())
+	c, err := h.eng.Create(h.ctx, CreateRequest{UserID: user, ProfileID: "staff"})
+	if !errors.Is(err, ErrDeviceUnavailable) || c != nil || !strings.Contains(err.Error(), why) {
+		h.t.Fatalf("create for %s = %+v, %v; want ErrDeviceUnavailable saying %q", user, c, err, why)
+	}
+	if ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{UserID: user}); len(ps) != 0 {
+		h.t.Fatalf("a refused create stored %+v", ps)
+	}
+	if n := len(h.scriptRuns()); n != runs {
+		h.t.Fatalf("a refused create ran the script (%d runs before, %d after)", runs, n)
+	}
+}
+
+// TestCreateChecksInterface: before its connect script, a create checks
+// that the interface is up, readable and has the key it had; a link set
+// down, an interface recreated without a private key (which used to give
+// configs with the all-zero key's public key) and one re-keyed by hand are
+// refused with ErrDeviceUnavailable, no row and no script run. A reload
+// accepts the new key; reconcile restores the configs without events.
+func TestCreateChecksInterface(t *testing.T) {
+	h, ext := newExternalHarness(t, "")
+	alice := h.create("alice")
+	if alice.Client.ServerKey != ext.PublicKey {
+		t.Fatalf("server key in the config %s, want %s", alice.Client.ServerKey, ext.PublicKey)
+	}
+
+	run(t, "ip", "link", "set", "down", "dev", ext.Name)
+	h.refused("bob", "the link is down")
+	health := h.eng.Health(h.ctx, ext.Name, nil)
+	if health.Link != "down" || !slices.Contains(health.Drift, "link down") {
+		t.Fatalf("health of a down link: %+v", health)
+	}
+	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	h.create("bob")
+
+	// Recreated (as by wg-quick down/up before its key is set).
+	ext.Recreate(t)
+	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	h.refused("carol", "no private key")
+
+	// Re-keyed: the key differs from the one first seen.
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := filepath.Join(h.dir, "new.key")
+	if err := os.WriteFile(kf, []byte(k.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "wg", "set", ext.Name, "private-key", kf)
+	h.refused("carol", "public key changed")
+	d, err := h.dev.Read(h.ctx, ext.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health = h.eng.Health(h.ctx, ext.Name, d)
+	if health.PublicKeyOK == nil || *health.PublicKeyOK || len(health.Drift) != 1 || !strings.HasPrefix(health.Drift[0], "public key changed") {
+		t.Fatalf("health of a re-keyed interface: %+v", health)
+	}
+
+	// Reconcile restores alice and bob (no events); a reload accepts the
+	// new key.
+	runs := len(h.scriptRuns())
+	rep := h.eng.Reconcile(h.ctx, ext.Name, false)
+	if rep.Err != nil || rep.Counts.Added != 2 {
+		t.Fatalf("reconcile of the recreated interface: %+v", rep)
+	}
+	h.eng.SetConfig(h.cfg, nil)
+	carol := h.create("carol")
+	if carol.Client.ServerKey != k.PublicKey() {
+		t.Fatalf("after the reload the config carries %s, want the new key %s", carol.Client.ServerKey, k.PublicKey())
+	}
+	if n := len(h.scriptRuns()); n != runs+1 {
+		t.Fatalf("script runs: %d, want %d (carol's C only)", n, runs+1)
+	}
+	if d, _ := h.dev.Read(h.ctx, ext.Name); len(d.Peers) != 3 {
+		t.Fatalf("device peers %d, want 3", len(d.Peers))
+	}
+}
+
+// TestCreateRollsBackWhenDeviceRefuses: the connect script accepts, but
+// the interface is gone by the time the peer is added (the script itself
+// deletes it). The create answers ErrDeviceUnavailable, the row is gone,
+// and the script, which saw C, gets a D with VPN_REASON=failed.
+func TestCreateRollsBackWhenDeviceRefuses(t *testing.T) {
+	h, ext := newExternalHarness(t, "")
+	h.create("alice")
+	h.touch("linkdel_C", "")
+	c, err := h.eng.Create(h.ctx, CreateRequest{UserID: "bob", ProfileID: "staff"})
+	if !errors.Is(err, ErrDeviceUnavailable) || c != nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("create whose peer the device refused = %+v, %v; want ErrDeviceUnavailable, rolled back", c, err)
+	}
+	if ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{UserID: "bob"}); len(ps) != 0 {
+		t.Fatalf("rolled-back config still stored: %+v", ps)
+	}
+	runs := h.scriptRuns()
+	var bob []string
+	for _, r := range runs {
+		if r["VPN_USER_ID"] == "bob" {
+			bob = append(bob, r["VPN_EVENT"]+" "+r["VPN_REASON"])
+		}
+	}
+	if !slices.Equal(bob, []string{"C created", "D failed"}) {
+		t.Fatalf("bob's script runs %v, want [C created, D failed]", bob)
+	}
+	evs, err := h.st.ListEvents(h.ctx, store.EventFilter{UserID: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, ev.Kind+" "+ev.Reason+" "+ev.Status)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"C created done", "D failed done"}) {
+		t.Fatalf("bob's events %v", got)
+	}
+	_ = ext
+}
+
+// TestExistingReappliesKeyAndPort: an existing interface whose config
+// names private_key_file and listen_port gets them back when it is
+// recreated without them or changed by hand, at the next reconcile, with
+// its peers and without events.
+func TestExistingReappliesKeyAndPort(t *testing.T) {
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kf := filepath.Join(dir, "wg.key")
+	if err := os.WriteFile(kf, []byte(k.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	h, ext := newExternalHarness(t, fmt.Sprintf("private_key_file = %q\nlisten_port = %d\n", kf, port))
+	device := func() *wg.Device {
+		d, err := h.dev.Read(h.ctx, ext.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	// The interface starts with another key and port: a create is refused
+	// until a reconcile has set them.
+	h.refused("alice", "differs from private_key_file")
+	rep := h.eng.Reconcile(h.ctx, ext.Name, false)
+	if rep.Err != nil || !slices.Equal(rep.Repairs, []string{"set private key", fmt.Sprintf("set listen port %d", port)}) {
+		t.Fatalf("first reconcile: %+v", rep)
+	}
+	if d := device(); d.PublicKey != k.PublicKey() || d.ListenPort != port {
+		t.Fatalf("device key %s port %d, want %s %d", d.PublicKey, d.ListenPort, k.PublicKey(), port)
+	}
+	h.create("alice")
+	h.create("bob")
+	runs := len(h.scriptRuns())
+
+	ext.Recreate(t)
+	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	rep = h.eng.Reconcile(h.ctx, ext.Name, false)
+	if rep.Err != nil || len(rep.Repairs) != 2 || rep.Counts.Added != 2 {
+		t.Fatalf("reconcile of the recreated interface: %+v", rep)
+	}
+	if d := device(); d.PublicKey != k.PublicKey() || d.ListenPort != port || len(d.Peers) != 2 {
+		t.Fatalf("after reconcile: key %s port %d peers %d", d.PublicKey, d.ListenPort, len(d.Peers))
+	}
+
+	// Changed by hand: status says so, reconcile sets it back.
+	other := freePort(t)
+	run(t, "wg", "set", ext.Name, "listen-port", fmt.Sprint(other))
+	health := h.eng.Health(h.ctx, ext.Name, device())
+	if health.ListenPortOK == nil || *health.ListenPortOK || health.PublicKeyOK == nil || !*health.PublicKeyOK ||
+		!slices.Contains(health.Drift, fmt.Sprintf("listen port %d, config says %d", other, port)) {
+		t.Fatalf("health with the port changed by hand: %+v", health)
+	}
+	rep = h.eng.Reconcile(h.ctx, ext.Name, false)
+	if rep.Err != nil || !slices.Equal(rep.Repairs, []string{fmt.Sprintf("set listen port %d", port)}) || !rep.Plan.Empty() {
+		t.Fatalf("reconcile after wg set listen-port: %+v", rep)
+	}
+	if d := device(); d.ListenPort != port {
+		t.Fatalf("port %d after reconcile, want %d", d.ListenPort, port)
+	}
+	h.create("carol")
+	if n := len(h.scriptRuns()); n != runs+1 {
+		t.Fatalf("script runs %d, want %d (carol's C only)", n, runs+1)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
