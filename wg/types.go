@@ -23,7 +23,7 @@ type Peer struct {
 // Device is one WireGuard interface as read from the system.
 type Device struct {
 	Name       string
-	Type       string // "Linux kernel" or "userspace"
+	Type       string      // "Linux kernel" or "userspace"
 	PublicKey  wgtypes.Key // zero when the device has no private key
 	ListenPort int
 	Peers      []Peer // sorted by public key
