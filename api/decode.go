@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -122,11 +124,17 @@ func DecodeCreate(body []byte) (reconcile.CreateRequest, error) {
 	return req, nil
 }
 
-// decodeStrict decodes one JSON object into v: unknown fields, wrong types
-// and anything after the object are errors (*Error, invalid_request).
+// decodeStrict decodes one JSON object into v: unknown fields, wrong types,
+// anything after the object, a key given twice, lone surrogate escapes and
+// bytes that are not UTF-8 are errors (*Error, invalid_request).
 func decodeStrict(body []byte, v any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badField("body", "a JSON object is required")
+	}
+	// First what the decoder would let through silently (and name
+	// wrongly: a key with a lone surrogate would be "unknown field \ufffd").
+	if e := checkJSONText(body); e != nil {
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -137,6 +145,188 @@ func decodeStrict(body []byte, v any) error {
 		return badField("body", "unexpected data after the JSON object")
 	}
 	return nil
+}
+
+// checkJSONText refuses what encoding/json lets through silently: a key
+// given twice in one object (the last would win; keys that differ only in
+// case count as one, as the decoder matches them so), a \u escape of a
+// lone UTF-16 surrogate, and bytes that are not UTF-8 (both would become
+// U+FFFD). The error names the top-level field the problem is in, or
+// "body". It scans any input without failing on bad syntax, which the
+// decoder reports.
+func checkJSONText(body []byte) *Error {
+	type frame struct {
+		keys   map[string]bool // objects: the keys seen, case-folded
+		object bool
+		key    string // objects: the key whose value is being read
+	}
+	var stack []frame
+	field := func() string {
+		// Name a field only at the top level, where it is one of ours.
+		if len(stack) == 1 && stack[0].object && stack[0].key != "" && safeName(stack[0].key) {
+			return stack[0].key
+		}
+		return "body"
+	}
+	expectKey := false
+	for i := 0; i < len(body); {
+		c := body[i]
+		switch c {
+		case ' ', '\t', '\n', '\r', ':':
+			i++
+		case '{', '[':
+			stack = append(stack, frame{object: c == '{', keys: map[string]bool{}})
+			expectKey = c == '{'
+			i++
+		case '}', ']':
+			if len(stack) == 0 {
+				return badField("body", "invalid JSON at byte %d", i)
+			}
+			stack = stack[:len(stack)-1]
+			expectKey = false
+			i++
+		case ',':
+			expectKey = len(stack) > 0 && stack[len(stack)-1].object
+			i++
+		case '"':
+			s, n, msg := jsonString(body[i:])
+			if msg != "" {
+				if expectKey {
+					return badField("body", "a key %s", msg)
+				}
+				f := field()
+				return badField(f, "%s (at byte %d)", msg, i)
+			}
+			if expectKey {
+				top := &stack[len(stack)-1]
+				k := foldKey(s)
+				if top.keys[k] {
+					if len(stack) == 1 && safeName(s) {
+						return badField(s, "is given twice; send each field once")
+					}
+					return badField("body", "the key %q is given twice in one object", s)
+				}
+				top.keys[k] = true
+				top.key = s
+				expectKey = false
+			}
+			i += n
+		default: // a number, true, false or null
+			for i < len(body) && !strings.ContainsRune(" \t\n\r,:]}", rune(body[i])) {
+				i++
+			}
+		}
+	}
+	return nil
+}
+
+// jsonString reads the JSON string at the start of b (b[0] == '"'): its
+// value, its length in bytes, and a description of what is wrong with it
+// ("" when nothing): a lone surrogate escape or bytes that are not UTF-8.
+func jsonString(b []byte) (string, int, string) {
+	var out strings.Builder
+	for i := 1; i < len(b); {
+		c := b[i]
+		switch {
+		case c == '"':
+			return out.String(), i + 1, ""
+		case c == '\\':
+			if i+1 >= len(b) {
+				return "", 0, "is not a complete JSON string"
+			}
+			if b[i+1] != 'u' {
+				out.WriteByte(unescape(b[i+1]))
+				i += 2
+				continue
+			}
+			r, ok := hex4(b[i+2:])
+			if !ok {
+				return "", 0, "has a bad \\u escape"
+			}
+			i += 6
+			switch {
+			case utf16.IsSurrogate(r) && r < 0xDC00:
+				lo, ok := rune(0), i+1 < len(b) && b[i] == '\\' && b[i+1] == 'u'
+				if ok {
+					lo, ok = hex4(b[i+2:])
+				}
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return "", 0, fmt.Sprintf("contains the lone UTF-16 surrogate \\u%04x; escape a character beyond U+FFFF as a surrogate pair, or send it as UTF-8", r)
+				}
+				out.WriteRune(utf16.DecodeRune(r, lo))
+				i += 6
+			case utf16.IsSurrogate(r):
+				return "", 0, fmt.Sprintf("contains the lone UTF-16 surrogate \\u%04x; escape a character beyond U+FFFF as a surrogate pair, or send it as UTF-8", r)
+			default:
+				out.WriteRune(r)
+			}
+		case c < utf8.RuneSelf:
+			out.WriteByte(c)
+			i++
+		default:
+			r, n := utf8.DecodeRune(b[i:])
+			if r == utf8.RuneError && n == 1 {
+				return "", 0, "is not valid UTF-8"
+			}
+			out.WriteRune(r)
+			i += n
+		}
+	}
+	return "", 0, "is not a complete JSON string"
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+func unescape(c byte) byte {
+	switch c {
+	case 'b':
+		return '\b'
+	case 'f':
+		return '\f'
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	}
+	return c // '"', '\\', '/'
+}
+
+// foldKey maps every character of s to the smallest of its simple case
+// folds, so two keys encoding/json would match to one field map to one
+// string.
+func foldKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, s)
+}
+
+// safeName reports whether a key can be echoed as a field name.
+func safeName(s string) bool {
+	return s != "" && len(s) <= 64 && utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
 }
 
 // jsonError turns a decoding error into a message naming the field.

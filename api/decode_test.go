@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -29,6 +31,12 @@ func TestDecodeCreate(t *testing.T) {
 		req.DisplayName != "Laptop" || req.ExpiresIn.Hours() != 36 || req.OriginatingIP.String() != "192.0.2.1" {
 		t.Fatalf("%+v", req)
 	}
+	// A character beyond U+FFFF as a surrogate pair, a space inside the
+	// user id, and a key in another case are fine.
+	req, err = DecodeCreate([]byte(`{"user_id":"alice smith \ud83d\ude00","Profile_ID":"staff","display_name":"\uD83D\uDE00"}`))
+	if err != nil || req.UserID != "alice smith 😀" || req.DisplayName != "😀" || req.ProfileID != "staff" {
+		t.Fatalf("%+v %v", req, err)
+	}
 	req, err = DecodeCreate([]byte(" {\"user_id\":\"u\",\"profile_id\":\"p\",\"expires_at\":\"2030-01-02T03:04:05+02:00\"}\n"))
 	if err != nil || req.ExpiresAt.Format("2006-01-02T15:04:05Z07:00") != "2030-01-02T01:04:05Z" || req.PublicKey != nil {
 		t.Fatalf("%+v %v", req, err)
@@ -50,6 +58,8 @@ func FuzzDecodeCreate(f *testing.F) {
 		`{"user_id":"u","profile_id":"p","x":1}`,
 		`[1,2]`, `null`, `"s"`, `{`, ``, `{"user_id":{"a":1}}`,
 		`{"user_id":"u","user_id":"v","profile_id":"p"}`,
+		`{"user_id":"\ud800","profile_id":"p"}`, `{"user_id":" \u2028","profile_id":"p"}`,
+		`{"user_id":"a\u202eb","profile_id":"p"}`, "{\"user_id\":\"\xff\",\"profile_id\":\"p\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -64,6 +74,10 @@ func FuzzDecodeCreate(f *testing.F) {
 		}
 		if reconcile.ValidateUserID(req.UserID) != nil || req.ProfileID == "" {
 			t.Fatalf("accepted %+v", req)
+		}
+		spelt := bytes.Contains(body, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
+		if !spelt && strings.ContainsRune(req.UserID+req.DisplayName+req.ProfileID, utf8.RuneError) {
+			t.Fatalf("accepted %q as %+v: a character was replaced", body, req)
 		}
 		if req.PublicKey != nil && *req.PublicKey == (wgtypes.Key{}) {
 			t.Fatal("accepted the zero key")
@@ -188,4 +202,80 @@ func scanOpenAPI(t *testing.T, text string) (ops, codes []string) {
 		t.Fatal("openapi.yaml: no paths or no ErrorCode enum found")
 	}
 	return ops, codes
+}
+
+// FuzzJSONText: checkJSONText never panics, and what it accepts of valid
+// JSON is UTF-8, decodes without U+FFFD (unless the body spelt one out),
+// and has no key twice in an object, by a reference walk over the
+// decoder's own tokens.
+func FuzzJSONText(f *testing.F) {
+	for _, s := range []string{
+		`{"a":"b"}`, `{"a":1,"a":2}`, `{"a":{"b":1,"b":2}}`, `{"a":[{"k":1},{"k":2}]}`,
+		`{"a":"\ud800"}`, `{"a":"\udc00"}`, `{"a":"\ud83d\ude00"}`, `{"a":"\ud83d\u0041"}`,
+		"{\"a\":\"\xff\"}", `{"A":1,"a":2}`, `{"\u017f":1,"s":2}`, `["\ud800"]`, `"x`, `{"a`, `\`,
+		`{"a":"\\ud800"}`, `{"a":"\ufffd"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e := checkJSONText(body)
+		if e != nil {
+			if e.Code != CodeInvalidRequest || e.Field == "" || !utf8.ValidString(e.Message) {
+				t.Fatalf("error %#v", e)
+			}
+			return
+		}
+		if !json.Valid(body) {
+			return
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("accepted %q, not UTF-8", body)
+		}
+		spelt := bytes.Contains(body, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
+		dec := json.NewDecoder(bytes.NewReader(body))
+		type obj struct {
+			keys   map[string]bool
+			object bool
+			key    bool
+		}
+		var stack []obj
+		for {
+			tok, err := dec.Token()
+			if err != nil {
+				break
+			}
+			switch v := tok.(type) {
+			case json.Delim:
+				switch v {
+				case '{', '[':
+					if len(stack) > 0 && stack[len(stack)-1].object {
+						stack[len(stack)-1].key = true
+					}
+					stack = append(stack, obj{keys: map[string]bool{}, object: v == '{', key: v == '{'})
+				default:
+					stack = stack[:len(stack)-1]
+					if len(stack) > 0 && stack[len(stack)-1].object {
+						stack[len(stack)-1].key = true
+					}
+				}
+				continue
+			case string:
+				if strings.ContainsRune(v, utf8.RuneError) && !spelt {
+					t.Fatalf("accepted %q: decodes to %q", body, v)
+				}
+				if top := len(stack) - 1; top >= 0 && stack[top].object && stack[top].key {
+					k := foldKey(v)
+					if stack[top].keys[k] {
+						t.Fatalf("accepted %q with the key %q twice", body, v)
+					}
+					stack[top].keys[k] = true
+					stack[top].key = false
+					continue
+				}
+			}
+			if top := len(stack) - 1; top >= 0 && stack[top].object {
+				stack[top].key = true
+			}
+		}
+	})
 }

@@ -98,8 +98,13 @@ type Created struct {
 // MaxUserIDLen is the longest user id accepted, in bytes.
 const MaxUserIDLen = 256
 
-// ValidateUserID checks a user id: 1–256 bytes of UTF-8 without control
-// characters.
+// ValidateUserID checks a user id: 1–256 bytes of valid UTF-8, not only
+// white space, without control characters, without the bidirectional
+// embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069,
+// which make a name display as another) and without the line and
+// paragraph separators U+2028 and U+2029 (which break log lines and
+// scripts the way a newline does). The error is an *InvalidError for
+// field user_id.
 func ValidateUserID(u string) error {
 	switch {
 	case u == "":
@@ -109,12 +114,36 @@ func ValidateUserID(u string) error {
 	case !utf8.ValidString(u):
 		return invalid("user_id", "is not valid UTF-8")
 	}
+	blank := true
 	for _, r := range u {
-		if unicode.IsControl(r) {
+		switch {
+		case unicode.IsControl(r):
 			return invalid("user_id", "contains the control character %U", r)
+		case isBidiControl(r):
+			return invalid("user_id", "contains the bidirectional control character %U, which changes how the text around it is displayed", r)
+		case r == '\u2028' || r == '\u2029':
+			return invalid("user_id", "contains the line or paragraph separator %U", r)
+		}
+		if !unicode.IsSpace(r) && !isZeroWidth(r) {
+			blank = false
 		}
 	}
+	if blank {
+		return invalid("user_id", "is only white space")
+	}
 	return nil
+}
+
+// isBidiControl reports the explicit directional embeddings, overrides
+// and isolates (Trojan Source's characters).
+func isBidiControl(r rune) bool {
+	return r >= '\u202A' && r <= '\u202E' || r >= '\u2066' && r <= '\u2069'
+}
+
+// isZeroWidth reports the invisible characters that count as blank: zero
+// width space, word joiner and the byte-order mark.
+func isZeroWidth(r rune) bool {
+	return r == '\u200B' || r == '\u2060' || r == '\uFEFF'
 }
 
 // ParseKey parses a public key in standard base64 (as wg prints it) or

@@ -632,3 +632,32 @@ func TestBackoff(t *testing.T) {
 }
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+func TestValidateUserID(t *testing.T) {
+	for _, u := range []string{"alice", "alice smith", "ü@example.org", "😀", " x ", "a\u200bb", "\u200e\u05d0"} {
+		if err := ValidateUserID(u); err != nil {
+			t.Errorf("%q refused: %v", u, err)
+		}
+	}
+	for u, want := range map[string]string{
+		"":                       "must not be empty",
+		strings.Repeat("u", 257): "257 bytes",
+		"a\xffb":                 "not valid UTF-8",
+		"a\x00b":                 "control character U+0000",
+		"a\u0085b":               "control character U+0085",
+		" ":                      "only white space",
+		"\t":                     "control character",
+		"\u00a0\u2003\u3000":     "only white space",
+		"\u200b\ufeff\u2060":     "only white space",
+		"\u202a":                 "U+202A", "\u202b": "U+202B", "\u202c": "U+202C", "\u202d": "U+202D", "\u202e": "U+202E",
+		"x\u2066": "U+2066", "x\u2067": "U+2067", "x\u2068": "U+2068", "x\u2069": "U+2069",
+		"a\u2028b": "line or paragraph separator U+2028",
+		"a\u2029b": "line or paragraph separator U+2029",
+	} {
+		err := ValidateUserID(u)
+		var inv *InvalidError
+		if !errors.As(err, &inv) || inv.Field != "user_id" || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an invalid user_id saying %q", u, err, want)
+		}
+	}
+}
