@@ -143,7 +143,7 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, cfg.Database, store.Options{})
+	st, err := store.Open(ctx, cfg.Database, store.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}

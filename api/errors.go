@@ -28,6 +28,7 @@ const (
 	CodeInternal             = "internal"               // 500
 	CodeDeviceUnavailable    = "device_unavailable"     // 503
 	CodeBlocked              = "blocked"                // 503, /healthz only
+	CodeUnavailable          = "unavailable"            // 503: the database (full, read-only, damaged, replaced)
 )
 
 // Codes lists every error code with its HTTP status.
@@ -46,6 +47,7 @@ var Codes = map[string]int{
 	CodeInternal:             http.StatusInternalServerError,
 	CodeDeviceUnavailable:    http.StatusServiceUnavailable,
 	CodeBlocked:              http.StatusServiceUnavailable,
+	CodeUnavailable:          http.StatusServiceUnavailable,
 }
 
 // Error is an API error: what the client gets as the JSON body
@@ -151,6 +153,9 @@ func fromEngine(err error) *Error {
 			}
 		}
 		return e
+	case errors.Is(err, store.ErrUnavailable):
+		// Not a bug (500 internal): the environment broke the database.
+		return unavailable(err)
 	case errors.Is(err, reconcile.ErrDeviceUnavailable):
 		return apiErr(CodeDeviceUnavailable, "WireGuard device unavailable: %v", err)
 	case errors.Is(err, reconcile.ErrInProgress):
@@ -169,6 +174,21 @@ func fromEngine(err error) *Error {
 		return apiErr(CodeConflict, "%v", err)
 	}
 	return nil
+}
+
+// unavailable is the 503 for a database the environment made unusable; the
+// message names the cause (disk full, read-only database, the database
+// file was deleted or replaced, …).
+func unavailable(err error) *Error {
+	var ue *store.UnavailableError
+	if errors.As(err, &ue) {
+		msg := ue.Error()
+		if !ue.Fatal {
+			msg += "; try again later"
+		}
+		return apiErr(CodeUnavailable, "%s", msg)
+	}
+	return apiErr(CodeUnavailable, "%v", err)
 }
 
 // asAPI returns the API error for err, or err itself when it has none.

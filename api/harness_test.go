@@ -147,7 +147,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC())
-	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Now: h.clock.Now})
+	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

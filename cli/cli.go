@@ -44,6 +44,9 @@ type env struct {
 	stdout     io.Writer
 	stderr     io.Writer
 	configPath string
+	// createDB is set by the commands that may create a missing database
+	// and check it with quick_check: migrate and daemon.
+	createDB bool
 }
 
 type command struct {
@@ -118,6 +121,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return int(es)
 		}
 		fmt.Fprintf(stderr, "wgkeeper %s: %v\n", c.name, err)
+		if hint := unavailableHint(err); hint != "" {
+			fmt.Fprintf(stderr, "wgkeeper %s: %s\n", c.name, hint)
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			return ExitUsage

@@ -98,7 +98,7 @@ func (c *cliEnv) json(v any, args ...string) {
 // counts is the number of rows and events in the store.
 func (c *cliEnv) counts() string {
 	c.t.Helper()
-	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{})
+	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{Create: true})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/ratelog"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -122,6 +123,10 @@ func cmdDaemon(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A loop failing again and again (a full disk, a device gone) logs
+	// each distinct error once a minute, not once per try.
+	log = slog.New(ratelog.New(log.Handler(), time.Minute, nil))
+	e.createDB = true
 	d := &daemon{env: e, log: log}
 	return d.run()
 }
@@ -135,6 +140,35 @@ type daemon struct {
 	api     *api.Server // nil when api.listen is empty
 
 	wake chan struct{} // something changed: recompute timers
+
+	// Used by the run loop's goroutine only: the back-off of the timed
+	// step (expire and deliver) and of the timer's own store reads.
+	failures int       // consecutive failures
+	retryAt  time.Time // while failures > 0, no step before this
+}
+
+// Back-off of a daemon loop that failed: from backoffBase, doubling per
+// consecutive failure, capped at housekeeping.reconcile_interval (the
+// periodic repair runs that often anyway), or at backoffCapOff when the
+// interval is 0, and never below backoffBase.
+const (
+	backoffBase   = time.Second
+	backoffCapOff = 30 * time.Second
+)
+
+// backoffCap is the longest wait between two tries of a failing loop.
+func backoffCap(reconcileInterval time.Duration) time.Duration {
+	if reconcileInterval <= 0 {
+		return backoffCapOff
+	}
+	return max(reconcileInterval, backoffBase)
+}
+
+// failed records a failure of the timed step or of its timer: the next try
+// waits out the back-off.
+func (d *daemon) failed() {
+	d.failures++
+	d.retryAt = time.Now().Add(reconcile.Backoff(d.failures, backoffBase, backoffCap(d.p.cfg.Housekeeping.ReconcileInterval)))
 }
 
 func (d *daemon) run() error {
@@ -178,7 +212,7 @@ func (d *daemon) run() error {
 	var running sync.WaitGroup
 	defer running.Wait()
 	stepping := false
-	stepDone := make(chan struct{}, 1)
+	stepDone := make(chan error, 1)
 
 	housekeep := func() {
 		if _, err := p.engine.Housekeeping(ctx, false); err != nil && !errors.Is(err, reconcile.ErrBusy) && ctx.Err() == nil {
@@ -198,9 +232,14 @@ func (d *daemon) run() error {
 
 	recon := newTicker(p.cfg.Housekeeping.ReconcileInterval)
 	defer recon.stop()
+	// Every 500 ms: is the file at the database's path still the one
+	// opened (a stat), and did another process commit (data_version)?
 	watch := time.NewTicker(500 * time.Millisecond)
 	defer watch.Stop()
-	lastVersion, _ := p.store.DataVersion(ctx)
+	lastVersion, err := p.store.DataVersion(ctx)
+	if err != nil {
+		d.log.Error("read the database's data version", "err", err)
+	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	d.arm(ctx, timer)
@@ -221,10 +260,26 @@ func (d *daemon) run() error {
 		case <-recon.c():
 			p.engine.ReconcileAll(ctx, false)
 		case <-watch.C:
+			if err := p.store.CheckFile(); err != nil {
+				if ue := (*store.UnavailableError)(nil); errors.As(err, &ue) && ue.Cause == store.CauseReplaced {
+					// Everything written from now on would go to a file
+					// nobody reads. The store refuses writes already; stop,
+					// after the requests in progress (deferred), so that
+					// the service manager starts wgkeeper on the file now
+					// at the path.
+					sdNotify("STOPPING=1")
+					d.log.Error("the database file was deleted or replaced; stopping all writes and exiting to be restarted",
+						"database", p.cfg.Database, "err", err)
+					return fmt.Errorf("database %s: %w", p.cfg.Database, err)
+				}
+			}
 			// Another process (a CLI command, the API of another node)
 			// may have written: data_version tells cheaply.
 			v, err := p.store.DataVersion(ctx)
-			if err == nil && v != lastVersion {
+			switch {
+			case err != nil:
+				d.log.Error("read the database's data version", "err", err)
+			case v != lastVersion:
 				lastVersion = v
 				d.arm(ctx, timer)
 			}
@@ -241,16 +296,26 @@ func (d *daemon) run() error {
 			running.Add(1)
 			go func() {
 				defer running.Done()
+				var failed error
 				if _, err := p.engine.Expire(ctx); err != nil && ctx.Err() == nil {
 					d.log.Error("expire", "err", err)
+					failed = err
 				}
 				if _, err := p.engine.Deliver(ctx); err != nil && ctx.Err() == nil {
 					d.log.Error("deliver", "err", err)
+					failed = err
 				}
-				stepDone <- struct{}{}
+				stepDone <- failed
 			}()
-		case <-stepDone:
+		case err := <-stepDone:
 			stepping = false
+			if err != nil {
+				// An expiry the store could not record stays due: without
+				// the back-off the step would run again at once, forever.
+				d.failed()
+			} else {
+				d.failures = 0
+			}
 			d.arm(ctx, timer)
 		}
 	}
@@ -289,14 +354,29 @@ func (d *daemon) poke() {
 	}
 }
 
-// arm sets the timer to the earliest expiry or event retry.
+// arm sets the timer to the earliest expiry or event retry, or, after
+// failures, to the end of the back-off if that is later. When the store
+// cannot say, the timer retries after the back-off.
 func (d *daemon) arm(ctx context.Context, t *time.Timer) {
 	next := time.Now().Add(time.Hour)
-	if at, ok, err := d.p.store.NextExpiry(ctx); err == nil && ok && at.Before(next) {
+	var errs []error
+	if at, ok, err := d.p.store.NextExpiry(ctx); err != nil {
+		errs = append(errs, err)
+	} else if ok && at.Before(next) {
 		next = at
 	}
-	if at, ok, err := d.p.store.NextDue(ctx); err == nil && ok && at.Before(next) {
+	if at, ok, err := d.p.store.NextDue(ctx); err != nil {
+		errs = append(errs, err)
+	} else if ok && at.Before(next) {
 		next = at
+	}
+	if len(errs) > 0 && ctx.Err() == nil {
+		d.log.Error("schedule expiry and delivery", "err", errors.Join(errs...))
+		d.failed()
+		next = d.retryAt
+	}
+	if d.failures > 0 && next.Before(d.retryAt) {
+		next = d.retryAt
 	}
 	wait := time.Until(next)
 	if wait < 0 {

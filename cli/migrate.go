@@ -12,10 +12,11 @@ import (
 func cmdMigrate(e *env, args []string) error {
 	fs := newFlags("migrate")
 	if err := parseFlags(e, fs, args, "migrate",
-		"Open the database, creating it (mode 0600) when missing, and apply the\nschema migrations this wgkeeper knows. Prints the schema version.",
+		"Open the database, creating it (mode 0600) when missing, check it with\nPRAGMA quick_check, and apply the schema migrations this wgkeeper knows.\nPrints the schema version. Only migrate and daemon create a database.",
 		"wgkeeper -config /etc/wgkeeper/wgkeeper.toml migrate"); err != nil {
 		return err
 	}
+	e.createDB = true
 	return e.withStore(func(cfg *config.Config, st *store.Store) error {
 		v, err := st.SchemaVersion(e.ctx)
 		if err != nil {

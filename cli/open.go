@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -17,11 +18,44 @@ func (e *env) loadConfig() (*config.Config, error) {
 	return cfg, nil
 }
 
-// openStore opens (creating and migrating when needed) the database.
+// openStore opens and migrates the database. Only the commands that set
+// e.createDB (migrate, daemon) create a missing one and run quick_check
+// first; every other command fails on a missing database and creates
+// nothing, so a mistyped path never turns into an empty store that a
+// reconcile would make the devices match.
 func (e *env) openStore(cfg *config.Config, log *slog.Logger) (*store.Store, error) {
-	st, err := store.Open(e.ctx, cfg.Database, store.Options{Logger: log})
+	st, err := store.Open(e.ctx, cfg.Database, store.Options{Logger: log, Create: e.createDB, QuickCheck: e.createDB})
+	if errors.Is(err, store.ErrNoDatabase) {
+		return nil, fmt.Errorf("no database at %s (create it with: wgkeeper migrate)", cfg.Database)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
 	return st, nil
+}
+
+// unavailableHint says what an operator can do about a database the
+// environment made unusable; "" for other errors.
+func unavailableHint(err error) string {
+	var ue *store.UnavailableError
+	var de *store.DamagedError
+	switch {
+	case errors.As(err, &de):
+		return "" // its message says what to do
+	case !errors.As(err, &ue):
+		return ""
+	}
+	switch ue.Cause {
+	case store.CauseDiskFull:
+		return "free space on the database's file system, then try again"
+	case store.CauseReadOnly, store.CausePermission:
+		return "make the database file and its directory writable by wgkeeper, then try again"
+	case store.CauseDamaged:
+		return "restore the database from a backup (or recover it with: sqlite3 FILE .recover)"
+	case store.CauseReplaced:
+		return "restart wgkeeper so that it opens the file now at that path"
+	case store.CauseIO, store.CauseCantOpen:
+		return "check the disk and the file system holding the database"
+	}
+	return ""
 }

@@ -44,7 +44,7 @@ func crashChild(op string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.Database, store.Options{})
+	st, err := store.Open(ctx, cfg.Database, store.Options{Create: true})
 	if err != nil {
 		return err
 	}

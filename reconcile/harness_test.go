@@ -141,7 +141,7 @@ func (h *harness) open(toml string) {
 	}
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC().Truncate(time.Second))
-	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Now: h.clock.Now})
+	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

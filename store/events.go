@@ -121,13 +121,13 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []EventBytes) error {
 		st, err := tx.PrepareContext(ctx, `UPDATE events SET bytes_in = ?, bytes_out = ?
 			WHERE id = ? AND event = 'D' AND status = 'pending'`)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		defer st.Close()
 		for _, b := range bs {
 			res, err := st.ExecContext(ctx, b.In, b.Out, b.ID)
 			if err != nil {
-				return fmt.Errorf("event %d: %w", b.ID, convErr(err))
+				return fmt.Errorf("event %d: %w", b.ID, s.note(convErr(err)))
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
 				return fmt.Errorf("event %d: %w", b.ID, explainEvent(ctx, tx, b.ID, KindDisconnect, StatusPending, "", ""))
@@ -177,7 +177,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 				ORDER BY id LIMIT ?4)
 			RETURNING `+eventColumns, owner, untilV, nowV, limit)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		out, err = scanEvents(rows)
 		return err
@@ -239,7 +239,7 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 				last_error = '', next_attempt_at = NULL, lease_owner = '', lease_until = NULL
 			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ?`, doneAt, id, owner)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return explainEvent(ctx, tx, id, KindDisconnect, StatusPending, "", owner)
@@ -270,7 +270,7 @@ func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until ti
 			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ? AND lease_until >= ?`,
 			untilV, id, owner, nowV)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("lease not held by %q: %w", owner, ErrConflict)
@@ -311,7 +311,7 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ?`,
 			status, truncateError(errMsg), nextV, id, owner)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return explainEvent(ctx, tx, id, KindDisconnect, StatusPending, "", owner)
@@ -350,7 +350,7 @@ func (s *Store) RetryEvent(ctx context.Context, id int64) error {
 				lease_owner = '', lease_until = NULL
 			WHERE id = ? AND status = 'failed'`, nowV, id)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return explainEvent(ctx, tx, id, "", StatusFailed, "", "")
@@ -376,7 +376,7 @@ func (s *Store) RetryFailed(ctx context.Context) (int, error) {
 				lease_owner = '', lease_until = NULL
 			WHERE status = 'failed'`, nowV)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		n, _ = res.RowsAffected()
 		return nil
@@ -443,7 +443,7 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) 
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list events: %w", convErr(err))
+		return nil, fmt.Errorf("list events: %w", s.note(convErr(err)))
 	}
 	out, err := scanEvents(rows)
 	if err != nil {
@@ -500,13 +500,16 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 // next_attempt_at of pending D events, or, for an event under a lease that
 // ends later, the end of that lease. ok is false when nothing is pending.
 func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) {
+	if err := s.Fault(); err != nil {
+		return time.Time{}, false, err
+	}
 	var v sql.NullInt64
 	err = s.db.QueryRowContext(ctx, `SELECT min(CASE
 			WHEN lease_owner != '' AND lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until
 			ELSE next_attempt_at END)
 		FROM events WHERE status = 'pending' AND event = 'D'`).Scan(&v)
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("next due event: %w", convErr(err))
+		return time.Time{}, false, fmt.Errorf("next due event: %w", s.note(convErr(err)))
 	}
 	return decTime(v), v.Valid, nil
 }
@@ -514,6 +517,9 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 // NextExpiry returns the earliest expires_at among active peers; ok is false
 // when no active peer expires.
 func (s *Store) NextExpiry(ctx context.Context) (at time.Time, ok bool, err error) {
+	if err := s.Fault(); err != nil {
+		return time.Time{}, false, err
+	}
 	var v int64
 	err = s.db.QueryRowContext(ctx, `SELECT expires_at FROM peers
 		WHERE state = 'active' AND expires_at IS NOT NULL ORDER BY expires_at LIMIT 1`).Scan(&v)
@@ -521,7 +527,7 @@ func (s *Store) NextExpiry(ctx context.Context) (at time.Time, ok bool, err erro
 		return time.Time{}, false, nil
 	}
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("next expiry: %w", convErr(err))
+		return time.Time{}, false, fmt.Errorf("next expiry: %w", s.note(convErr(err)))
 	}
 	return time.Unix(0, v).UTC(), true, nil
 }
@@ -531,19 +537,19 @@ func (s *Store) CountEvents(ctx context.Context) (map[string]int, error) {
 	out := map[string]int{StatusRunning: 0, StatusPending: 0, StatusDone: 0, StatusFailed: 0}
 	rows, err := s.db.QueryContext(ctx, `SELECT status, count(*) FROM events GROUP BY status`)
 	if err != nil {
-		return nil, fmt.Errorf("count events: %w", convErr(err))
+		return nil, fmt.Errorf("count events: %w", s.note(convErr(err)))
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var st string
 		var n int
 		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("count events: %w", convErr(err))
+			return nil, fmt.Errorf("count events: %w", s.note(convErr(err)))
 		}
 		out[st] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count events: %w", convErr(err))
+		return nil, fmt.Errorf("count events: %w", s.note(convErr(err)))
 	}
 	return out, nil
 }
@@ -576,7 +582,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.id > e.id))
 				 LIMIT ?)`, beforeV, pruneBatch)
 			if err != nil {
-				return convErr(err)
+				return s.note(convErr(err))
 			}
 			n, _ = res.RowsAffected()
 			return nil
@@ -609,14 +615,14 @@ var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") 
 func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]Session, error) {
 	rows, err := s.db.QueryContext(ctx, sessionQuery+cond+` ORDER BY c.id`, args...)
 	if err != nil {
-		return nil, convErr(err)
+		return nil, s.note(convErr(err))
 	}
 	defer rows.Close()
 	var out []Session
 	for rows.Next() {
 		var c, d eventRow
 		if err := rows.Scan(append(c.dest(), d.dest()...)...); err != nil {
-			return nil, convErr(err)
+			return nil, s.note(convErr(err))
 		}
 		ce, err := c.decode()
 		if err != nil {
@@ -633,7 +639,7 @@ func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]Sessi
 		out = append(out, sess)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, convErr(err)
+		return nil, s.note(convErr(err))
 	}
 	return out, nil
 }

@@ -50,7 +50,7 @@ func dbPath(t testing.TB) string {
 
 func openAt(t testing.TB, path string, clock *testClock) *Store {
 	t.Helper()
-	opts := Options{}
+	opts := Options{Create: true}
 	if clock != nil {
 		opts.Now = clock.Now
 	}

@@ -145,14 +145,14 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 		case err == nil:
 			return fmt.Errorf("public key already in use: %w", ErrConflict)
 		case !errors.Is(err, sql.ErrNoRows):
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if np.MaxPerUser > 0 {
 			var n int
 			if err := tx.QueryRowContext(ctx,
 				`SELECT count(*) FROM peers WHERE user_id = ? AND interface = ? AND profile_id = ?`,
 				np.UserID, np.Interface, np.ProfileID).Scan(&n); err != nil {
-				return convErr(err)
+				return s.note(convErr(err))
 			}
 			if n >= np.MaxPerUser {
 				return fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
@@ -162,7 +162,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 		var idx int64
 		for from := int64(0); ; {
 			if err := tx.QueryRowContext(ctx, poolQuery, np.Interface, np.ProfileID, from).Scan(&idx); err != nil {
-				return convErr(err)
+				return s.note(convErr(err))
 			}
 			sp, skip := avoided(avoid, idx)
 			if !skip {
@@ -183,7 +183,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
 			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
 			string(StatePending), createdAt, expiresAt); err != nil {
-			err = convErr(err)
+			err = s.note(convErr(err))
 			if errors.Is(err, ErrConflict) {
 				// The key was checked above: an address is taken, which only
 				// overlapping profiles on one interface can cause.
@@ -292,7 +292,7 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 		res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, attempts = attempts + 1
 			WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`, doneAt, cEventID, k)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			if st == StateActive {
@@ -306,7 +306,7 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE peers SET state = 'active' WHERE public_key = ?`, k); err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		return nil
 	})
@@ -334,13 +334,13 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`,
 			cEventID, k)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE public_key = ?`, k); err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		return nil
 	})
@@ -352,10 +352,13 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 
 // GetPeer returns the peer with this key, or an error matching ErrNotFound.
 func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (Peer, error) {
+	if err := s.Fault(); err != nil {
+		return Peer{}, err
+	}
 	var r peerRow
 	err := s.db.QueryRowContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.dest()...)
 	if err != nil {
-		return Peer{}, fmt.Errorf("get peer %s: %w", key, convErr(err))
+		return Peer{}, fmt.Errorf("get peer %s: %w", key, s.note(convErr(err)))
 	}
 	p, err := r.decode()
 	if err != nil {
@@ -378,6 +381,9 @@ type PeerFilter struct {
 // ListPeers returns the peers matching f, ordered by interface, profile and
 // host index (that is, by address within a profile).
 func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
+	if err := s.Fault(); err != nil {
+		return nil, err
+	}
 	var where []string
 	var args []any
 	add := func(cond string, arg any) {
@@ -424,14 +430,14 @@ func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
 	}
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list peers: %w", convErr(err))
+		return nil, fmt.Errorf("list peers: %w", s.note(convErr(err)))
 	}
 	defer rows.Close()
 	var out []Peer
 	for rows.Next() {
 		var r peerRow
 		if err := rows.Scan(r.dest()...); err != nil {
-			return nil, fmt.Errorf("list peers: %w", convErr(err))
+			return nil, fmt.Errorf("list peers: %w", s.note(convErr(err)))
 		}
 		p, err := r.decode()
 		if err != nil {
@@ -440,7 +446,7 @@ func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list peers: %w", convErr(err))
+		return nil, fmt.Errorf("list peers: %w", s.note(convErr(err)))
 	}
 	return out, nil
 }
@@ -459,7 +465,7 @@ func (s *Store) CountPeers(ctx context.Context) ([]PeerCount, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT interface, profile_id, state, count(*) FROM peers
 		GROUP BY interface, profile_id, state ORDER BY interface, profile_id, state`)
 	if err != nil {
-		return nil, fmt.Errorf("count peers: %w", convErr(err))
+		return nil, fmt.Errorf("count peers: %w", s.note(convErr(err)))
 	}
 	defer rows.Close()
 	var out []PeerCount
@@ -467,13 +473,13 @@ func (s *Store) CountPeers(ctx context.Context) ([]PeerCount, error) {
 		var c PeerCount
 		var st string
 		if err := rows.Scan(&c.Interface, &c.ProfileID, &st, &c.Count); err != nil {
-			return nil, fmt.Errorf("count peers: %w", convErr(err))
+			return nil, fmt.Errorf("count peers: %w", s.note(convErr(err)))
 		}
 		c.State = State(st)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count peers: %w", convErr(err))
+		return nil, fmt.Errorf("count peers: %w", s.note(convErr(err)))
 	}
 	return out, nil
 }
@@ -484,7 +490,7 @@ func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, erro
 	var n int
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM peers WHERE interface = ? AND profile_id = ?`,
 		iface, profile).Scan(&n); err != nil {
-		return 0, fmt.Errorf("pool usage of %s/%s: %w", iface, profile, convErr(err))
+		return 0, fmt.Errorf("pool usage of %s/%s: %w", iface, profile, s.note(convErr(err)))
 	}
 	return n, nil
 }
@@ -525,7 +531,7 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'D'
 			AND status = 'pending' AND attempts = 0 AND lease_owner = ''`, key.String())
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		n, _ = res.RowsAffected()
 		return nil
@@ -579,12 +585,12 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		sel, err := tx.PrepareContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		defer sel.Close()
 		del, err := tx.PrepareContext(ctx, `DELETE FROM peers WHERE public_key = ?`)
 		if err != nil {
-			return convErr(err)
+			return s.note(convErr(err))
 		}
 		defer del.Close()
 		seen := make(map[wgtypes.Key]bool, len(keys))
@@ -598,19 +604,19 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 				if errors.Is(err, sql.ErrNoRows) {
 					continue
 				}
-				return fmt.Errorf("peer %s: %w", key, convErr(err))
+				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 			}
 			p, err := r.decode()
 			if err != nil {
 				return err
 			}
 			if _, err := del.ExecContext(ctx, r.PublicKey); err != nil {
-				return fmt.Errorf("peer %s: %w", key, convErr(err))
+				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 			}
 			if p.State == StatePending {
 				if _, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, last_error = ?
 					WHERE event = 'C' AND public_key = ? AND status = 'running'`, nowV, note, r.PublicKey); err != nil {
-					return fmt.Errorf("peer %s: %w", key, convErr(err))
+					return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 				}
 			}
 			ev := eventOf(p, KindDisconnect, reason, StatusPending, now)

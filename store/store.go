@@ -17,6 +17,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -52,6 +55,14 @@ var (
 	// ErrCorrupt: a stored value cannot be read back (edited by hand, or
 	// damaged); the error names the row and the column.
 	ErrCorrupt = errors.New("corrupt row")
+	// ErrUnavailable: the database cannot be used for a reason outside
+	// wgkeeper — disk full, read-only, damaged, deleted or replaced. The
+	// error is an *UnavailableError (or, from Open, a *DamagedError) that
+	// names the cause.
+	ErrUnavailable = errors.New("database unavailable")
+	// ErrNoDatabase: Open without Options.Create found no file at the path.
+	// Nothing was created.
+	ErrNoDatabase = errors.New("no database")
 )
 
 // SchemaTooNewError is returned by Open (wrapped, and matching
@@ -76,6 +87,14 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives migration and file-mode notices; nil discards.
 	Logger *slog.Logger
+	// Create creates the database file (and its directory) when it is
+	// missing. Without it Open fails with ErrNoDatabase and creates nothing:
+	// a mistyped path must never become a new, empty database that a
+	// reconcile then makes the devices match.
+	Create bool
+	// QuickCheck runs PRAGMA quick_check before anything else touches the
+	// file; a damaged file fails Open with a *DamagedError.
+	QuickCheck bool
 }
 
 // Store is an open database. It is safe for concurrent use, and several
@@ -88,6 +107,10 @@ type Store struct {
 	wmu    sync.Mutex // serialises this process's write transactions
 	dvMu   sync.Mutex
 	dvConn *sql.Conn // dedicated connection: PRAGMA data_version is per connection
+
+	ident fileID                           // device and inode of the file opened
+	walID fileID                           // and of its -wal file, once Open is done
+	fault atomic.Pointer[UnavailableError] // first fatal fault; never cleared
 
 	ready     bool // Open succeeded
 	closeOnce sync.Once
@@ -108,9 +131,12 @@ const (
 // it); the statement cache spares re-preparing the trigger-laden inserts.
 const dsnParams = "_journal_mode=WAL&_busy_timeout=5000&_foreign_keys=on&_txlock=immediate&_synchronous=NORMAL&_cache_size=-32768&_stmt_cache_size=64"
 
-// Open opens (creating if needed) the database at path and applies the
-// embedded migrations. A new file is created mode 0600, and its parent
-// directory mode 0700 when missing. Every pooled connection runs in WAL mode
+// Open opens the database at path and applies the embedded migrations.
+// With opts.Create a missing file is created mode 0600, and its parent
+// directory mode 0700 when missing; without it a missing file fails with
+// ErrNoDatabase and nothing is created. Connections open the file
+// read-write without SQLite's create flag, so a file deleted later is never
+// silently re-created by a new pooled connection. Every pooled connection runs in WAL mode
 // with a 5 s busy timeout, foreign keys on, synchronous=NORMAL, and immediate
 // write transactions; the pool holds at most 16 connections.
 //
@@ -136,7 +162,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if err := s.prepareFile(); err != nil {
+	if err := s.prepareFile(opts.Create); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", abs, err)
+	}
+	ident, err := statID(abs)
+	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", abs, err)
 	}
 	// Switching a fresh file to WAL takes a lock that SQLite's busy handler
@@ -145,7 +175,8 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// That is transient; try again briefly.
 	delay := 5 * time.Millisecond
 	for try := 0; ; try++ {
-		err := s.open(ctx)
+		s.ident = ident
+		err := s.open(ctx, opts.QuickCheck)
 		if err == nil {
 			break
 		}
@@ -153,6 +184,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			s.Close()
 		}
 		if !isBusy(err) || try == 20 || ctx.Err() != nil {
+			if derr := dirProblem(filepath.Dir(abs)); derr != nil && errors.Is(err, ErrUnavailable) {
+				err = fmt.Errorf("%w; %w", derr, err)
+			}
 			return nil, fmt.Errorf("open database %s: %w", abs, err)
 		}
 		time.Sleep(delay)
@@ -160,15 +194,30 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s = &Store{path: abs, now: s.now, log: s.log}
 	}
 	s.ready = true
+	s.walID, _ = statID(abs + "-wal")
 	return s, nil
 }
 
-// prepareFile creates the parent directory (0700) and the file (0600) if
-// missing, so the database never exists with looser permissions.
-func (s *Store) prepareFile() error {
+// prepareFile, with create, makes the parent directory (0700) and the file
+// (0600) if missing, so the database never exists with looser permissions.
+// It checks that the path is a regular file.
+func (s *Store) prepareFile(create bool) error {
 	dir := filepath.Dir(s.path)
+	if !create {
+		fi, err := os.Stat(s.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrNoDatabase
+		}
+		if err != nil {
+			return err
+		}
+		return s.checkMode(fi)
+	}
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
+			if derr := dirProblem(filepath.Dir(dir)); derr != nil {
+				return fmt.Errorf("create directory %s: %w", dir, derr)
+			}
 			return fmt.Errorf("create directory: %w", err)
 		}
 	}
@@ -189,24 +238,80 @@ func (s *Store) prepareFile() error {
 		if err != nil {
 			return err
 		}
-		if !fi.Mode().IsRegular() {
-			return errors.New("not a regular file")
-		}
-		if fi.Mode().Perm()&0o077 != 0 {
-			s.log.Warn("database file is readable by group or others; it holds preshared keys, consider chmod 0600",
-				"path", s.path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
-		}
-		return nil
+		return s.checkMode(fi)
 	default:
+		if derr := dirProblem(dir); derr != nil {
+			return fmt.Errorf("create the database file: %w", derr)
+		}
 		return fmt.Errorf("create file: %w", err)
 	}
 }
 
-func (s *Store) open(ctx context.Context) error {
-	db, err := sql.Open("sqlite3", s.path+"?"+dsnParams)
-	if err != nil {
-		return convErr(err)
+// checkMode refuses what is not a regular file and warns about a file
+// others may read.
+func (s *Store) checkMode(fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return errors.New("not a regular file")
 	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		s.log.Warn("database file is readable by group or others; it holds preshared keys, consider chmod 0600",
+			"path", s.path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+	}
+	return nil
+}
+
+// dirProblem says why this process cannot create files in dir (SQLite
+// creates the -wal and -shm files beside the database): a read-only file
+// system, or the directory's permissions. nil when it can, or when dir
+// does not exist (the caller's own error says so).
+func dirProblem(dir string) error {
+	err := syscall.Access(dir, 2 /* W_OK */)
+	switch {
+	case err == nil, errors.Is(err, syscall.ENOENT):
+		return nil
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("directory %s is on a read-only file system; wgkeeper needs to write there (the database and its -wal and -shm files)", dir)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		perm := ""
+		if fi, serr := os.Stat(dir); serr == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				perm = fmt.Sprintf(" (mode %04o, owner uid %d gid %d; wgkeeper runs as uid %d)", fi.Mode().Perm(), st.Uid, st.Gid, os.Geteuid())
+			}
+		}
+		return fmt.Errorf("permission denied: directory %s is not writable by wgkeeper%s; wgkeeper needs to write there (the database and its -wal and -shm files)", dir, perm)
+	}
+	return fmt.Errorf("directory %s: %w", dir, err)
+}
+
+// sqliteURI is path as a SQLite URI filename that opens an existing file
+// read-write and never creates one, with the DSN settings.
+func sqliteURI(path string) string {
+	esc := strings.NewReplacer("%", "%25", "#", "%23", "?", "%3f").Replace(path)
+	return "file:" + esc + "?mode=rw&" + dsnParams
+}
+
+// connector opens the Store's pooled connections. Before each it checks
+// that the file at the path is still the one opened: a connection opened
+// on a file that replaced it would read the new file through the old
+// file's -wal and -shm, and its last close would checkpoint the old
+// database's pages into the new file.
+type connector struct {
+	s   *Store
+	dsn string
+	drv *sqlite3.SQLiteDriver
+}
+
+func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
+	if err := c.s.CheckFile(); err != nil {
+		return nil, err
+	}
+	return c.drv.Open(c.dsn)
+}
+
+func (c *connector) Driver() driver.Driver { return c.drv }
+
+func (s *Store) open(ctx context.Context, quickCheck bool) error {
+	db := sql.OpenDB(&connector{s: s, dsn: sqliteURI(s.path), drv: &sqlite3.SQLiteDriver{}})
 	s.db = db
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxIdleConns)
@@ -221,6 +326,11 @@ func (s *Store) open(ctx context.Context) error {
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("journal mode is %q, not WAL (is the file on a filesystem without shared memory support?)", mode)
+	}
+	if quickCheck {
+		if err := s.quickCheck(ctx); err != nil {
+			return err
+		}
 	}
 	if err := s.migrate(ctx); err != nil {
 		return err
@@ -251,12 +361,18 @@ func (s *Store) Optimize(ctx context.Context) error {
 // Close closes the database. Calling it again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		if s.ready { // never on a database Open refused: it must stay untouched
+		// Never on a database Open refused (it must stay untouched), nor
+		// on one deleted, replaced or damaged.
+		if s.ready && s.Fault() == nil {
 			if err := s.Optimize(context.Background()); err != nil {
 				s.log.Warn("optimize before close", "err", err)
 			}
 		}
 		var errs []error
+		var ue *UnavailableError
+		if errors.As(s.Fault(), &ue) && ue.Cause == CauseReplaced {
+			s.dropStaleLog()
+		}
 		if s.dvConn != nil {
 			errs = append(errs, s.dvConn.Close())
 		}
@@ -372,12 +488,18 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 // Store holds for its lifetime and never writes with: the value changes
 // whenever any other connection — this Store's pool or another process —
 // commits. Compare successive values to notice changes cheaply.
+//
+// A faulted Store (see Fault) answers with its fault: a caller polling it
+// (the daemon, the health check) learns of the fault from it.
 func (s *Store) DataVersion(ctx context.Context) (int64, error) {
+	if err := s.Fault(); err != nil {
+		return 0, err
+	}
 	s.dvMu.Lock()
 	defer s.dvMu.Unlock()
 	var v int64
 	if err := s.dvConn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
-		return 0, fmt.Errorf("read data version: %w", convErr(err))
+		return 0, fmt.Errorf("read data version: %w", s.note(convErr(err)))
 	}
 	return v, nil
 }
@@ -390,19 +512,26 @@ func (s *Store) clock() time.Time { return s.now().UTC() }
 // at a time anyway, and a waiter on the mutex is woken the moment the
 // previous transaction ends, where SQLite's busy handler would sleep in
 // growing steps. Other processes still meet the busy timeout.
+//
+// Before each transaction the file at the path is compared with the one
+// opened (CheckFile): nothing is written into a deleted or replaced file,
+// nor into one found damaged.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if err := s.CheckFile(); err != nil {
+		return err
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return convErr(err)
+		return s.note(convErr(err))
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return s.note(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return convErr(err)
+		return s.note(convErr(err))
 	}
 	return nil
 }
@@ -412,9 +541,6 @@ type dbError struct{ msg string }
 
 func (e *dbError) Error() string { return e.msg }
 
-// convErr maps driver errors to the package's own: unique and primary-key
-// violations become ErrConflict, sql.ErrNoRows ErrNotFound, and any other
-// SQLite error a plain error with the same text.
 // errBusy marks SQLITE_BUSY / SQLITE_LOCKED after convErr.
 var errBusy = errors.New("database busy")
 
@@ -434,6 +560,11 @@ func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "database is locked")
 }
 
+// convErr maps driver errors to the package's own: unique and primary-key
+// violations become ErrConflict, sql.ErrNoRows ErrNotFound, the
+// environment's faults (full, read-only, I/O, damaged, cannot open) an
+// *UnavailableError, and any other SQLite error a plain error with the
+// same text.
 func convErr(err error) error {
 	if err == nil {
 		return nil
@@ -455,6 +586,9 @@ func convErr(err error) error {
 	}
 	if se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked {
 		return fmt.Errorf("%s: %w", se.Error(), errBusy)
+	}
+	if ue := unavailableOf(se); ue != nil {
+		return ue
 	}
 	return &dbError{msg: se.Error()}
 }

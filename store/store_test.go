@@ -91,7 +91,7 @@ func TestOpenWarnsAboutLooseMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	s, err := Open(context.Background(), path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	s, err := Open(context.Background(), path, Options{Create: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestOpenRejectsBadPaths(t *testing.T) {
 	if err := os.WriteFile(junk, bytes.Repeat([]byte("not a database "), 300), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(ctx, junk, Options{})
+	_, err := Open(ctx, junk, Options{Create: true})
 	if err == nil || !strings.Contains(err.Error(), junk) {
 		t.Errorf("junk file: err = %v, want an error naming the file", err)
 	}
@@ -180,7 +180,7 @@ func TestMigrationsConcurrentOpen(t *testing.T) {
 	errs := make(chan error, 6)
 	for range 6 {
 		wg.Go(func() {
-			s, err := Open(context.Background(), path, Options{})
+			s, err := Open(context.Background(), path, Options{Create: true})
 			if err != nil {
 				errs <- err
 				return
@@ -217,7 +217,7 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = Open(ctx, path, Options{})
+	_, err = Open(ctx, path, Options{Create: true})
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
 	}
