@@ -78,6 +78,7 @@ type Server struct {
 	now           func() time.Time
 	mux           *http.ServeMux
 	srv           *http.Server
+	inFlight      atomic.Int64 // requests being answered, but /healthz and /metrics
 }
 
 // route is one endpoint: the ServeMux pattern and its handler.
@@ -184,6 +185,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 // A panic in a handler is logged and answered 500 internal.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.URL.Path != "/healthz" && r.URL.Path != "/metrics" {
+		s.inFlight.Add(1)
+		defer s.inFlight.Add(-1)
+	}
 	rw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		if v := recover(); v != nil {
@@ -278,6 +283,25 @@ func (s *Server) Serve(l net.Listener) error {
 		return nil
 	}
 	return err
+}
+
+// WaitIdle waits, while the server keeps serving, until no request but
+// /healthz and /metrics is being answered, or ctx ends (its error is
+// returned then). A daemon that must stop because its database is gone
+// calls it first: clients keep getting answers (503 unavailable, a failing
+// /healthz) instead of refused connections while the requests in progress
+// finish.
+func (s *Server) WaitIdle(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for s.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Shutdown stops accepting connections and waits, until ctx ends, for the

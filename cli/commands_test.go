@@ -70,6 +70,7 @@ func newCLIEnv(t *testing.T, orphans string) *cliEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.dev.Close() })
+	c.ok("migrate") // only migrate and daemon create a database
 	return c
 }
 

@@ -267,9 +267,19 @@ func (d *daemon) run() error {
 					// after the requests in progress (deferred), so that
 					// the service manager starts wgkeeper on the file now
 					// at the path.
-					sdNotify("STOPPING=1")
 					d.log.Error("the database file was deleted or replaced; stopping all writes and exiting to be restarted",
 						"database", p.cfg.Database, "err", err)
+					sdNotify("STOPPING=1")
+					if d.api != nil {
+						// Keep answering (503, /healthz failing) until the
+						// requests in progress are done; then the deferred
+						// Shutdown closes the listener.
+						wctx, cancel := context.WithTimeout(ctx, p.cfg.Hooks.Timeout+5*time.Second)
+						if err := d.api.WaitIdle(wctx); err != nil {
+							d.log.Warn("requests still in progress; stopping anyway", "err", err)
+						}
+						cancel()
+					}
 					return fmt.Errorf("database %s: %w", p.cfg.Database, err)
 				}
 			}
