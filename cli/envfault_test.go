@@ -7,6 +7,9 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/wgkeeper/wgkeeper/internal/tmpfs"
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // dirTree lists every path under dir.
@@ -98,4 +101,56 @@ func TestMissingDatabaseTouchesNothing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.dir, "var/lib/wgkeeper/wgkeeper.db")); err != nil {
 		t.Fatalf("migrate did not create the database: %v", err)
 	}
+}
+
+// What the CLI says when the environment broke the database: a read-only
+// directory is named with what is wrong with it (not "no such file"), and
+// a write to a read-only database names the cause and what to do.
+func TestCLIDatabaseUnavailableMessages(t *testing.T) {
+	c := newCLIEnv(t, "remove")
+	cfgText, err := os.ReadFile(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setDB := func(path string) {
+		bad := strings.Replace(string(cfgText), `database = "wgkeeper.db"`, `database = "`+path+`"`, 1)
+		if err := os.WriteFile(c.cfg, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro := tmpfs.Mount(t, 1<<20)
+	// A copy of a database, -wal and -shm included, on a file system
+	// then remounted read-only.
+	c.ok("peer", "add", "-user", "alice", "-profile", "staff")
+	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.ListPeers(context.Background(), store.PeerFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		data, err := os.ReadFile(filepath.Join(c.dir, "wgkeeper.db"+suffix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(ro, "copy.db"+suffix), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpfs.ReadOnly(t, ro)
+
+	setDB(filepath.Join(ro, "new", "wgkeeper.db"))
+	code, _, errOut := c.run("migrate")
+	if code != 1 || !strings.Contains(errOut, "directory "+ro+" is on a read-only file system") || strings.Contains(errOut, "no such file") {
+		t.Errorf("migrate in a read-only directory: exit %d %q; want the directory and \"read-only file system\"", code, errOut)
+	}
+	setDB(filepath.Join(ro, "copy.db"))
+	c.ok("peer", "list") // reads work
+	code, _, errOut = c.run("events", "retry", "-failed")
+	if code != 1 || !strings.Contains(errOut, "database unavailable: read-only database") || !strings.Contains(errOut, "make the database file and its directory writable") {
+		t.Errorf("events retry on a read-only database: exit %d %q; want the cause and what to do", code, errOut)
+	}
+	t.Logf("%s", errOut)
 }

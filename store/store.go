@@ -364,7 +364,9 @@ func (s *Store) Close() error {
 		// Never on a database Open refused (it must stay untouched), nor
 		// on one deleted, replaced or damaged.
 		if s.ready && s.Fault() == nil {
-			if err := s.Optimize(context.Background()); err != nil {
+			if err := s.Optimize(context.Background()); errors.Is(err, ErrUnavailable) {
+				s.log.Debug("optimize before close", "err", err) // said already, by whoever met it
+			} else if err != nil {
 				s.log.Warn("optimize before close", "err", err)
 			}
 		}
