@@ -459,6 +459,9 @@ const disconnectedChunk = 500
 // interface: former configs of this store. It costs one indexed query per
 // 500 keys.
 func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtypes.Key]bool, error) {
+	if err := s.Fault(); err != nil {
+		return nil, err
+	}
 	out := map[wgtypes.Key]bool{}
 	for len(keys) > 0 {
 		n := min(len(keys), disconnectedChunk)
@@ -472,13 +475,13 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 		q := `SELECT DISTINCT public_key FROM events WHERE event = ? AND public_key IN (?` + strings.Repeat(", ?", n-1) + `)`
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
-			return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+			return nil, fmt.Errorf("find disconnected keys: %w", s.note(convErr(err)))
 		}
 		for rows.Next() {
 			var ks string
 			if err := rows.Scan(&ks); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+				return nil, fmt.Errorf("find disconnected keys: %w", s.note(convErr(err)))
 			}
 			k, err := wgtypes.ParseKey(ks)
 			if err != nil {
@@ -490,7 +493,7 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
+			return nil, fmt.Errorf("find disconnected keys: %w", s.note(convErr(err)))
 		}
 	}
 	return out, nil

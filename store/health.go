@@ -155,8 +155,8 @@ func statID(path string) (fileID, error) {
 // was deleted or replaced (seen by CheckFile or before a write), or SQLite
 // found it damaged — as an *UnavailableError with Fatal set; nil while
 // there is none. A faulted Store refuses every write and the reads the
-// lifecycle relies on (DataVersion, ListPeers, GetPeer, NextDue,
-// NextExpiry) with that error; a new Store must be opened (the daemon
+// lifecycle relies on (DataVersion, ListPeers, GetPeer, Disconnected,
+// NextDue, NextExpiry) with that error; a new Store must be opened (the daemon
 // exits so that it is restarted).
 func (s *Store) Fault() error {
 	if f := s.fault.Load(); f != nil {
