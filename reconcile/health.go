@@ -115,7 +115,34 @@ func (e *Engine) wantOf(ifc config.Interface) (want, error) {
 // (wg set) on an interface that was fine is therefore seen by the next
 // reconcile, which sets managed ones back. Errors match
 // ErrDeviceUnavailable.
+//
+// When the check fails and a reconcile could repair what it found (an
+// interface this process owns, or a key or port the config names), one
+// reconcile of the interface runs at once and the check is repeated, so a
+// create right after `ip link del` or a wg-quick restart does not wait
+// for the next scheduled reconcile.
 func (e *Engine) checkDevice(ctx context.Context, ifc config.Interface) (wgtypes.Key, error) {
+	k, err := e.checkOnce(ctx, ifc)
+	if err == nil || !e.repairable(ifc) {
+		return k, err
+	}
+	if rep := e.Reconcile(ctx, ifc.Name, false); rep.Err != nil {
+		return k, err
+	}
+	return e.checkOnce(ctx, ifc)
+}
+
+// repairable reports whether a reconcile may fix an interface that fails
+// the check: this process owns it, or the config names its key or port.
+func (e *Engine) repairable(ifc config.Interface) bool {
+	if ifc.Owned() {
+		b := e.links.Load()
+		return b != nil && b.Links != nil
+	}
+	return ifc.PrivateKeyFile != "" || ifc.ListenPort != 0
+}
+
+func (e *Engine) checkOnce(ctx context.Context, ifc config.Interface) (wgtypes.Key, error) {
 	name := ifc.Name
 	fail := func(err error) (wgtypes.Key, error) {
 		return wgtypes.Key{}, unavailable(fmt.Errorf("interface %s cannot take configs now: %w", name, err))
@@ -125,18 +152,23 @@ func (e *Engine) checkDevice(ctx context.Context, ifc config.Interface) (wgtypes
 		return fail(err)
 	}
 	if !ls.Present() {
-		return fail(fmt.Errorf("it does not exist (no link, no UAPI socket); wgkeeper recreates interfaces it owns at the next reconcile"))
+		return fail(fmt.Errorf("it does not exist (no link, no UAPI socket)"))
 	}
 	if ls.Exists && !ls.Up {
 		return fail(fmt.Errorf("the link is down (ip link set up dev %s)", name))
+	}
+	e.mu.Lock()
+	snap, ok := e.snaps[name]
+	e.mu.Unlock()
+	if !ls.Exists && (ifc.Owned() || ok && snap.link.Exists) {
+		// A UAPI socket without its link: a userspace device whose TUN
+		// was deleted still answers there, with nothing behind it.
+		return fail(errors.New("its link is gone (deleted) while its UAPI socket remains"))
 	}
 	w, err := e.wantOf(ifc)
 	if err != nil {
 		return fail(err)
 	}
-	e.mu.Lock()
-	snap, ok := e.snaps[name]
-	e.mu.Unlock()
 	// The last read stands for the same interface while its link and
 	// socket are the same, unless it showed a problem: a refusal always
 	// rests on a fresh read.
@@ -245,8 +277,9 @@ func (e *Engine) rollBack(ctx context.Context, p store.Peer, cause error, log *s
 // Health is how an interface compares with its configuration: its link,
 // its addresses, and its device's key and port.
 type Health struct {
-	// Link is "up", "down", "missing" (no link and no UAPI socket), or
-	// "none" (a userspace device with a UAPI socket and no kernel link).
+	// Link is "up", "down", "missing" (no link: deleted, or never
+	// created), or "none" (an existing userspace device with a UAPI socket
+	// and no kernel link, such as one on a netstack).
 	Link string `json:"link"`
 	// AddressesPresent and AddressesMissing split the server addresses
 	// wgkeeper puts on an interface it owns (each profile's +1); empty
@@ -288,7 +321,7 @@ func (e *Engine) Health(ctx context.Context, iface string, d *wg.Device) Health 
 	case ls.Exists:
 		h.Link = "down"
 		h.Drift = append(h.Drift, "link down")
-	case ls.Present():
+	case ls.Present() && !ifc.Owned():
 		h.Link = "none"
 	default:
 		h.Link = "missing"

@@ -188,24 +188,26 @@ func TestExistingReappliesKeyAndPort(t *testing.T) {
 		}
 		return d
 	}
-	// The interface starts with another key and port: a create is refused
-	// until a reconcile has set them.
-	h.refused("alice", "differs from private_key_file")
-	rep := h.eng.Reconcile(h.ctx, ext.Name, false)
-	if rep.Err != nil || !slices.Equal(rep.Repairs, []string{"set private key", fmt.Sprintf("set listen port %d", port)}) {
-		t.Fatalf("first reconcile: %+v", rep)
+	// The interface starts with another key and port: the check before
+	// the first create fails, and the reconcile it runs then sets them.
+	rep := h.eng.Reconcile(h.ctx, ext.Name, true)
+	if rep.Err != nil {
+		t.Fatal(rep.Err)
 	}
-	if d := device(); d.PublicKey != k.PublicKey() || d.ListenPort != port {
-		t.Fatalf("device key %s port %d, want %s %d", d.PublicKey, d.ListenPort, k.PublicKey(), port)
+	if d := device(); d.PublicKey == k.PublicKey() || d.ListenPort == port {
+		t.Fatal("the interface already has the configured key or port: the test proves nothing")
 	}
-	h.create("alice")
+	alice := h.create("alice")
+	if d := device(); d.PublicKey != k.PublicKey() || d.ListenPort != port || alice.Client.ServerKey != k.PublicKey() {
+		t.Fatalf("device key %s port %d, config's server key %s; want %s %d", d.PublicKey, d.ListenPort, alice.Client.ServerKey, k.PublicKey(), port)
+	}
 	h.create("bob")
 	runs := len(h.scriptRuns())
 
 	ext.Recreate(t)
 	run(t, "ip", "link", "set", "up", "dev", ext.Name)
 	rep = h.eng.Reconcile(h.ctx, ext.Name, false)
-	if rep.Err != nil || len(rep.Repairs) != 2 || rep.Counts.Added != 2 {
+	if rep.Err != nil || !slices.Equal(rep.Repairs, []string{"set private key", fmt.Sprintf("set listen port %d", port)}) || rep.Counts.Added != 2 {
 		t.Fatalf("reconcile of the recreated interface: %+v", rep)
 	}
 	if d := device(); d.PublicKey != k.PublicKey() || d.ListenPort != port || len(d.Peers) != 2 {
@@ -241,4 +243,63 @@ func freePort(t *testing.T) int {
 	}
 	defer c.Close()
 	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+// ownLinks is the daemon's map of owned interfaces, for tests.
+type ownLinks map[string]*wg.Link
+
+func (o ownLinks) Ensure(ctx context.Context, iface string) ([]string, error) {
+	if l, ok := o[iface]; ok {
+		return l.Ensure(ctx)
+	}
+	return nil, nil
+}
+
+// TestCreateHealsOwnedInterface: in a process that owns a userspace
+// interface, a create right after `ip link del` does not wait for the
+// next scheduled reconcile: the failed check runs one, which recreates the
+// interface and restores its configs without events, and the create
+// succeeds with the peer on the device.
+func TestCreateHealsOwnedInterface(t *testing.T) {
+	wgtest.RequireRoot(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("skipped: needs /dev/net/tun")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipped: needs ip(8)")
+	}
+	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
+	name := wgtest.UniqueName("wgo")
+	kf := filepath.Join(h.dir, "server.key")
+	key, err := wg.LoadOrCreateKey(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	h.open(fmt.Sprintf(testConfig, name, port, "remove", fmt.Sprintf("mode = \"userspace\"\nprivate_key_file = %q\nlisten_port = %d\n", kf, port), name, 10, false))
+	prof, _ := h.cfg.Profile("staff")
+	l, err := wg.Up(h.ctx, wg.Spec{Name: name, Mode: wg.ModeUserspace, PrivateKey: key, ListenPort: port, Addresses: prof.ServerAddrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	h.eng.SetLinks(ownLinks{name: l})
+
+	alice := h.create("alice")
+	runs := len(h.scriptRuns())
+	run(t, "ip", "link", "del", name)
+	bob := h.create("bob")
+	d, err := h.dev.Read(h.ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := d.Peer(alice.Peer.PublicKey); !ok || len(d.Peers) != 2 || d.PublicKey != key.PublicKey() || d.ListenPort != port {
+		t.Fatalf("after the create: %d peers, key %s port %d", len(d.Peers), d.PublicKey, d.ListenPort)
+	}
+	if _, ok := d.Peer(bob.Peer.PublicKey); !ok {
+		t.Fatal("bob's peer is not on the device")
+	}
+	if n := len(h.scriptRuns()); n != runs+1 {
+		t.Fatalf("script runs %d, want %d (bob's C only)", n, runs+1)
+	}
 }
