@@ -186,6 +186,7 @@ func (d *daemon) run() error {
 	}
 	defer d.downInterfaces()
 	p.engine.SetLinks(ownedLinks(d.links))
+	linkEvents := d.watchLinks(ctx)
 
 	apiErr := make(chan error, 1)
 	if p.cfg.API.Listen != "" {
@@ -259,6 +260,14 @@ func (d *daemon) run() error {
 			d.arm(ctx, timer)
 		case <-recon.c():
 			p.engine.ReconcileAll(ctx, false)
+		case name, ok := <-linkEvents:
+			if !ok {
+				linkEvents = nil // repairs wait for the reconcile interval
+				continue
+			}
+			// An owned interface was deleted or set down: repair it now,
+			// not at the next interval.
+			p.engine.Reconcile(ctx, name, false)
 		case <-watch.C:
 			if err := p.store.CheckFile(); err != nil {
 				if ue := (*store.UnavailableError)(nil); errors.As(err, &ue) && ue.Cause == store.CauseReplaced {
@@ -538,6 +547,27 @@ func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// watchLinks returns the names of owned interfaces as the kernel reports
+// them deleted or down; nil (never ready) when the daemon owns none or the
+// kernel cannot be watched, and then the reconcile interval repairs them.
+func (d *daemon) watchLinks(ctx context.Context) <-chan string {
+	if len(d.links) == 0 {
+		return nil
+	}
+	names := make([]string, len(d.links))
+	for i, l := range d.links {
+		names[i] = l.Name()
+	}
+	ch, err := wg.WatchLinks(ctx, names, func(err error) {
+		d.log.Warn("watch interfaces", "err", err)
+	})
+	if err != nil {
+		d.log.Warn("watch interfaces; repairs wait for the reconcile interval", "err", err)
+		return nil
+	}
+	return ch
 }
 
 // ownedLinks are the interfaces the daemon created, by name: the engine

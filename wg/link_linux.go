@@ -3,6 +3,7 @@
 package wg
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -346,4 +347,49 @@ func inspectLink(name string) (LinkState, error) {
 	}
 	slices.SortFunc(st.Addresses, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 	return st, nil
+}
+
+// WatchLinks sends on the returned channel the name of each of names whose
+// link the kernel reports deleted or down (netlink link notifications),
+// so an owner can repair it at once instead of at its next scheduled
+// check. Notifications for one name are coalesced while the receiver is
+// busy. The channel is closed when ctx ends or the subscription fails
+// (onErr, if not nil, gets the reason). The kernel's socket is released
+// when the process exits: watch once per process.
+func WatchLinks(ctx context.Context, names []string, onErr func(error)) (<-chan string, error) {
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+		return nil, fmt.Errorf("watch links: %w", err)
+	}
+	out := make(chan string, len(names))
+	go func() {
+		defer close(out)
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-updates:
+				if !ok {
+					return
+				}
+				a := u.Attrs()
+				if a == nil || !want[a.Name] {
+					continue
+				}
+				if u.Header.Type == unix.RTM_DELLINK || a.Flags&net.FlagUp == 0 {
+					select {
+					case out <- a.Name:
+					default: // one is queued already
+					}
+				}
+			}
+		}
+	}()
+	return out, nil
 }

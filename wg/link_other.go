@@ -3,6 +3,7 @@
 package wg
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 )
@@ -17,3 +18,8 @@ func (l *Link) ensureLocked() ([]string, error) { return nil, errNotLinux }
 func inspectLink(string) (LinkState, error)     { return LinkState{}, nil }
 
 type userInst struct{}
+
+// WatchLinks is not available off Linux: owned interfaces do not exist there.
+func WatchLinks(context.Context, []string, func(error)) (<-chan string, error) {
+	return nil, errNotLinux
+}
