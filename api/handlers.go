@@ -168,7 +168,12 @@ func (s *Server) addLive(ctx context.Context, peers []store.Peer, out []PeerJSON
 }
 
 // readDevice reads an interface, counting failures in the metrics.
+// Within a request whose context carries a deviceReads (the admin page),
+// each interface is read once and the result shared.
 func (s *Server) readDevice(ctx context.Context, iface string) (*wg.Device, error) {
+	if dr, ok := ctx.Value(deviceReadsKey{}).(*deviceReads); ok {
+		return dr.read(ctx, s, iface)
+	}
 	d, err := s.dev.Read(ctx, iface)
 	if err != nil {
 		s.metrics.DeviceReadError(iface)
@@ -269,15 +274,25 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	if _, err := query(r); err != nil {
 		return err
 	}
-	ctx := r.Context()
-	cfg := s.eng.Config()
-	counts, err := s.st.CountPeers(ctx)
+	out, err := s.statusView(r.Context())
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// statusView is the answer of GET /v1/status, which the admin page shows
+// too.
+func (s *Server) statusView(ctx context.Context) (out StatusResponse, err error) {
+	cfg := s.eng.Config()
+	counts, err := s.st.CountPeers(ctx)
+	if err != nil {
+		return out, err
+	}
 	evs, err := s.st.CountEvents(ctx)
 	if err != nil {
-		return err
+		return out, err
 	}
 	type key struct{ iface, profile string }
 	active, pending := map[key]int{}, map[key]int{}
@@ -289,7 +304,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 			pending[k] += c.Count
 		}
 	}
-	out := StatusResponse{Version: s.version, Events: evs,
+	out = StatusResponse{Version: s.version, Events: evs,
 		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
 	now := s.now()
 	for _, ifc := range cfg.Interfaces {
@@ -318,7 +333,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 			// The verdict a reconcile would reach on this read.
 			st, err := s.eng.Inspect(ctx, ifc.Name, d)
 			if err != nil {
-				return err
+				return out, err
 			}
 			is.OrphansJSON = OrphansView(st, ifc.Orphans == config.OrphansKeep)
 		}
@@ -332,8 +347,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		ps.PoolFree = max(ps.PoolSize-ps.PoolUsed, 0)
 		out.Profiles = append(out.Profiles, ps)
 	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
 // countOnline counts the device's peers with a handshake within

@@ -16,6 +16,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/api/ui"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -79,6 +80,7 @@ type Server struct {
 	mux           *http.ServeMux
 	srv           *http.Server
 	inFlight      atomic.Int64 // requests being answered, but /healthz and /metrics
+	ui            *ui.Handler // the admin page at /ui/
 }
 
 // route is one endpoint: the ServeMux pattern and its handler.
@@ -144,6 +146,7 @@ func New(o Options) (*Server, error) {
 		s.metrics = NewMetrics()
 	}
 	s.metrics.Attach(o.Store, o.Device, o.Engine.Config, s.now, s.log)
+	s.ui = ui.New(ui.Options{CheckToken: s.tokenOK, Data: s.pageData, Logger: s.log, Now: s.now})
 	s.metrics.AttachOrphans(o.Engine.Orphans)
 	// No WriteTimeout: a create waits for its connect script (bounded by
 	// hooks.timeout) and a housekeeping run with "wait" for the lock.
@@ -211,6 +214,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
+		s.ui.ServeHTTP(w, r) // its own login and session
+		return
+	}
 	public := r.URL.Path == "/healthz" || (s.metricsPublic && r.URL.Path == "/metrics")
 	if !public {
 		if e := s.authenticate(r); e != nil {
@@ -253,7 +260,9 @@ func (s *Server) SetToken(tok string) {
 		return
 	}
 	sum := sha256.Sum256([]byte(tok))
-	s.tokenHash.Store(&sum)
+	if old := s.tokenHash.Swap(&sum); old != nil && *old != sum && s.ui != nil {
+		s.ui.Reset() // page sessions end with the token that opened them
+	}
 }
 
 // authenticate checks the bearer token in constant time (the hashes of
@@ -268,11 +277,18 @@ func (s *Server) authenticate(r *http.Request) *Error {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return apiErr(CodeUnauthorized, "the Authorization header must be \"Bearer <token>\"")
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	if subtle.ConstantTimeCompare(sum[:], s.tokenHash.Load()[:]) != 1 {
+	if !s.tokenOK(tok) {
 		return apiErr(CodeUnauthorized, "invalid bearer token")
 	}
 	return nil
+}
+
+// tokenOK reports whether tok (surrounding space ignored) is the token, in
+// constant time: the hashes are compared, so neither length nor content
+// leaks through timing. The admin page's login uses it too.
+func (s *Server) tokenOK(tok string) bool {
+	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(sum[:], s.tokenHash.Load()[:]) == 1
 }
 
 // Serve accepts connections on l until Shutdown. It returns nil after a
