@@ -75,7 +75,7 @@ func (s *Server) pageData(ctx context.Context, filter string) (*ui.Page, error) 
 	page := &ui.Page{Version: st.Version, EventCounts: st.Events}
 	for _, is := range st.Interfaces {
 		pi := ui.Interface{Name: is.Name, Mode: is.Mode, DeviceError: is.DeviceError, Blocked: is.Blocked,
-			Orphans: is.Orphans, OrphanLimit: is.OrphanRemovalLimit}
+			Orphans: is.Orphans, OrphanLimit: is.OrphanRemovalLimit, Link: is.Link, Drift: is.Drift}
 		if is.PublicKey != nil {
 			pi.PublicKey, pi.ListenPort, pi.PeersOnDevice, pi.PeersOnline = *is.PublicKey, *is.ListenPort, *is.PeersOnDevice, *is.PeersOnline
 		}

@@ -290,7 +290,7 @@ func TestAdminPageContent(t *testing.T) {
 	}
 	// The unreadable interface says so; pools and the traffic picture.
 	for _, want := range []string{"Device unreadable:", `aria-label="4 of 65533 addresses used"`, `aria-label="1 of 1 addresses used"`,
-		`<rect class="rx"`, "<title>received ", `id="iface-wgghost0"`} {
+		`<rect class="rx"`, "<title>received ", `id="iface-wgghost0"`, `<span class="tag bad">link missing</span>`, "Drift from the config: "} {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks %q", want)
 		}

@@ -41,6 +41,10 @@ type Interface struct {
 	DeviceError string
 	// PeersOnDevice and PeersOnline count the device's peers.
 	PeersOnDevice, PeersOnline int
+	// Link is "up", "down", "missing" or "none" (a userspace device
+	// without a kernel link); Drift says what differs from the config.
+	Link  string
+	Drift []string
 	// Blocked: more orphans than OrphanLimit; reconcile removes none.
 	Blocked bool
 	// Orphans and OrphanLimit are nil when the device could not be read.
