@@ -80,7 +80,7 @@ type Server struct {
 	mux           *http.ServeMux
 	srv           *http.Server
 	inFlight      atomic.Int64 // requests being answered, but /healthz and /metrics
-	ui            *ui.Handler // the admin page at /ui/
+	ui            *ui.Handler  // the admin page at /ui/
 }
 
 // route is one endpoint: the ServeMux pattern and its handler.
