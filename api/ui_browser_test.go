@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"image"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -82,6 +83,7 @@ func TestAdminPageInBrowser(t *testing.T) {
 	if loc := eval(`[location.pathname]`); loc[0] != "/ui/login" {
 		t.Fatalf("without a session the browser is at %s, want /ui/login", loc[0])
 	}
+	shoot(t, bctx, "login.png")
 	step("type the token", chromedp.SendKeys(chromedp.ID("token"), testToken))
 	step("submit the form", chromedp.Submit(chromedp.ID("token")))
 	step("wait for the configs", chromedp.WaitVisible(chromedp.CSS("table.configs")))
@@ -111,6 +113,23 @@ func TestAdminPageInBrowser(t *testing.T) {
 		t.Error("no traffic picture")
 	}
 
+	if b := shoot(t, bctx, "admin-page.png"); b.Dx() != 1400 || b.Dy() < 900 {
+		t.Errorf("screenshot %v: want the full page, 1400 wide", b)
+	}
+
+	// Logging out ends the session: the page is the login again.
+	step("log out", chromedp.Click(chromedp.CSS("form.logout button")))
+	step("wait for the login form", chromedp.WaitVisible(chromedp.ID("token")))
+	step("open /ui/ again", chromedp.Navigate(h.http.URL+"/ui/"))
+	if loc := eval(`[location.pathname]`); loc[0] != "/ui/login" {
+		t.Errorf("after logout the browser is at %s, want /ui/login", loc[0])
+	}
+}
+
+// shoot saves a full-page screenshot as a test artifact, logs its path and
+// returns its size.
+func shoot(t *testing.T, bctx context.Context, name string) image.Rectangle {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(bctx, 30*time.Second)
 	defer cancel()
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -121,20 +140,10 @@ func TestAdminPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("screenshot is not a PNG: %v", err)
 	}
-	if b := img.Bounds(); b.Dx() < 1000 || b.Dy() < 900 {
-		t.Errorf("screenshot %v: want the full page at 1400 wide", b)
-	}
-	path := filepath.Join(t.ArtifactDir(), "admin-page.png")
+	path := filepath.Join(t.ArtifactDir(), name)
 	if err := os.WriteFile(path, shot, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("screenshot of the admin page: %s (keep it with go test -artifacts)", path)
-
-	// Logging out ends the session: the page is the login again.
-	step("log out", chromedp.Click(chromedp.CSS("form.logout button")))
-	step("wait for the login form", chromedp.WaitVisible(chromedp.ID("token")))
-	step("open /ui/ again", chromedp.Navigate(h.http.URL+"/ui/"))
-	if loc := eval(`[location.pathname]`); loc[0] != "/ui/login" {
-		t.Errorf("after logout the browser is at %s, want /ui/login", loc[0])
-	}
+	t.Logf("screenshot: %s (kept with go test -artifacts)", path)
+	return img.Bounds()
 }
