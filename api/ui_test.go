@@ -306,6 +306,13 @@ func TestAdminPageContent(t *testing.T) {
 		t.Errorf("events: %d rows", strings.Count(ev, `<tr class="event"`))
 	}
 
+	// Past the online window, alice is offline.
+	h.clock.Advance(wg.OnlineWindow + time.Second)
+	_, body = get(t, c, hs.URL+"/ui/")
+	if r := row(keys["alice"]); !strings.Contains(r, `data-state="`+ui.StateOffline+`"`) {
+		t.Errorf("alice %s after her handshake: want offline in\n%s", wg.OnlineWindow, r)
+	}
+
 	// The filter (GET query): by user, by address.
 	_, body = get(t, c, hs.URL+"/ui/?q=ALI")
 	if !strings.Contains(body, esc(keys["alice"])) || strings.Contains(body, esc(keys["bob"])) || !strings.Contains(body, "more not matching the filter") {
