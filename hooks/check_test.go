@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -71,15 +72,62 @@ func TestCheckScript(t *testing.T) {
 		}, "hook script DIR/hook.sh is owned by uid 12345; it must be owned by root or by the user wgkeeper runs as (uid 0); run chown root DIR/hook.sh"},
 		{"directory writable by others", func(t *testing.T, dir string) string {
 			p := writeScript(t, dir, "hook.sh", good)
-			chmod(t, dir, 0o777)
+			chmod(t, dir, 0o757)
 			return p
-		}, "hook script DIR/hook.sh is in directory DIR, which is writable by others (mode 0777); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		}, "hook script DIR/hook.sh is in directory DIR, which is writable by others (mode 0757); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		{"directory writable by group", func(t *testing.T, dir string) string {
+			p := writeScript(t, dir, "hook.sh", good)
+			chmod(t, dir, 0o775)
+			return p
+		}, "hook script DIR/hook.sh is in directory DIR, which is writable by group (mode 0775); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		// A sticky directory such as /tmp: nobody else may rename or remove
+		// an entry owned by root or by wgkeeper's user.
 		{"sticky directory", func(t *testing.T, dir string) string {
 			p := writeScript(t, dir, "hook.sh", good)
 			chmod(t, dir, 0o777|os.ModeSticky)
 			return p
-		}, "hook script DIR/hook.sh is in directory DIR, which is writable by others (mode 1777); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		}, ""},
+		{"sticky directory, entry owned by another user", func(t *testing.T, dir string) string {
+			requireRoot(t)
+			sub := filepath.Join(dir, "sub")
+			mkdir(t, sub, 0o755)
+			p := writeScript(t, sub, "hook.sh", good)
+			chmod(t, dir, 0o777|os.ModeSticky)
+			if err := os.Chown(sub, 12345, 12345); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, "hook script DIR/sub/hook.sh is below directory DIR, which is writable by group and others (mode 1777) and sticky, but its entry DIR/sub is owned by uid 12345, who may replace it; it must be owned by root or by the user wgkeeper runs as (uid 0)"},
+		{"grandparent writable by others", func(t *testing.T, dir string) string {
+			sub := filepath.Join(dir, "sub")
+			mkdir(t, sub, 0o755)
+			p := writeScript(t, sub, "hook.sh", good)
+			chmod(t, dir, 0o777)
+			return p
+		}, "hook script DIR/sub/hook.sh is below directory DIR, which is writable by group and others (mode 0777), so they could replace the script; run chmod go-w DIR, or move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		{"directory owned by another user", func(t *testing.T, dir string) string {
+			requireRoot(t)
+			sub := filepath.Join(dir, "sub")
+			mkdir(t, sub, 0o755)
+			p := writeScript(t, sub, "hook.sh", good)
+			if err := os.Chown(sub, 12345, 12345); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, "hook script DIR/sub/hook.sh is in directory DIR/sub, which is owned by uid 12345 (mode 0755); every directory above the script must be owned by root or by the user wgkeeper runs as (uid 0); run chown root DIR/sub or move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
 		{"symlink in a directory writable by others", func(t *testing.T, dir string) string {
+			safe := filepath.Join(dir, "safe")
+			open := filepath.Join(dir, "open")
+			mkdir(t, safe, 0o755)
+			mkdir(t, open, 0o777)
+			p := writeScript(t, safe, "hook.sh", good)
+			link := filepath.Join(open, "hook")
+			if err := os.Symlink(p, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}, "hook script DIR/open/hook (resolved to DIR/safe/hook.sh) is in directory DIR/open, which is writable by group and others (mode 0777); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		{"symlink in a sticky directory", func(t *testing.T, dir string) string {
 			safe := filepath.Join(dir, "safe")
 			open := filepath.Join(dir, "open")
 			mkdir(t, safe, 0o755)
@@ -90,7 +138,30 @@ func TestCheckScript(t *testing.T) {
 				t.Fatal(err)
 			}
 			return link
-		}, "hook script DIR/open/hook (resolved to DIR/safe/hook.sh) is in directory DIR/open, which is writable by others (mode 1777); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		}, ""},
+		{"symlink to a script in a directory writable by others", func(t *testing.T, dir string) string {
+			safe := filepath.Join(dir, "safe")
+			open := filepath.Join(dir, "open")
+			mkdir(t, safe, 0o755)
+			mkdir(t, open, 0o777)
+			p := writeScript(t, open, "hook.sh", good)
+			link := filepath.Join(safe, "hook")
+			if err := os.Symlink("../open/hook.sh", link); err != nil {
+				t.Fatal(err)
+			}
+			_ = p
+			return link
+		}, "hook script DIR/safe/hook (resolved to DIR/open/hook.sh) is in directory DIR/open, which is writable by group and others (mode 0777); move the script to a directory only root can write, e.g. /usr/local/bin or /etc/wgkeeper"},
+		{"symlink loop", func(t *testing.T, dir string) string {
+			a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+			if err := os.Symlink(b, a); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(a, b); err != nil {
+				t.Fatal(err)
+			}
+			return a
+		}, "hook script DIR/a: resolve DIR/a: too many levels of symbolic links"},
 		{"no #! line", func(t *testing.T, dir string) string { return writeScript(t, dir, "hook.sh", "exit 0\n") },
 			"hook script DIR/hook.sh has no #! line and is not a binary, so it cannot be executed directly; add a first line such as #!/bin/sh"},
 		{"missing interpreter", func(t *testing.T, dir string) string {
@@ -113,6 +184,13 @@ func TestCheckScript(t *testing.T) {
 				t.Fatalf("accepted, want %q", want)
 			case want != "" && err.Error() != want:
 				t.Fatalf("got  %q\nwant %q", err, want)
+			}
+			// Ownership and write rules are trust violations, which a
+			// run reports as such.
+			var ue *UnsafeError
+			trust := strings.Contains(want, "writable by") || strings.Contains(want, "owned by uid")
+			if want != "" && errors.As(err, &ue) != trust {
+				t.Fatalf("%v: UnsafeError %v, want %v", err, errors.As(err, &ue), trust)
 			}
 			// New refuses exactly what CheckScript refuses.
 			if path != "" {

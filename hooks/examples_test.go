@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -163,7 +162,9 @@ func TestExampleRemoteNotify(t *testing.T) {
 }
 
 // TestExampleNftFirewall runs the firewall example through the Runner in a
-// private network namespace, so the host's ruleset is never touched.
+// private network namespace, so the host's ruleset is never touched: the
+// test binary re-runs itself in a new namespace (scripts are started from
+// the runner's own thread, so only a whole process can be moved).
 func TestExampleNftFirewall(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a network namespace and nftables")
@@ -172,47 +173,47 @@ func TestExampleNftFirewall(t *testing.T) {
 	if err != nil {
 		t.Skip("nft not installed")
 	}
+	if os.Getenv(envNetnsChild) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestExampleNftFirewall$", "-test.count=1")
+		cmd.Env = append(os.Environ(), envNetnsChild+"=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("in a new network namespace: %v\n%s", err, out)
+		}
+		return
+	}
+	// Here, in the child: the whole process is in a fresh namespace.
 	script := installExample(t, "nft-firewall.sh")
 	r := newRunner(t, Config{Script: script})
+	run := func(args ...string) string {
+		out, err := exec.Command(nft, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("nft %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("add", "table", "inet", "wgkeeper")
+	run("add", "set", "inet", "wgkeeper", "allowed4", "{ type ipv4_addr; }")
+	run("add", "set", "inet", "wgkeeper", "allowed6", "{ type ipv6_addr; }")
 
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		// The thread stays in the new namespace and is discarded when this
-		// goroutine ends without unlocking it; processes it starts
-		// inherit the namespace.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
+	other := connectVars()
+	other.IPFour, other.IPSix = disconnectVars().IPFour, disconnectVars().IPSix // v4 only
+	steps := []Vars{connectVars(), connectVars(), other}
+	d := connectVars()
+	d.Event, d.BytesIn, d.BytesOut = EventDisconnect, 1, 2
+	steps = append(steps, d, d) // the second delete is a repeated delivery
+	for i, v := range steps {
+		if res := r.Run(context.Background(), v); !res.OK() {
+			t.Errorf("step %d: %v", i, res.Failure())
 		}
-		run := func(args ...string) string {
-			out, err := exec.Command(nft, args...).CombinedOutput()
-			if err != nil {
-				t.Errorf("nft %v: %v\n%s", args, err, out)
-			}
-			return string(out)
-		}
-		run("add", "table", "inet", "wgkeeper")
-		run("add", "set", "inet", "wgkeeper", "allowed4", "{ type ipv4_addr; }")
-		run("add", "set", "inet", "wgkeeper", "allowed6", "{ type ipv6_addr; }")
-
-		other := connectVars()
-		other.IPFour, other.IPSix = disconnectVars().IPFour, disconnectVars().IPSix // v4 only
-		steps := []Vars{connectVars(), connectVars(), other}
-		d := connectVars()
-		d.Event, d.BytesIn, d.BytesOut = EventDisconnect, 1, 2
-		steps = append(steps, d, d) // the second delete is a repeated delivery
-		for i, v := range steps {
-			if res := r.Run(context.Background(), v); !res.OK() {
-				t.Errorf("step %d: %v", i, res.Failure())
-			}
-		}
-		set4 := run("list", "set", "inet", "wgkeeper", "allowed4")
-		set6 := run("list", "set", "inet", "wgkeeper", "allowed6")
-		if !strings.Contains(set4, "elements = { 10.42.0.3 }") || strings.Contains(set6, "elements") {
-			t.Errorf("after connect, connect, connect other, disconnect twice:\n%s\n%s", set4, set6)
-		}
-	}()
-	<-done
+	}
+	set4 := run("list", "set", "inet", "wgkeeper", "allowed4")
+	set6 := run("list", "set", "inet", "wgkeeper", "allowed6")
+	if !strings.Contains(set4, "elements = { 10.42.0.3 }") || strings.Contains(set6, "elements") {
+		t.Errorf("after connect, connect, connect other, disconnect twice:\n%s\n%s", set4, set6)
+	}
 }
+
+// envNetnsChild marks the test binary re-run in a new network namespace.
+const envNetnsChild = "WGKEEPER_TEST_NETNS_CHILD"

@@ -66,6 +66,10 @@ type Runner struct {
 	passEnv []string
 	log     *slog.Logger
 	sem     chan struct{}
+
+	// afterCheck, when set (tests only), is called between the check of
+	// the script's path and the start of the checked descriptor.
+	afterCheck func()
 }
 
 // New validates cfg and returns a Runner. When cfg.Script is set it must
@@ -159,8 +163,9 @@ type Result struct {
 	TimedOut bool
 	// Duration is the wall time of the run, from start to the end of output.
 	Duration time.Duration
-	// PID is the script's process ID, which is also its process group ID;
-	// 0 when it never started.
+	// PID is the process group ID of the run: the process ID of the
+	// supervisor that started the script (see RunWith); 0 when the script
+	// never started.
 	PID int
 	// Stdout and Stderr hold at most OutputLimit bytes each; the numbers of
 	// bytes read beyond that and dropped are in StdoutDropped/StderrDropped.
@@ -168,8 +173,33 @@ type Result struct {
 	StdoutDropped, StderrDropped int64
 	// Err is set when the script could not be started, the event's values
 	// were refused, waiting for a free slot or the run itself was ended by
-	// the caller's context, or the script could not be reaped.
+	// the caller's context, or the script could not be reaped. It is an
+	// *UnsafeError when the script's path failed the trust check before
+	// the run (nothing ran), matches ErrBusy when no slot came free within
+	// RunOptions.QueueTimeout (nothing ran), and wraps the error of
+	// RunOptions.Starting when that refused the start (nothing ran).
 	Err error
+	// Started is true once the script's process was started (it may still
+	// have failed to execute: ExitCode 126 or 127).
+	Started bool
+}
+
+// ErrBusy is matched (errors.Is) by a Result's Err when every slot stayed
+// busy for the RunOptions.QueueTimeout: the script did not run.
+var ErrBusy = errors.New("hook script queue full")
+
+// RunOptions refine one run.
+type RunOptions struct {
+	// QueueTimeout, when positive, bounds the wait for a free slot; when
+	// it passes, nothing runs and the Result's Err matches ErrBusy. The
+	// script's own timeout starts only when it starts, so time spent
+	// waiting never shortens it. Zero: only the context bounds the wait.
+	QueueTimeout time.Duration
+	// Starting, when set, is called once the slot is taken and the path is
+	// checked and opened, right before the script is started. An error
+	// refuses the run: nothing is started, and the Result's Err wraps it.
+	// Callers record there that the script is about to run.
+	Starting func() error
 }
 
 // OK reports whether the event may be taken as accepted: no script is
@@ -239,21 +269,36 @@ func CutText(b []byte, limit int) string {
 	return s[:cut] + fmt.Sprintf(" …[cut: %d bytes]", len(b))
 }
 
-// Run runs the script once for the event v and waits for it, bounded by
-// the timeout, the kill grace, and ctx. It first builds the environment (a
-// value refused by Vars.Env returns at once with Err set and nothing run),
-// then waits for one of the Concurrency slots shared by all callers (ctx
-// ends the wait), then runs the script directly with no arguments, stdin
-// from /dev/null, working directory "/", in its own process group.
+// Run is RunWith with no options.
+func (r *Runner) Run(ctx context.Context, v Vars) Result {
+	return r.RunWith(ctx, v, RunOptions{})
+}
+
+// RunWith runs the script once for the event v and waits for it, bounded
+// by the timeout, the kill grace, and ctx. It first builds the environment
+// (a value refused by Vars.Env returns at once with Err set and nothing
+// run), then waits for one of the Concurrency slots shared by all callers
+// (ctx, and o.QueueTimeout when set, end the wait), then checks the
+// script's path again (see CheckScript: a broken trust rule refuses the run
+// with an *UnsafeError) and opens the file it checked, calls o.Starting,
+// and runs that very file, not whatever the path names by then: directly,
+// with no arguments, stdin from /dev/null, working directory "/", in its
+// own process group.
 //
-// The run ends when the script exits; whatever it left running in its
+// The script dies with wgkeeper: its process group is started by a small
+// supervisor (this program re-executed) that is killed-notified when
+// wgkeeper dies, even by SIGKILL, and then kills the group; see
+// supervise.go.
+//
+// The run ends when the script exits: whatever it left running in its
 // process group is then killed with SIGKILL, so a script wanting a
 // long-lived helper must start it in its own session (setsid). When the
 // timeout passes or ctx ends first, the group gets SIGTERM and, KillGrace
-// later, SIGKILL; Run returns within about timeout + KillGrace even when a
-// child keeps stdout open. Every run is logged once with its event_id.
-// When no script is configured, Run returns a Result with Ran false.
-func (r *Runner) Run(ctx context.Context, v Vars) Result {
+// later, SIGKILL; RunWith returns within about timeout + KillGrace after
+// the start even when a child keeps stdout open. Every run is logged once
+// with its event_id. When no script is configured, RunWith returns a
+// Result with Ran false and calls nothing.
+func (r *Runner) RunWith(ctx context.Context, v Vars, o RunOptions) Result {
 	if !r.Configured() {
 		return Result{}
 	}
@@ -263,29 +308,43 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 		r.logResult(v, res)
 		return res
 	}
-	if err := r.acquire(ctx); err != nil {
+	if err := r.acquire(ctx, o.QueueTimeout); err != nil {
 		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(err, context.DeadlineExceeded),
 			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, err)}
 		r.logResult(v, res)
 		return res
 	}
-	res := r.run(ctx, env, v.Hold)
+	res := r.run(ctx, env, v.Hold, o.Starting)
 	<-r.sem
 	r.logResult(v, res)
 	return res
 }
 
 // acquire takes one of the Concurrency slots, unless ctx ends first (or
-// has already ended: then no slot is taken even when one is free).
-func (r *Runner) acquire(ctx context.Context) error {
+// has already ended: then no slot is taken even when one is free) or, with
+// a positive queue, that long passes (an error matching ErrBusy).
+func (r *Runner) acquire(ctx context.Context, queue time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	select {
 	case r.sem <- struct{}{}:
 		return nil
+	default:
+	}
+	var expired <-chan time.Time
+	if queue > 0 {
+		t := time.NewTimer(queue)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case r.sem <- struct{}{}:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-expired:
+		return fmt.Errorf("%w: all %d slots stayed busy for %s", ErrBusy, cap(r.sem), queue)
 	}
 }
 
@@ -310,10 +369,24 @@ func (r *Runner) environ(v Vars) ([]string, error) {
 	return append(env, vpn...), nil
 }
 
-func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
+func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting func() error) Result {
 	res := Result{Ran: true, ExitCode: -1}
 	start := time.Now()
+	defer func() {
+		if res.Duration == 0 {
+			res.Duration = time.Since(start)
+		}
+	}()
 
+	script, err := openChecked(r.script)
+	if err != nil {
+		res.ExitCode, res.Err = r.checkError(err)
+		return res
+	}
+	defer script.Close()
+	if r.afterCheck != nil {
+		r.afterCheck()
+	}
 	outR, outW, err := outputPipe()
 	if err != nil {
 		res.Err = fmt.Errorf("run hook script %s: stdout pipe: %w", r.script, err)
@@ -326,28 +399,40 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
 		res.Err = fmt.Errorf("run hook script %s: stderr pipe: %w", r.script, err)
 		return res
 	}
-	cmd := &exec.Cmd{
-		Path:        r.script,
-		Args:        []string{r.script},
-		Env:         env,
-		Dir:         "/",
-		Stdout:      outW,
-		Stderr:      errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	repR, repW, err := reportPipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		res.Err = fmt.Errorf("run hook script %s: report pipe: %w", r.script, err)
+		return res
 	}
-	if hold != nil {
-		cmd.ExtraFiles = []*os.File{hold}
+	defer repR.Close()
+	if starting != nil {
+		if err := starting(); err != nil {
+			outR.Close()
+			outW.Close()
+			errR.Close()
+			errW.Close()
+			repW.Close()
+			res.Err = fmt.Errorf("hook script %s not started: %w", r.script, err)
+			return res
+		}
 	}
-	err = startCmd(cmd)
+	cmd := supervisorCmd(r.script, hold, script, repW, env, outW, errW)
+	err = startLocked(cmd)
 	outW.Close()
 	errW.Close()
+	repW.Close()
+	script.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		res.ExitCode, res.Err = r.startError(err)
-		res.Duration = time.Since(start)
+		res.Err = fmt.Errorf("run hook script %s: start its supervisor: %w", r.script, err)
 		return res
 	}
+	res.Started = true
 	pid := cmd.Process.Pid
 	res.PID = pid
 
@@ -369,8 +454,8 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
 		w.wait(context.Background(), r.grace)
 	}
 	if w.err == nil {
-		// The script is still alive or an unreaped zombie, so -pid is still
-		// its group: whatever is left in it, including the script itself
+		// The supervisor is still alive or an unreaped zombie, so -pid is
+		// still the group: whatever is left in it, including the script
 		// when it outlived the grace, is killed now.
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
@@ -380,18 +465,34 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
 			_ = waitid(pPID, pid, syscall.WEXITED|syscall.WNOWAIT)
 			_ = cmd.Wait()
 		}()
-		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (pid %d) did not exit after SIGKILL", r.script, pid))
+		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (process group %d) did not exit after SIGKILL", r.script, pid))
 	} else {
+		rep, reported := readReport(repR)
 		err := cmd.Wait()
 		var exitErr *exec.ExitError
 		switch {
-		case err == nil || errors.As(err, &exitErr):
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		case reported && rep.kind == reportExecError:
+			// The supervisor ran, the script never did.
+			res.ExitCode, res.Err = r.startError(syscall.Errno(rep.value))
+			res.Started = false
+			res.PID = 0
+		case reported && rep.kind == reportWaitStatus:
+			ws := syscall.WaitStatus(rep.value)
 			switch {
 			case ws.Exited():
 				res.ExitCode = ws.ExitStatus()
 			case ws.Signaled():
 				res.Signal = ws.Signal()
+			}
+		case err == nil || errors.As(err, &exitErr):
+			// No report: the supervisor itself was killed (the SIGKILL
+			// after the grace) or failed.
+			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			switch {
+			case ws.Signaled():
+				res.Signal = ws.Signal()
+			default:
+				res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s: its supervisor exited with status %d without reporting how the script ended", r.script, ws.ExitStatus()))
 			}
 		default:
 			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, err))
@@ -428,6 +529,21 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File) Result {
 	return res
 }
 
+// checkError maps a failed check of the script's path to the Result: an
+// *UnsafeError as it is (nothing runs), and a path that cannot be resolved
+// to the shell-style status running it would have given.
+func (r *Runner) checkError(err error) (int, error) {
+	var ue *UnsafeError
+	if errors.As(err, &ue) {
+		return -1, err
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return r.startError(errno)
+	}
+	return 126, err
+}
+
 // outputPipe returns a pipe whose read end is non-blocking and served by
 // the runtime's poller, and whose write end, meant only for the child, is
 // an ordinary blocking descriptor the poller never sees. Both are
@@ -443,23 +559,6 @@ func outputPipe() (r, w *os.File, err error) {
 		return nil, nil, err
 	}
 	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
-}
-
-// startCmd starts cmd, retrying briefly on ETXTBSY, which a script still open
-// for writing (being deployed, or inherited across a concurrent fork) gives.
-func startCmd(cmd *exec.Cmd) error {
-	delay := 5 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err := cmd.Start()
-		if err == nil || !errors.Is(err, syscall.ETXTBSY) || attempt == 5 {
-			return err
-		}
-		time.Sleep(delay)
-		delay *= 2
-		// A Cmd cannot be started twice; start a fresh copy.
-		*cmd = exec.Cmd{Path: cmd.Path, Args: cmd.Args, Env: cmd.Env, Dir: cmd.Dir,
-			Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr, ExtraFiles: cmd.ExtraFiles, SysProcAttr: cmd.SysProcAttr}
-	}
 }
 
 // startError maps a start failure to a shell-style exit status and a clear

@@ -8,6 +8,8 @@
 #
 # Log file: $WGKEEPER_EVENT_LOG when set, otherwise events.log in the
 # directory of this script, so it works unchanged from a fresh checkout.
+# (wgkeeper runs the very file it checked, as /proc/self/fd/3: $0 is that
+# path, and `readlink -f "$0"` the script's real one.)
 # In production set it, and pass it through to the script:
 #
 #   [hooks]
@@ -22,7 +24,7 @@
 # Install: install -o root -g root -m 0755 log-event.sh /usr/local/bin/wgkeeper-log-event
 set -eu
 
-log=${WGKEEPER_EVENT_LOG:-$(dirname "$0")/events.log}
+log=${WGKEEPER_EVENT_LOG:-$(dirname "$(readlink -f "$0")")/events.log}
 
 line=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
