@@ -3,10 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/wgkeeper/wgkeeper/migrations"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -35,7 +38,11 @@ func TestMigrateExampleConfig(t *testing.T) {
 		t.Fatalf("migrate: exit %d: %s", code, errOut)
 	}
 	db := filepath.Join(dir, "wgkeeper.db")
-	if want := "database " + db + " is at schema version 1\n"; out != want {
+	latest, err := migrations.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("database %s is at schema version %d\n", db, latest); out != want {
 		t.Fatalf("output %q, want %q", out, want)
 	}
 	st, err := os.Stat(db)

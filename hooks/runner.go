@@ -672,7 +672,15 @@ func (r *Runner) logResult(v Vars, res Result) {
 		attrs = append(attrs, slog.String("error", res.Err.Error()))
 	}
 	level, msg := slog.LevelInfo, "hook script succeeded"
+	var ue *UnsafeError
 	switch {
+	case errors.As(res.Err, &ue):
+		// Which path broke the trust rule, and why: the message says it
+		// in words, these say it for log queries.
+		attrs = append(attrs, slog.String("path", ue.Path), slog.String("mode", fmt.Sprintf("%04o", ue.Mode)), slog.Int("owner_uid", ue.UID))
+		level, msg = slog.LevelWarn, "hook script refused: its path is not trusted"
+	case errors.Is(res.Err, ErrBusy):
+		level, msg = slog.LevelWarn, "hook script not run: every slot stayed busy"
 	case !res.OK():
 		level, msg = slog.LevelWarn, "hook script failed"
 	case len(bytes.TrimSpace(res.Stderr)) > 0 || res.StderrDropped > 0:

@@ -70,6 +70,9 @@ type Event struct {
 	DoneAt        time.Time // zero: not done
 	LeaseOwner    string    // empty: not leased
 	LeaseUntil    time.Time
+	// StartedAt is when the connect script of a C event was started; zero
+	// when it never was (D events: always zero).
+	StartedAt time.Time
 }
 
 // scanEvents reads rows of eventColumns.

@@ -201,6 +201,9 @@ func TestStalePendingDelete(t *testing.T) {
 	ctx := context.Background()
 	s, clock := newStore(t)
 	p, c := mustInsert(t, s, staffPeer(1, "alice"))
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
+		t.Fatal(err)
+	}
 	clock.Add(2 * time.Minute)
 	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonStale, "", time.Time{})
 	if err != nil || len(evs) != 1 {
@@ -761,5 +764,65 @@ func TestReleaseLeases(t *testing.T) {
 	}
 	if n, err := s.ReleaseLeases(ctx, "nobody"); n != 0 || err != nil {
 		t.Fatalf("release of a holder without leases: %d %v", n, err)
+	}
+}
+
+// TestStaleNeverStarted: a config left pending whose connect script never
+// started is cleaned without a D event (its script never saw a C), its C
+// event goes, and a late start is refused.
+func TestStaleNeverStarted(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	p, c := mustInsert(t, s, staffPeer(1, "alice"))
+	started, cs := mustInsert(t, s, staffPeer(2, "bob"))
+	if err := s.MarkConnectStarted(ctx, started.PublicKey, cs.ID); err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(2 * time.Minute)
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey, started.PublicKey}, ReasonStale, "", time.Time{})
+	if err != nil || len(evs) != 1 || evs[0].PublicKey != started.PublicKey || evs[0].Kind != KindDisconnect {
+		t.Fatalf("DeletePeers = %+v, %v; want one D, for the started one", evs, err)
+	}
+	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, ErrNotFound) {
+		t.Errorf("never-started row kept: %v", err)
+	}
+	all, _ := s.ListEvents(ctx, EventFilter{PublicKey: &p.PublicKey})
+	if len(all) != 0 {
+		t.Errorf("events of the never-started config: %+v, want none", all)
+	}
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("MarkConnectStarted after the cleanup = %v, want ErrNotFound", err)
+	}
+	// Its address is free again.
+	if n, _ := s.PoolUsage(ctx, p.Interface, p.ProfileID); n != 0 {
+		t.Errorf("pool usage %d, want 0", n)
+	}
+}
+
+func TestMarkConnectStarted(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newStore(t)
+	p, c := mustInsert(t, s, staffPeer(1, "alice"))
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	at := clock.Now()
+	clock.Add(time.Second)
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+	evs, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	if len(evs) != 1 || !evs[0].StartedAt.Equal(at) {
+		t.Fatalf("C event = %+v, want started at %s (the first call)", evs, at)
+	}
+	other, oc := mustInsert(t, s, staffPeer(2, "bob"))
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, oc.ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("another peer's event: %v, want ErrConflict", err)
+	}
+	if err := s.Activate(ctx, other.PublicKey, oc.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkConnectStarted(ctx, other.PublicKey, oc.ID); !errors.Is(err, ErrConflict) {
+		t.Errorf("active peer: %v, want ErrConflict", err)
 	}
 }

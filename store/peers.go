@@ -210,7 +210,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 // insertEvent inserts ev (its ID is ignored) and returns the new id.
 func insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) (int64, error) {
 	vals := make([]any, 0, len(eventColumnNames)-1)
-	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil} {
+	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
 		v, err := encTime(t)
 		if err != nil {
 			return 0, err
@@ -219,11 +219,11 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) (int64, error) {
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
 		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
-		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
-		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4])
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5])
 	if err != nil {
 		return 0, convErr(err)
 	}
@@ -312,6 +312,43 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 	})
 	if err != nil {
 		return fmt.Errorf("activate peer %s: %w", key, err)
+	}
+	return nil
+}
+
+// MarkConnectStarted records, in the running C event cEventID of a pending
+// peer, that its connect script is about to start; the engine calls it right
+// before starting the script. Calling it again changes nothing. Errors:
+// ErrNotFound when the peer or the event no longer exists (the config was
+// removed while its create waited: the script must then not run);
+// ErrConflict when the peer is not pending or the event is not its running
+// C event.
+func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	now, err := encTime(s.clock())
+	if err != nil {
+		return fmt.Errorf("mark connect of %s started: %w", key, err)
+	}
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		if st != StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", st, ErrConflict)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE events SET started_at = coalesce(started_at, ?)
+			WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`, now, cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark connect of %s started: %w", key, err)
 	}
 	return nil
 }
@@ -554,8 +591,13 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 // lease runs out and ClaimDue hands them to another process. With an empty
 // owner they are immediately claimable.
 //
-// For a deleted pending peer its running C event is closed (status done) with
-// last_error NoteStaleConnect when reason is "stale", else NotePendingDeleted;
+// A pending peer removed as "stale" whose connect script never started
+// (MarkConnectStarted was not called) gets no D event: its running C event
+// is deleted, as for a rejected create, and it is absent from the result.
+//
+// For any other deleted pending peer its running C event is closed (status
+// done) with last_error NoteStaleConnect when reason is "stale", else
+// NotePendingDeleted;
 // in the latter case its connect script may still be running, so its D event
 // is not leased to owner but due only at leaseUntil, when that script must
 // have ended: a script never sees D before C.
@@ -612,6 +654,25 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 			}
 			if _, err := del.ExecContext(ctx, r.PublicKey); err != nil {
 				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
+			}
+			if p.State == StatePending && reason == ReasonStale {
+				var started sql.NullInt64
+				err := tx.QueryRowContext(ctx, `SELECT started_at FROM events
+					WHERE event = 'C' AND public_key = ? AND status = 'running' ORDER BY id DESC LIMIT 1`, r.PublicKey).Scan(&started)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("peer %s: %w", key, convErr(err))
+				}
+				if err == nil && !started.Valid {
+					// Its connect script never started, and never will
+					// (starting needs this row, gone now): the script
+					// never saw a C, so there is no D either, and the C
+					// event goes as for a rejected create.
+					if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE event = 'C' AND public_key = ? AND status = 'running'`,
+						r.PublicKey); err != nil {
+						return fmt.Errorf("peer %s: %w", key, convErr(err))
+					}
+					continue
+				}
 			}
 			if p.State == StatePending {
 				if _, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, last_error = ?

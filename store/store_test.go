@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mattn/go-sqlite3"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/migrations"
 )
@@ -196,8 +199,12 @@ func TestMigrationsConcurrentOpen(t *testing.T) {
 		}
 	}
 	s := openAt(t, path, nil)
-	if n := countRows(t, s, "schema_migrations"); n != 1 {
-		t.Errorf("schema_migrations has %d rows after concurrent opens, want 1", n)
+	latest, err := migrations.Latest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, s, "schema_migrations"); n != latest {
+		t.Errorf("schema_migrations has %d rows after concurrent opens, want %d", n, latest)
 	}
 }
 
@@ -221,11 +228,15 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
 	}
-	var tooNew *SchemaTooNewError
-	if !errors.As(err, &tooNew) || tooNew.Version != 7 || tooNew.Known != 1 {
-		t.Fatalf("error %v: want *SchemaTooNewError{7, 1}", err)
+	latest, lerr := migrations.Latest()
+	if lerr != nil {
+		t.Fatal(lerr)
 	}
-	want := "database schema version 7 is newer than this wgkeeper (knows up to 1); upgrade wgkeeper"
+	var tooNew *SchemaTooNewError
+	if !errors.As(err, &tooNew) || tooNew.Version != 7 || tooNew.Known != latest {
+		t.Fatalf("error %v: want *SchemaTooNewError{7, %d}", err, latest)
+	}
+	want := fmt.Sprintf("database schema version 7 is newer than this wgkeeper (knows up to %d); upgrade wgkeeper", latest)
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
 		t.Errorf("message %q, want it to name %s and say %q", err, path, want)
 	}
@@ -298,5 +309,36 @@ func TestConvErrHidesDriverTypes(t *testing.T) {
 	conv = convErr(err)
 	if errors.As(conv, &se) || !strings.Contains(conv.Error(), "no such table") {
 		t.Errorf("convErr(other) = %#v", conv)
+	}
+}
+
+// TestUpgradeMarksOldConnectsStarted: a database written before connect
+// starts were recorded (schema 1) keeps every C event as started, so a
+// config a crash left pending then still gets its D ("outcome unknown").
+func TestUpgradeMarksOldConnectsStarted(t *testing.T) {
+	ctx := context.Background()
+	path := dbPath(t)
+	s := openAt(t, path, newClock())
+	p, c := mustInsert(t, s, staffPeer(1, "alice"))
+	// Back to schema 1, as the previous release left it.
+	for _, q := range []string{`ALTER TABLE events DROP COLUMN started_at`, `DELETE FROM schema_migrations WHERE version > 1`} {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, path, newClock())
+	if v, err := s2.SchemaVersion(ctx); err != nil || v < 2 {
+		t.Fatalf("SchemaVersion = %d, %v", v, err)
+	}
+	evs, err := s2.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	if err != nil || len(evs) != 1 || evs[0].ID != c.ID || !evs[0].StartedAt.Equal(evs[0].CreatedAt) {
+		t.Fatalf("C event after the upgrade = %+v, %v; want it started at its creation", evs, err)
+	}
+	got, err := s2.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonStale, "", time.Time{})
+	if err != nil || len(got) != 1 || got[0].Kind != KindDisconnect {
+		t.Fatalf("stale cleanup after the upgrade = %+v, %v; want a D", got, err)
 	}
 }
