@@ -30,6 +30,9 @@ const (
 	DefaultHookTimeout = 30 * time.Second
 	// DefaultHookConcurrency is how many scripts run at once (hooks.concurrency).
 	DefaultHookConcurrency = 4
+	// DefaultHookQueueTimeout is how long a create waits for a free script
+	// slot before it is answered "busy" (hooks.queue_timeout).
+	DefaultHookQueueTimeout = 5 * time.Second
 	// DefaultMaxAttempts is how often a D event is tried before it is marked
 	// failed (hooks.max_attempts).
 	DefaultMaxAttempts = 10
@@ -135,6 +138,9 @@ type Hooks struct {
 	Script      string
 	Timeout     time.Duration // > 0
 	Concurrency int           // 1..MaxHookConcurrency
+	// QueueTimeout bounds a create's wait for a free script slot (> 0); it
+	// is not part of Timeout.
+	QueueTimeout time.Duration
 	MaxAttempts int           // >= 1
 	RetryBase   time.Duration // > 0, <= RetryMax
 	RetryMax    time.Duration // > 0

@@ -91,6 +91,12 @@ func TestInvalidFiles(t *testing.T) {
 			[]string{`housekeeping.log_retention = "106752d": too large (the maximum is about 106751d)`}},
 		{"zero hook timeout", "[hooks]\ntimeout = \"0\"\n",
 			[]string{`hooks.timeout = "0": must be greater than 0`}},
+		{"zero queue timeout", "[hooks]\nqueue_timeout = \"0\"\n",
+			[]string{`hooks.queue_timeout = "0": must be greater than 0`}},
+		{"negative queue timeout", "[hooks]\nqueue_timeout = \"-1s\"\n",
+			[]string{`hooks.queue_timeout = "-1s": must not be negative`}},
+		{"queue timeout not a duration", "[hooks]\nqueue_timeout = 5\n",
+			[]string{`hooks.queue_timeout = 5: must be a duration string such as "30s", "1h30m" or "90d"`}},
 		{"concurrency below 1", "[hooks]\nconcurrency = 0\n",
 			[]string{`hooks.concurrency = 0: must be between 1 and 1024`}},
 		{"max_attempts below 1", "[hooks]\nmax_attempts = 0\n",
@@ -344,7 +350,7 @@ func TestDefaults(t *testing.T) {
 	want := &Config{
 		Database: "/var/lib/wgkeeper/wgkeeper.db",
 		Hooks: Hooks{
-			Timeout: 30 * time.Second, Concurrency: 4, MaxAttempts: 10,
+			Timeout: 30 * time.Second, Concurrency: 4, QueueTimeout: 5 * time.Second, MaxAttempts: 10,
 			RetryBase: 10 * time.Second, RetryMax: time.Hour,
 		},
 		Housekeeping: Housekeeping{Schedule: "@every 1m", ReconcileInterval: 30 * time.Second, LogRetention: 90 * Day},
@@ -402,6 +408,7 @@ database = "data/wg.db"
 script = "/usr/local/bin/vpn-hook"
 timeout = "1m30s"
 concurrency = 16
+queue_timeout = "2m"
 max_attempts = 3
 retry_base = "1s"
 retry_max = "1d"
@@ -443,7 +450,7 @@ preshared_keys = true
 	want := &Config{
 		Database: "/srv/wgk/data/wg.db",
 		Hooks: Hooks{
-			Script: "/usr/local/bin/vpn-hook", Timeout: 90 * time.Second, Concurrency: 16, MaxAttempts: 3,
+			Script: "/usr/local/bin/vpn-hook", Timeout: 90 * time.Second, Concurrency: 16, QueueTimeout: 2 * time.Minute, MaxAttempts: 3,
 			RetryBase: time.Second, RetryMax: Day, PassEnv: []string{"HTTPS_PROXY", "LANG"},
 		},
 		Housekeeping: Housekeeping{LogRetention: 36 * time.Hour},

@@ -70,7 +70,7 @@ func checkValid(t *testing.T, c *Config) {
 			t.Fatalf("path %q is not absolute", p)
 		}
 	}
-	if c.Hooks.Timeout <= 0 || c.Hooks.Concurrency < 1 || c.Hooks.MaxAttempts < 1 || c.Hooks.RetryBase > c.Hooks.RetryMax {
+	if c.Hooks.Timeout <= 0 || c.Hooks.QueueTimeout <= 0 || c.Hooks.Concurrency < 1 || c.Hooks.MaxAttempts < 1 || c.Hooks.RetryBase > c.Hooks.RetryMax {
 		t.Fatalf("hooks: %+v", c.Hooks)
 	}
 	if (c.API.TLSCert == "") != (c.API.TLSKey == "") {

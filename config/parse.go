@@ -350,7 +350,7 @@ func parse(data []byte, dir string) (*Config, error) {
 }
 
 func parseHooks(t *table, dir string) Hooks {
-	t.unknown("script", "timeout", "concurrency", "max_attempts", "retry_base", "retry_max", "pass_env")
+	t.unknown("script", "timeout", "concurrency", "queue_timeout", "max_attempts", "retry_base", "retry_max", "pass_env")
 	h := Hooks{
 		Concurrency: DefaultHookConcurrency,
 		MaxAttempts: DefaultMaxAttempts,
@@ -360,6 +360,9 @@ func parseHooks(t *table, dir string) Hooks {
 	var ok bool
 	if h.Timeout, ok = t.duration("timeout", DefaultHookTimeout); ok && h.Timeout == 0 {
 		t.bad("timeout", t.m["timeout"], "must be greater than 0")
+	}
+	if h.QueueTimeout, ok = t.duration("queue_timeout", DefaultHookQueueTimeout); ok && h.QueueTimeout == 0 {
+		t.bad("queue_timeout", t.m["queue_timeout"], "must be greater than 0")
 	}
 	if n, ok := t.integer("concurrency"); ok {
 		if n < 1 || n > MaxHookConcurrency {
