@@ -97,7 +97,7 @@ expiry = "1d"
 
 // hook records "EVENT KEY unixnanos" for every run.
 const daemonHook = `#!/bin/sh
-echo "$VPN_EVENT $VPN_CONNECTION_ID $(date +%s%N)" >> "$(dirname "$0")/events.log"
+echo "$VPN_EVENT $VPN_CONNECTION_ID $(date +%s%N)" >> "$(dirname "$(readlink -f "$0")")/events.log"
 `
 
 func freeUDPPort(t *testing.T) int {

@@ -32,7 +32,7 @@ import (
 // last line of 320 KB), users named slow*
 // take two seconds, and D events of users named faild* fail (exit 5).
 const hookScript = `#!/bin/sh
-d=$(dirname "$0")
+d=$(dirname "$(readlink -f "$0")")
 printf '%s %s %s %s\n' "$VPN_EVENT" "$VPN_USER_ID" "$VPN_CONNECTION_ID" "$VPN_REASON" >> "$d/events.log"
 case "$VPN_EVENT:$VPN_USER_ID" in
 C:reject*) echo "user is blocked" >&2; exit 7;;

@@ -24,7 +24,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 const cliHook = `#!/bin/sh
-d=$(dirname "$0")
+d=$(dirname "$(readlink -f "$0")")
 echo "$VPN_EVENT $VPN_CONNECTION_ID $VPN_REASON" >> "$d/events.log"
 if [ -f "$d/always_fail_$VPN_EVENT" ]; then echo "not today" >&2; exit 4; fi
 exit 0

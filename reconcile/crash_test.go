@@ -85,7 +85,8 @@ func crashChild(op string) error {
 
 func TestCrashRecovery(t *testing.T) {
 	cases := []struct{ op, at string }{
-		{"create", "create:inserted"},
+		{"create", "create:inserted"}, // before the connect script started
+		{"create", "create:started"},  // its start recorded, outcome unknown
 		{"create", "create:script-ran"},
 		{"create", "create:activated"},
 		{"delete", "delete:stored"},
@@ -143,6 +144,29 @@ func TestCrashRecovery(t *testing.T) {
 			for _, p := range h.read().Peers {
 				if !cRan[p.PublicKey.String()] {
 					t.Errorf("peer %s on the device without a connect script run", p.PublicKey)
+				}
+			}
+			// A create that died before its connect script started is
+			// cleaned without a D: the script never saw its C. Once the
+			// start is recorded the outcome is unknown: D.
+			if tc.op == "create" {
+				ds, err := h.st.ListEvents(h.ctx, store.EventFilter{UserID: "crash", Kind: store.KindDisconnect})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cs, _ := h.st.ListEvents(h.ctx, store.EventFilter{UserID: "crash", Kind: store.KindConnect})
+				switch tc.at {
+				case "create:inserted":
+					if len(ds) != 0 || len(cs) != 0 {
+						t.Errorf("a config whose connect script never started: C events %+v, D events %+v; want none", cs, ds)
+					}
+				case "create:started", "create:script-ran":
+					if len(ds) != 1 || ds[0].Reason != store.ReasonStale || ds[0].Status != store.StatusDone {
+						t.Errorf("D events %+v, want one delivered with reason stale", ds)
+					}
+					if len(cs) != 1 || cs[0].LastError != store.NoteStaleConnect {
+						t.Errorf("C events %+v, want one noted %q", cs, store.NoteStaleConnect)
+					}
 				}
 			}
 			if tc.op == "delete" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
@@ -56,17 +57,50 @@ func (e *RejectedError) Error() string {
 // connect script ran. Nothing is on the device; the D event is recorded.
 var ErrRemoved = errors.New("the config was removed while its connect script ran")
 
-// connectDeadline bounds a connect script run, waiting for a runner slot
-// included, so that it has ended (killed after the runner's grace at the
-// latest) before the stale cleanup at twice the timeout.
-func connectDeadline(timeout time.Duration) time.Duration {
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	// Killed at the deadline, a script is gone killGrace later: well
-	// before twice the timeout.
-	return max(timeout, 2*timeout-killGrace-4*time.Second)
+// The bounds of a create's connect step, which the stale-pending age
+// (staleAge) exceeds, so that a connect script never still runs when the
+// stale cleanup announces its disconnect:
+//
+//   - the script starts within startBudget of the insert: the wait for a
+//     free slot (at most hooks.queue_timeout) plus startSlack for checking
+//     the script's path and recording the start; a start later than that
+//     is refused as busy;
+//   - once started, it is gone within runBound: its timeout (waiting never
+//     counts against it), the SIGTERM-to-SIGKILL grace, as long again for
+//     the reaping, and the output drain.
+const startSlack = 5 * time.Second
+
+func startBudget(queue time.Duration) time.Duration { return queue + startSlack }
+
+func runBound(timeout time.Duration) time.Duration { return timeout + 2*killGrace + time.Second }
+
+// ErrScriptBusy is matched by a create refused because every script slot
+// stayed busy for hooks.queue_timeout: the connect script did not run and
+// nothing was kept. See BusyError.
+var ErrScriptBusy = errors.New("too many connect scripts are running")
+
+// BusyError is a create refused by a full script queue; it matches
+// ErrScriptBusy. RetryAfter is when trying again makes sense.
+type BusyError struct {
+	RetryAfter time.Duration
+	Err        error
 }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("%v (%v); nothing was kept, try again in %s", ErrScriptBusy, e.Err, e.RetryAfter)
+}
+func (e *BusyError) Is(target error) bool { return target == ErrScriptBusy }
+func (e *BusyError) Unwrap() error        { return e.Err }
+
+// ErrScriptUnsafe is matched by a create refused because the script's path
+// failed the trust check before the run (see hooks.CheckScript): the
+// script did not run and nothing was kept. errors.As to *hooks.UnsafeError
+// gives the path and its mode.
+var ErrScriptUnsafe = errors.New("connect script not run: its path is not trusted")
+
+// errStartTooLate refuses a connect script whose start would come so late
+// that it might still run when the stale cleanup sends its D.
+var errStartTooLate = errors.New("too late to start the connect script safely")
 
 // ErrInProgress is a retried create whose first attempt is still running
 // its connect script.
@@ -178,7 +212,10 @@ func ParseKey(s string) (wgtypes.Key, error) {
 // is stored or any script runs), and also when adding the peer to the
 // device failed after the connect script succeeded: the config was then
 // rolled back with a D event of reason "failed". Created is returned only
-// with the peer on the device.
+// with the peer on the device. ErrScriptBusy (a *BusyError) when no script
+// slot came free within hooks.queue_timeout, and ErrScriptUnsafe when the
+// script's path failed its trust check: in both the script did not run and
+// nothing was kept.
 func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error) {
 	cfg := e.Config()
 	if err := ValidateUserID(req.UserID); err != nil {
@@ -243,6 +280,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		psk = &k
 	}
 
+	begin := time.Now()
 	peer, cev, err := e.store.InsertPending(ctx, store.NewPeer{
 		PublicKey:     pub,
 		Interface:     ifc.Name,
@@ -269,13 +307,28 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	// From here on the work finishes even if the caller goes away: the
 	// script's verdict must be acted on, whatever the request does.
 	ctx = context.WithoutCancel(ctx)
-	// The connect script, including any wait for a free runner slot, must
-	// end before the stale cleanup (twice the script timeout) may take the
-	// row for a crash's leftover and send its D event.
-	sctx, cancel := context.WithTimeout(ctx, connectDeadline(e.maxT()))
-	res := e.runScript(sctx, cev)
-	cancel()
+	// The wait for a free slot is bounded by hooks.queue_timeout, the run
+	// by hooks.timeout from its start; the start is recorded first, so a
+	// crash before it is cleaned without a D (the script never saw C).
+	queue := queueTimeout(cfg)
+	var startErr error // the start was refused
+	res := e.runScript(ctx, cev, hooks.RunOptions{QueueTimeout: queue, Starting: func() error {
+		if time.Since(begin) > startBudget(e.maxQ()) {
+			startErr = errStartTooLate
+		} else {
+			startErr = e.store.MarkConnectStarted(ctx, pub, cev.ID)
+		}
+		if startErr != nil {
+			return startErr
+		}
+		e.point("create:started")
+		return nil
+	}})
 	e.point("create:script-ran")
+	var unsafe *hooks.UnsafeError
+	if startErr != nil || errors.Is(res.Err, hooks.ErrBusy) || errors.As(res.Err, &unsafe) {
+		return nil, e.notStarted(ctx, log, pub, cev.ID, queue, res.Err)
+	}
 	if !res.OK() {
 		if err := e.store.RejectPending(ctx, pub, cev.ID); errors.Is(err, store.ErrNotFound) {
 			// Removed while the script ran: the removal recorded a D
@@ -310,6 +363,35 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		return nil, e.rollBack(ctx, peer, err, log)
 	}
 	return &Created{Peer: peer, PrivateKey: priv, Client: clientConfig(peer, prof, ifc, serverKey, priv)}, nil
+}
+
+// notStarted handles a connect script that was never started: the queue
+// stayed full, its path failed the trust check, the config was removed
+// while it waited, or its start could not be recorded. The row and its C
+// event go (a removal meanwhile recorded a D, held back: cancelled, since
+// no C was ever announced).
+func (e *Engine) notStarted(ctx context.Context, log *slog.Logger, pub wgtypes.Key, cEventID int64, queue time.Duration, cause error) error {
+	if err := e.store.RejectPending(ctx, pub, cEventID); errors.Is(err, store.ErrNotFound) {
+		if _, err := e.store.CancelHeldDisconnect(ctx, pub); err != nil {
+			log.Error("cancel the held disconnect of a config whose connect never started", "err", err)
+		}
+		if !errors.Is(cause, hooks.ErrBusy) && !errors.Is(cause, errStartTooLate) {
+			log.Warn("config removed before its connect script started")
+			return ErrRemoved
+		}
+	} else if err != nil {
+		log.Error("remove config whose connect script never started", "err", err)
+	}
+	var ue *hooks.UnsafeError
+	switch {
+	case errors.Is(cause, hooks.ErrBusy) || errors.Is(cause, errStartTooLate):
+		log.Warn("connect script not run: every script slot stayed busy", "queue_timeout", queue, "err", cause)
+		return &BusyError{RetryAfter: queue, Err: cause}
+	case errors.As(cause, &ue):
+		log.Error("connect script not run: its path is not trusted", "path", ue.Path, "mode", fmt.Sprintf("%04o", ue.Mode), "err", cause)
+		return fmt.Errorf("%w: %w", ErrScriptUnsafe, cause)
+	}
+	return fmt.Errorf("connect script of %s not started: %w", pub, cause)
 }
 
 // existing answers a create whose key is already stored.
@@ -398,13 +480,13 @@ func wanted(p store.Peer) wg.Wanted {
 }
 
 // runScript runs the script for an event and reports it to the observer.
-func (e *Engine) runScript(ctx context.Context, ev store.Event) hooks.Result {
+func (e *Engine) runScript(ctx context.Context, ev store.Event, o hooks.RunOptions) hooks.Result {
 	v := varsOf(ev)
 	// The script holds this engine's owner lock while it runs: a lease of
 	// an owner that died is not taken over while a script it started may
 	// still run.
 	v.Hold = e.ownerFile()
-	res := e.run.Load().Run(ctx, v)
+	res := e.run.Load().RunWith(ctx, v, o)
 	if res.Ran {
 		e.obs.ScriptRun(ev.Kind, res.OK(), res.Duration)
 	}

@@ -289,19 +289,23 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 // hooks.timeout never makes a lease (or the delay of a D event whose
 // connect still runs) shorter than a script started before it may take.
 func (e *Engine) leaseFor() time.Duration {
-	return 2*e.maxT() + time.Minute
+	return 2*e.maxT() + e.maxQ() + time.Minute
 }
 
 // maxT is the longest hooks.timeout this engine has run with.
 func (e *Engine) maxT() time.Duration { return time.Duration(e.maxTimeout.Load()) }
+
+// maxQ is the longest hooks.queue_timeout this engine has run with.
+func (e *Engine) maxQ() time.Duration { return time.Duration(e.maxQueue.Load()) }
 
 // killGrace is the script runner's SIGTERM-to-SIGKILL grace.
 const killGrace = 2 * time.Second
 
 // staleAge is how old a pending row must be before the stale cleanup takes
 // it: twice the script timeout, and at least long enough for a connect
-// script killed at its deadline to be gone.
+// script to have started (startBudget) and, killed at its timeout, to be
+// gone (runBound). With the defaults (30s, 5s) that is twice the timeout.
 func (e *Engine) staleAge() time.Duration {
 	t := e.maxT()
-	return max(2*t, connectDeadline(t)+killGrace+time.Second)
+	return max(2*t, startBudget(e.maxQ())+runBound(t)+time.Second)
 }

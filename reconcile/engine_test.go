@@ -446,11 +446,11 @@ func TestStalePending(t *testing.T) {
 		t.Fatalf("%d pending rows, want 1", len(peers))
 	}
 	key := peers[0].PublicKey
-	// Younger than twice the script timeout: left alone.
+	// Younger than the stale age: left alone.
 	if r, _ := h.eng.CleanStale(h.ctx); len(r.Events) != 0 {
 		t.Fatal("young pending row cleaned")
 	}
-	h.clock.Advance(11 * time.Second)
+	h.clock.Advance(h.eng.staleAge() + time.Second)
 	r, err := h.eng.CleanStale(h.ctx)
 	if err != nil || len(r.Events) != 1 {
 		t.Fatalf("stale: %+v, %v", r, err)

@@ -29,7 +29,7 @@ import (
 // C run delete the interface (ip link del) and wait until its UAPI socket
 // is gone.
 const hookScript = `#!/bin/sh
-d=$(dirname "$0")
+d=$(dirname "$(readlink -f "$0")")
 rec=$(printf -- '---\n'; env | LC_ALL=C sort)
 printf '%s\n' "$rec" >> "$d/events.log"
 if [ -f "$d/linkdel_$VPN_EVENT" ]; then

@@ -46,7 +46,7 @@ func TestRevokeWhileConnectRuns(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	var key wgtypes.Key
 	eng := h.newEngine(func(p string) {
-		if p == "create:inserted" {
+		if p == "create:started" {
 			ps, _ := h.st.ListPeers(h.ctx, store.PeerFilter{State: store.StatePending})
 			key = ps[0].PublicKey
 			r, err := h.eng.RevokeUser(h.ctx, "u")
@@ -150,11 +150,15 @@ func TestStaleAgeSurvivesLowerTimeout(t *testing.T) {
 	lower := *h.cfg
 	lower.Hooks.Timeout = time.Second
 	h.eng.SetConfig(&lower, nil)
+	age := h.eng.staleAge()
+	if age < 2*5*time.Second {
+		t.Fatalf("stale age %s after lowering the timeout to 1s, want at least 2×5s", age)
+	}
 	h.clock.Advance(3 * time.Second) // past 2×1s, not past 2×5s
 	if r, _ := h.eng.CleanStale(h.ctx); len(r.Events) != 0 {
 		t.Fatal("stale age shrank with the reload")
 	}
-	h.clock.Advance(8 * time.Second)
+	h.clock.Advance(age - 3*time.Second + time.Second)
 	if r, _ := h.eng.CleanStale(h.ctx); len(r.Events) != 1 {
 		t.Fatalf("stale row not cleaned after 2× the old timeout: %d", len(r.Events))
 	}
@@ -167,7 +171,7 @@ func TestHeldDisconnectCountsOldTimeout(t *testing.T) {
 	lower := *h.cfg
 	lower.Hooks.Timeout = time.Second
 	eng := h.newEngine(func(p string) {
-		if p == "create:inserted" {
+		if p == "create:started" {
 			h.eng.SetConfig(&lower, nil)
 			if _, err := h.eng.RevokeUser(h.ctx, "u"); err != nil {
 				t.Fatal(err)
@@ -175,11 +179,11 @@ func TestHeldDisconnectCountsOldTimeout(t *testing.T) {
 		}
 	})
 	eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
-	h.clock.Advance(2*time.Second + time.Minute + time.Second) // the new timeout's hold
+	h.clock.Advance(2*time.Second + 5*time.Second + time.Minute + time.Second) // the new timeout's hold
 	if d, _ := h.eng.Deliver(h.ctx); d.Done != 0 {
 		t.Fatal("held D delivered by the lowered timeout's clock")
 	}
-	h.clock.Advance(10 * time.Second) // 2×5s + 1m in all
+	h.clock.Advance(10 * time.Second) // 2×5s + 5s + 1m in all
 	if d, _ := h.eng.Deliver(h.ctx); d.Done != 1 {
 		t.Fatalf("held D not delivered after the old timeout's hold: %+v", d)
 	}
@@ -190,7 +194,7 @@ func TestRefusedConnectAfterRemovalHasNoDisconnect(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.touch("always_fail_C", "")
 	eng := h.newEngine(func(p string) {
-		if p == "create:inserted" {
+		if p == "create:started" {
 			if _, err := h.eng.RevokeUser(h.ctx, "u"); err != nil {
 				t.Fatal(err)
 			}
@@ -231,5 +235,33 @@ func TestKeepOrphansIgnoresRunningConnect(t *testing.T) {
 	eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff", PublicKey: &foreign})
 	if _, ok := h.onDevice(foreign); !ok {
 		t.Fatal("foreign peer removed")
+	}
+}
+
+// A revoke while the create still waits to start its connect script: the
+// script never runs, the create fails with ErrRemoved, and no D event is
+// ever delivered (the script never saw a C).
+func TestRevokeBeforeConnectStarts(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	eng := h.newEngine(func(p string) {
+		if p == "create:inserted" {
+			if _, err := h.eng.RevokeUser(h.ctx, "u"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if _, err := eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"}); !errors.Is(err, ErrRemoved) {
+		t.Fatalf("create: %v, want ErrRemoved", err)
+	}
+	h.clock.Advance(time.Hour)
+	if d, _ := h.eng.Deliver(h.ctx); d != (Delivery{}) {
+		t.Fatalf("delivered: %+v", d)
+	}
+	if runs := h.scriptRuns(); len(runs) != 0 {
+		t.Fatalf("script runs: %v, want none", runs)
+	}
+	evs, _ := h.st.ListEvents(h.ctx, store.EventFilter{})
+	if len(evs) != 0 {
+		t.Fatalf("events left: %+v", evs)
 	}
 }

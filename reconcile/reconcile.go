@@ -34,6 +34,7 @@ type PeerStore interface {
 	Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error)
+	MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventID int64) error
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
 	SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error)
 }
@@ -87,7 +88,7 @@ type Device interface {
 
 // Runner runs the connect/disconnect script.
 type Runner interface {
-	Run(ctx context.Context, v hooks.Vars) hooks.Result
+	RunWith(ctx context.Context, v hooks.Vars, o hooks.RunOptions) hooks.Result
 }
 
 // Compile-time checks that the real parts fit.
@@ -152,6 +153,7 @@ type Engine struct {
 	orphans     map[string]OrphanState   // interface -> latest look at its orphans
 	claims      atomic.Int64             // numbers the lease tokens of this engine
 	maxTimeout  atomic.Int64             // longest hooks.timeout configured so far (ns)
+	maxQueue    atomic.Int64             // longest hooks.queue_timeout configured so far (ns)
 
 	ownerMu    sync.Mutex // guards the four fields below
 	owner      string     // host:pid:token, the name leases carry before "/claim"
@@ -231,16 +233,34 @@ func (e *Engine) SetConfig(c *config.Config, r Runner) {
 }
 
 func (e *Engine) noteTimeout(c *config.Config) {
-	t := int64(c.Hooks.Timeout)
-	if t <= 0 {
-		t = int64(30 * time.Second)
-	}
+	raise(&e.maxTimeout, hookTimeout(c))
+	raise(&e.maxQueue, queueTimeout(c))
+}
+
+// raise sets v to t when t is larger.
+func raise(v *atomic.Int64, t time.Duration) {
 	for {
-		cur := e.maxTimeout.Load()
-		if t <= cur || e.maxTimeout.CompareAndSwap(cur, t) {
+		cur := v.Load()
+		if int64(t) <= cur || v.CompareAndSwap(cur, int64(t)) {
 			return
 		}
 	}
+}
+
+// hookTimeout is c's hooks.timeout, or its default when unset.
+func hookTimeout(c *config.Config) time.Duration {
+	if c.Hooks.Timeout <= 0 {
+		return config.DefaultHookTimeout
+	}
+	return c.Hooks.Timeout
+}
+
+// queueTimeout is c's hooks.queue_timeout, or its default when unset.
+func queueTimeout(c *config.Config) time.Duration {
+	if c.Hooks.QueueTimeout <= 0 {
+		return config.DefaultHookQueueTimeout
+	}
+	return c.Hooks.QueueTimeout
 }
 
 // runnerBox lets the runner be swapped atomically.

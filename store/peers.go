@@ -559,9 +559,11 @@ func eventOf(p Peer, kind, reason, status string, now time.Time) Event {
 
 // CancelHeldDisconnect deletes the D events of key that DeletePeers held
 // back, unleased and never attempted, because the config was removed while
-// its connect script ran; the engine calls it when that script then
-// refused the config, so no disconnect is announced for a connect that
-// never happened. It returns how many were deleted.
+// its connect script ran or waited to start; the engine calls it when that
+// script then refused the config or never started, so no disconnect is
+// announced for a connect that never happened. A C event of key whose
+// script never started goes too, as for a rejected create. It returns how
+// many D events were deleted.
 func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
@@ -571,6 +573,10 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 			return s.note(convErr(err))
 		}
 		n, _ = res.RowsAffected()
+		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'C'
+			AND status = 'done' AND started_at IS NULL AND last_error = ?`, key.String(), NotePendingDeleted); err != nil {
+			return convErr(err)
+		}
 		return nil
 	})
 	if err != nil {
