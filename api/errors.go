@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
@@ -29,6 +30,8 @@ const (
 	CodeDeviceUnavailable    = "device_unavailable"     // 503
 	CodeBlocked              = "blocked"                // 503, /healthz only
 	CodeUnavailable          = "unavailable"            // 503: the database (full, read-only, damaged, replaced)
+	CodeBusy                 = "busy"                   // 503, with Retry-After
+	CodeScriptUnsafe         = "script_unsafe"          // 503
 )
 
 // Codes lists every error code with its HTTP status.
@@ -48,6 +51,8 @@ var Codes = map[string]int{
 	CodeDeviceUnavailable:    http.StatusServiceUnavailable,
 	CodeBlocked:              http.StatusServiceUnavailable,
 	CodeUnavailable:          http.StatusServiceUnavailable,
+	CodeBusy:                 http.StatusServiceUnavailable,
+	CodeScriptUnsafe:         http.StatusServiceUnavailable,
 }
 
 // Error is an API error: what the client gets as the JSON body
@@ -65,6 +70,10 @@ type Error struct {
 	// Blocked lists the interfaces whose orphan removal is blocked
 	// (blocked, from /healthz).
 	Blocked []BlockedInterface `json:"blocked,omitempty"`
+
+	// retryAfter, when positive, is sent as the Retry-After header
+	// (whole seconds, rounded up).
+	retryAfter time.Duration
 }
 
 // BlockedInterface is an interface whose orphan removal is blocked.
@@ -102,6 +111,10 @@ func writeError(w http.ResponseWriter, e *Error) {
 	if e.Code == CodeUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wgkeeper"`)
 	}
+	if e.retryAfter > 0 {
+		secs := int64((e.retryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	}
 	writeJSON(w, e.Status(), errorBody{Error: e})
 }
 
@@ -128,6 +141,7 @@ func fromEngine(err error) *Error {
 	var ae *Error
 	var inv *reconcile.InvalidError
 	var rej *reconcile.RejectedError
+	var busy *reconcile.BusyError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -156,6 +170,10 @@ func fromEngine(err error) *Error {
 	case errors.Is(err, store.ErrUnavailable):
 		// Not a bug (500 internal): the environment broke the database.
 		return unavailable(err)
+	case errors.As(err, &busy):
+		return &Error{Code: CodeBusy, Message: busy.Error(), retryAfter: max(busy.RetryAfter, time.Second)}
+	case errors.Is(err, reconcile.ErrScriptUnsafe):
+		return apiErr(CodeScriptUnsafe, "%v; nothing was kept", err)
 	case errors.Is(err, reconcile.ErrDeviceUnavailable):
 		return apiErr(CodeDeviceUnavailable, "WireGuard device unavailable: %v", err)
 	case errors.Is(err, reconcile.ErrInProgress):

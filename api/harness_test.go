@@ -29,8 +29,8 @@ import (
 
 // hookScript logs every run to events.log beside itself; users named
 // reject* are refused (exit 7, with a line on stderr), loud* too (with a
-// last line of 320 KB), users named slow*
-// take two seconds, and D events of users named faild* fail (exit 5).
+// last line of 320 KB), users named slow* take two seconds, queue* one and
+// a half, and D events of users named faild* fail (exit 5).
 const hookScript = `#!/bin/sh
 d=$(dirname "$(readlink -f "$0")")
 printf '%s %s %s %s\n' "$VPN_EVENT" "$VPN_USER_ID" "$VPN_CONNECTION_ID" "$VPN_REASON" >> "$d/events.log"
@@ -38,6 +38,7 @@ case "$VPN_EVENT:$VPN_USER_ID" in
 C:reject*) echo "user is blocked" >&2; exit 7;;
 C:loud*) echo "user is blocked" >&2; head -c 320000 /dev/zero | tr '\0' x >&2; exit 7;;
 C:slow*) sleep 2;;
+C:queue*) sleep 1.5;;
 D:faild*) exit 5;;
 esac
 exit 0
@@ -50,7 +51,6 @@ database = "wgkeeper.db"
 
 [hooks]
 %s
-timeout = "5s"
 concurrency = 4
 max_attempts = 1
 retry_base = "10s"
@@ -96,6 +96,8 @@ ipv4_range = "10.97.0.0/24"
 `
 
 type harnessOpts struct {
+	// hooks replaces the default [hooks] timeout line (timeout = "5s").
+	hooks      string
 	maxPerUser int
 	noScript   bool
 	ghost      bool
@@ -130,6 +132,10 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.noScript {
 		script = ""
 	}
+	if o.hooks == "" {
+		o.hooks = `timeout = "5s"`
+	}
+	script += "\n" + o.hooks
 	if err := os.WriteFile(filepath.Join(h.dir, "hook.sh"), []byte(hookScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
