@@ -141,9 +141,9 @@ type Hooks struct {
 	// QueueTimeout bounds a create's wait for a free script slot (> 0); it
 	// is not part of Timeout.
 	QueueTimeout time.Duration
-	MaxAttempts int           // >= 1
-	RetryBase   time.Duration // > 0, <= RetryMax
-	RetryMax    time.Duration // > 0
+	MaxAttempts  int           // >= 1
+	RetryBase    time.Duration // > 0, <= RetryMax
+	RetryMax     time.Duration // > 0
 	// PassEnv names variables copied from wgkeeper's environment into the
 	// script's; never PATH or VPN_*.
 	PassEnv []string
