@@ -49,6 +49,12 @@ func waitid(idtype, id, options int) error {
 // wait blocks until the child has exited (true), d has passed or ctx has
 // ended (false). Once it returned true it returns true at once.
 func (w *exitWatch) wait(ctx context.Context, d time.Duration) bool {
+	return w.waitOr(ctx, d, nil)
+}
+
+// waitOr is wait that also returns (false, unless the child exited) when
+// other is closed.
+func (w *exitWatch) waitOr(ctx context.Context, d time.Duration, other <-chan struct{}) bool {
 	if w.exited {
 		return true
 	}
@@ -59,6 +65,7 @@ func (w *exitWatch) wait(ctx context.Context, d time.Duration) bool {
 		w.exited = true
 	case <-t.C:
 	case <-ctx.Done():
+	case <-other:
 	}
 	return w.exited
 }

@@ -442,8 +442,19 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting 
 	go stdout.readFrom(outR, outDone)
 	go stderr.readFrom(errR, errDone)
 
+	// The timeout starts when the script does: the supervisor's own start
+	// (bounded by StartLimit) is not the script's time.
+	rs := readReports(repR)
 	w := watchExit(pid)
-	if !w.wait(ctx, r.timeout) {
+	exited := w.waitOr(ctx, StartLimit, rs.started)
+	if !exited && ctx.Err() == nil {
+		select {
+		case <-rs.started:
+			exited = w.wait(ctx, r.timeout)
+		default: // StartLimit passed
+		}
+	}
+	if !exited {
 		if err := ctx.Err(); err != nil {
 			res.TimedOut = errors.Is(err, context.DeadlineExceeded)
 			res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, err)
@@ -467,7 +478,15 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting 
 		}()
 		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (process group %d) did not exit after SIGKILL", r.script, pid))
 	} else {
-		rep, reported := readReport(repR)
+		// The supervisor is gone: its reports are in the pipe, unless a
+		// process forked meanwhile still holds the write end for a moment.
+		select {
+		case <-rs.done:
+		case <-time.After(drainWait):
+			repR.Close()
+			<-rs.done
+		}
+		rep, reported := rs.final, rs.ok
 		err := cmd.Wait()
 		var exitErr *exec.ExitError
 		switch {

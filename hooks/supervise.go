@@ -44,6 +44,7 @@ package hooks
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -72,16 +73,28 @@ const (
 // end.
 const deathSignal = syscall.SIGUSR1
 
-// The supervisor's report: kind and value, 4 bytes each, little endian.
+// The supervisor's reports: kind and value, 4 bytes each, little endian.
+// A run reports reportStarted then reportWaitStatus, or reportExecError
+// alone.
 const (
 	reportWaitStatus = 1 // value: the script's wait status
 	reportExecError  = 2 // value: the errno of executing the script
+	reportStarted    = 3 // value: the script's process ID
 	reportSize       = 8
 )
 
+// StartLimit bounds how long a supervisor may take to start the script,
+// before the script's own timeout begins: the start of a process is not
+// the script's time, but it cannot take forever either. A run that does
+// not start within it is stopped as timed out.
+const StartLimit = 5 * time.Second
+
 func init() {
 	if len(os.Args) == 3 && os.Args[0] == supervisorArg0 {
-		os.Exit(supervise(os.Args[1], os.Args[2]))
+		// syscall.Exit, not os.Exit: nothing is left to flush, and a
+		// binary built with the race detector would otherwise linger in
+		// its exit handler, holding up the end of every run.
+		syscall.Exit(supervise(os.Args[1], os.Args[2]))
 	}
 }
 
@@ -124,6 +137,7 @@ func supervise(script, parent string) int {
 		writeReport(reportExecError, uint32(errno))
 		return 0
 	}
+	writeReport(reportStarted, uint32(pid))
 	var ws syscall.WaitStatus
 	for {
 		_, err = syscall.Wait4(pid, &ws, 0, nil)
@@ -179,9 +193,10 @@ type report struct {
 	kind, value uint32
 }
 
-// reportPipe returns the runner's end of a report pipe (a raw,
-// non-blocking descriptor, close-on-exec) and the supervisor's end.
-func reportPipe() (r *rawFD, w *os.File, err error) {
+// reportPipe returns the runner's end of a report pipe (served by the
+// runtime's poller) and the supervisor's end (an ordinary blocking
+// descriptor the poller never sees). Both are close-on-exec.
+func reportPipe() (r, w *os.File, err error) {
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
 		return nil, nil, err
@@ -191,40 +206,42 @@ func reportPipe() (r *rawFD, w *os.File, err error) {
 		syscall.Close(p[1])
 		return nil, nil, err
 	}
-	return &rawFD{fd: p[0]}, os.NewFile(uintptr(p[1]), "|report"), nil
+	return os.NewFile(uintptr(p[0]), "|report"), os.NewFile(uintptr(p[1]), "|report-w"), nil
 }
 
-// rawFD is a descriptor read with plain system calls, kept away from the
-// runtime's poller.
-type rawFD struct{ fd int }
-
-func (f *rawFD) Close() {
-	if f.fd >= 0 {
-		syscall.Close(f.fd)
-		f.fd = -1
-	}
+// reports reads a supervisor's reports from r until EOF (or until r is
+// closed): started is closed at reportStarted, and the final report (wait
+// status or exec error), if any, is in final once done is closed.
+type reports struct {
+	started chan struct{}
+	done    chan struct{}
+	final   report
+	ok      bool // a final report was read
 }
 
-// readReport reads the report of a supervisor that has exited: whatever it
-// wrote is in the pipe by then. ok is false when it wrote none (it was
-// killed, or failed before starting the script).
-func readReport(f *rawFD) (report, bool) {
-	var b [reportSize]byte
-	n := 0
-	for n < reportSize {
-		m, err := syscall.Read(f.fd, b[n:])
-		if err == syscall.EINTR {
-			continue
+func readReports(r io.Reader) *reports {
+	rs := &reports{started: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(rs.done)
+		startedClosed := false
+		var b [reportSize]byte
+		for {
+			if _, err := io.ReadFull(r, b[:]); err != nil {
+				return
+			}
+			rep := report{kind: binary.LittleEndian.Uint32(b[0:]), value: binary.LittleEndian.Uint32(b[4:])}
+			switch rep.kind {
+			case reportStarted:
+				if !startedClosed {
+					startedClosed = true
+					close(rs.started)
+				}
+			case reportWaitStatus, reportExecError:
+				rs.final, rs.ok = rep, true
+			}
 		}
-		if err != nil || m <= 0 {
-			break
-		}
-		n += m
-	}
-	if n != reportSize {
-		return report{}, false
-	}
-	return report{kind: binary.LittleEndian.Uint32(b[0:]), value: binary.LittleEndian.Uint32(b[4:])}, true
+	}()
+	return rs
 }
 
 // supervisorCmd is the command that starts a supervisor for one run of the

@@ -155,8 +155,8 @@ func TestScriptSeesItsPath(t *testing.T) {
 // for its slot does not count against its timeout.
 func TestQueueTimeout(t *testing.T) {
 	dir := realTempDir(t)
-	slow := writeScript(t, dir, "slow.sh", "#!/bin/sh\nsleep 0.6\n")
-	r := newRunner(t, Config{Script: slow, Concurrency: 1, Timeout: time.Second})
+	slow := writeScript(t, dir, "slow.sh", "#!/bin/sh\nsleep 1\n")
+	r := newRunner(t, Config{Script: slow, Concurrency: 1, Timeout: 2 * time.Second})
 
 	first := make(chan Result)
 	go func() { first <- r.Run(context.Background(), connectVars()) }()
@@ -176,10 +176,10 @@ func TestQueueTimeout(t *testing.T) {
 		t.Fatal(r.Failure())
 	}
 
-	// Three runs of 0.6s through one slot: the last waits 1.2s, longer
-	// than the 1s timeout, and still runs to its end.
+	// Four runs of 1s through one slot: the last waits 3s, longer than
+	// the 2s timeout, and still runs to its end.
 	var wg sync.WaitGroup
-	results := make([]Result, 3)
+	results := make([]Result, 4)
 	for i := range results {
 		wg.Go(func() {
 			results[i] = r.RunWith(context.Background(), connectVars(), RunOptions{QueueTimeout: 10 * time.Second})

@@ -65,14 +65,17 @@ var ErrRemoved = errors.New("the config was removed while its connect script ran
 //     free slot (at most hooks.queue_timeout) plus startSlack for checking
 //     the script's path and recording the start; a start later than that
 //     is refused as busy;
-//   - once started, it is gone within runBound: its timeout (waiting never
-//     counts against it), the SIGTERM-to-SIGKILL grace, as long again for
-//     the reaping, and the output drain.
+//   - once started, it is gone within runBound: the start of its process
+//     (at most hooks.StartLimit), its timeout (waiting never counts
+//     against it), the SIGTERM-to-SIGKILL grace, as long again for the
+//     reaping, and the output drain.
 const startSlack = 5 * time.Second
 
 func startBudget(queue time.Duration) time.Duration { return queue + startSlack }
 
-func runBound(timeout time.Duration) time.Duration { return timeout + 2*killGrace + time.Second }
+func runBound(timeout time.Duration) time.Duration {
+	return hooks.StartLimit + timeout + 2*killGrace + time.Second
+}
 
 // ErrScriptBusy is matched by a create refused because every script slot
 // stayed busy for hooks.queue_timeout: the connect script did not run and
