@@ -8,7 +8,7 @@
 #
 # Log file: $WGKEEPER_EVENT_LOG when set, otherwise events.log in the
 # directory of this script, so it works unchanged from a fresh checkout.
-# (wgkeeper runs the very file it checked, as /proc/self/fd/3: $0 is that
+# (wgkeeper runs the very file it checked, as /proc/self/fd/4: $0 is that
 # path, and `readlink -f "$0"` the script's real one.)
 # In production set it, and pass it through to the script:
 #
