@@ -46,7 +46,7 @@ func TestUntrustedScriptPath(t *testing.T) {
 	}
 
 	r, err := h.eng.Delete(h.ctx, alice.Peer.PublicKey)
-	if err != nil || len(r.Events) != 1 || r.Delivered != 0 {
+	if err != nil || len(r.Events) != 1 || r.Delivery.Done != 0 {
 		t.Fatalf("delete: %+v, %v", r, err)
 	}
 	if n := len(h.scriptRuns()); n != runsBefore {
