@@ -61,7 +61,7 @@ func readEnvFile(t *testing.T, path string) []string {
 // The script runs through the real runner and records the environment it
 // was given: a complete, realistic event, marked VPN_TEST=1.
 func TestHooksTestEnvironment(t *testing.T) {
-	cfg, dir := hooksTestEnv(t, "#!/bin/sh\n/bin/cat /proc/$$/environ > \"$(dirname \"$0\")/env.$VPN_EVENT\"\necho \"got $VPN_EVENT for $VPN_USER_ID\"\n")
+	cfg, dir := hooksTestEnv(t, "#!/bin/sh\n/bin/cat /proc/$$/environ > \"$(dirname \"$(readlink -f \"$0\")\")/env.$VPN_EVENT\"\necho \"got $VPN_EVENT for $VPN_USER_ID\"\n")
 
 	code, out, errOut := runCLI(t, "-config", cfg, "hooks", "test", "-user", "alice")
 	if code != 0 {

@@ -22,7 +22,7 @@ import (
 // present, the first D run blocks, in a process of its own session (which
 // outlives the script's death), until release appears.
 const leaseScript = `#!/bin/sh
-d=$(dirname "$0")
+d=$(dirname "$(readlink -f "$0")")
 [ "$VPN_EVENT" = D ] || exit 0
 exec 9>>"$d/ev-$VPN_EVENT_ID.lock"
 if ! flock -n 9; then
