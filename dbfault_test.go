@@ -61,7 +61,7 @@ expiry = "1d"
 // faultHook logs the start and end of every run; connects of users named
 // slow* take 3 s.
 const faultHook = `#!/bin/sh
-d=$(dirname "$0")
+d=$(dirname "$(readlink -f "$0")")
 echo "$VPN_EVENT $VPN_USER_ID start" >> "$d/events.log"
 case "$VPN_EVENT:$VPN_USER_ID" in C:slow*) sleep 3;; esac
 echo "$VPN_EVENT $VPN_USER_ID end" >> "$d/events.log"
