@@ -20,7 +20,8 @@ import (
 // and holds a lock per event while it runs: a second run of an event that
 // starts while the first still runs records "overlap". With block_first
 // present, the first D run blocks, in a process of its own session (which
-// outlives the script's death), until release appears.
+// outlives the script's death; it records "blocking" when it runs), until
+// release appears.
 const leaseScript = `#!/bin/sh
 d=$(dirname "$(readlink -f "$0")")
 [ "$VPN_EVENT" = D ] || exit 0
@@ -31,7 +32,7 @@ if ! flock -n 9; then
 fi
 echo "start $VPN_EVENT_ID $(date +%s.%N)" >> "$d/runs"
 if [ -f "$d/block_first" ] && mkdir "$d/blocked" 2>/dev/null; then
-	setsid -w sh -c 'while [ ! -e "$1/release" ]; do sleep 0.02; done; echo "end $2 blocker" >> "$1/runs"' sh "$d" "$VPN_EVENT_ID"
+	setsid -w sh -c 'echo "blocking $2" >> "$1/runs"; while [ ! -e "$1/release" ]; do sleep 0.02; done; echo "end $2 blocker" >> "$1/runs"' sh "$d" "$VPN_EVENT_ID"
 fi
 sleep 0.05
 echo "end $VPN_EVENT_ID $(date +%s.%N)" >> "$d/runs"
@@ -212,13 +213,15 @@ func TestDeadOwnerScriptStillRunning(t *testing.T) {
 	h, cfg := leaseSetup(t, n)
 	h.touch("block_first", "")
 	child := startRevoker(t, cfg, "")
+	// Kill the child only once the helper that outlives it (its own
+	// session) runs: the script itself dies with the child.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if started, _, _ := leaseRuns(t, h); len(started) == 1 {
+		if b, _ := os.ReadFile(filepath.Join(h.dir, "runs")); strings.Contains(string(b), "blocking ") {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the child's first script never started")
+			t.Fatal("the child's first script never started its helper")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
