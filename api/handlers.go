@@ -13,7 +13,6 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -36,10 +35,7 @@ func (s *Server) createPeer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.explainCreate(req, err)
 	}
-	resp := CreateResponse{Peer: peerOut(c.Peer), Config: c.Client.WGQuick()}
-	if c.PrivateKey != nil {
-		resp.PrivateKey = c.PrivateKey.String()
-	}
+	resp := CreateView(c)
 	status := http.StatusCreated
 	if c.Existing {
 		status = http.StatusOK
@@ -120,15 +116,10 @@ func (s *Server) listPeers(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	f.Limit = int(limit)
-	peers, err := s.st.ListPeers(r.Context(), f)
+	out, err := s.source().Peers(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	out := PeersResponse{Peers: make([]PeerJSON, len(peers))}
-	for i, p := range peers {
-		out.Peers[i] = peerOut(p)
-	}
-	out.DeviceErrors = s.addLive(r.Context(), peers, out.Peers)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -136,35 +127,7 @@ func (s *Server) listPeers(w http.ResponseWriter, r *http.Request) error {
 // addLive fills the live fields of out (parallel to peers) with one device
 // read per interface and returns the interfaces that could not be read.
 func (s *Server) addLive(ctx context.Context, peers []store.Peer, out []PeerJSON) map[string]string {
-	byIface := map[string][]int{}
-	var order []string
-	for i, p := range peers {
-		if _, ok := byIface[p.Interface]; !ok {
-			order = append(order, p.Interface)
-		}
-		byIface[p.Interface] = append(byIface[p.Interface], i)
-	}
-	var errs map[string]string
-	now := s.now()
-	for _, iface := range order {
-		idx := byIface[iface]
-		d, err := s.readDevice(ctx, iface)
-		if err != nil {
-			if errs == nil {
-				errs = map[string]string{}
-			}
-			errs[iface] = err.Error()
-			continue
-		}
-		onDev := make(map[wgtypes.Key]wg.Peer, len(idx))
-		for _, dp := range d.Peers {
-			onDev[dp.PublicKey] = dp
-		}
-		for _, i := range idx {
-			out[i].Live = live(peers[i], onDev, now)
-		}
-	}
-	return errs
+	return s.source().addLive(ctx, peers, out)
 }
 
 // readDevice reads an interface, counting failures in the metrics.
@@ -282,72 +245,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// statusView is the answer of GET /v1/status, which the admin page shows
-// too.
-func (s *Server) statusView(ctx context.Context) (out StatusResponse, err error) {
-	cfg := s.eng.Config()
-	counts, err := s.st.CountPeers(ctx)
-	if err != nil {
-		return out, err
-	}
-	evs, err := s.st.CountEvents(ctx)
-	if err != nil {
-		return out, err
-	}
-	type key struct{ iface, profile string }
-	active, pending := map[key]int{}, map[key]int{}
-	for _, c := range counts {
-		k := key{c.Interface, c.ProfileID}
-		if c.State == store.StateActive {
-			active[k] += c.Count
-		} else {
-			pending[k] += c.Count
-		}
-	}
-	out = StatusResponse{Version: s.version, Events: evs,
-		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
-	now := s.now()
-	for _, ifc := range cfg.Interfaces {
-		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode}
-		for k, n := range active {
-			if k.iface == ifc.Name {
-				is.ConfigsActive += n
-			}
-		}
-		for k, n := range pending {
-			if k.iface == ifc.Name {
-				is.ConfigsPending += n
-			}
-		}
-		d, err := s.readDevice(ctx, ifc.Name)
-		if err != nil {
-			is.DeviceError = err.Error()
-			// What the engine saw last still says whether it is blocked.
-			if st, ok := s.eng.Orphans(ifc.Name); ok {
-				is.Blocked = st.Blocked
-			}
-			d = nil
-		} else {
-			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, now)
-			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
-			// The verdict a reconcile would reach on this read.
-			st, err := s.eng.Inspect(ctx, ifc.Name, d)
-			if err != nil {
-				return out, err
-			}
-			is.OrphansJSON = OrphansView(st, ifc.Orphans == config.OrphansKeep)
-		}
-		is.Health = s.eng.Health(ctx, ifc.Name, d)
-		out.Interfaces = append(out.Interfaces, is)
-	}
-	for _, p := range cfg.Profiles {
-		k := key{p.Interface, p.ID}
-		ps := ProfileStatus{ID: p.ID, Interface: p.Interface, ConfigsActive: active[k], ConfigsPending: pending[k], PoolSize: p.Capacity()}
-		ps.PoolUsed = ps.ConfigsActive + ps.ConfigsPending
-		ps.PoolFree = max(ps.PoolSize-ps.PoolUsed, 0)
-		out.Profiles = append(out.Profiles, ps)
-	}
-	return out, nil
+// statusView is the answer of GET /v1/status.
+func (s *Server) statusView(ctx context.Context) (StatusResponse, error) {
+	return s.source().Status(ctx)
+}
+
+// source is what this server's read views are built from, with the time
+// of now.
+func (s *Server) source() Source {
+	return Source{Engine: s.eng, Store: s.st, Read: s.readDevice, Version: s.version, Now: s.now()}
 }
 
 // countOnline counts the device's peers with a handshake within
@@ -407,14 +313,9 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
 	} else if ok {
 		f.BeforeID = n
 	}
-	evs, err := s.st.ListEvents(r.Context(), f)
+	out, err := s.source().Events(r.Context(), f)
 	if err != nil {
 		return err
-	}
-	out := EventsResponse{Events: eventsOut(evs)}
-	if len(evs) == f.Limit && evs[len(evs)-1].ID > 1 {
-		next := evs[len(evs)-1].ID
-		out.NextBeforeID = &next
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -493,7 +394,6 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	reports := s.eng.ReconcileAll(r.Context(), true)
-	out := PlanResponse{Interfaces: make([]InterfacePlan, 0, len(reports))}
 	var unavailable []string
 	for _, rep := range reports {
 		if rep.Err != nil {
@@ -503,12 +403,11 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) error {
 			}
 			return fmt.Errorf("plan %s: %w", rep.Interface, rep.Err)
 		}
-		out.Interfaces = append(out.Interfaces, planOut(rep))
 	}
 	if len(unavailable) > 0 {
 		return apiErr(CodeDeviceUnavailable, "cannot plan without reading every device: %s", strings.Join(unavailable, "; "))
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, PlanOf(reports))
 	return nil
 }
 

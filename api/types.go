@@ -143,6 +143,12 @@ type InterfaceStatus struct {
 	// Health: link up/down, addresses present/missing, key and port
 	// against the config, and what drifted.
 	reconcile.Health
+	// Configs are the interface's configs next to its device, sorted by
+	// user, profile and address.
+	Configs []StatusConfig `json:"configs"`
+	// OrphanPeers are the device's peers the store has no config for,
+	// sorted by key; empty when the device could not be read.
+	OrphanPeers []OrphanPeer `json:"orphan_peers"`
 }
 
 // OrphansJSON is what a device read showed of an interface's orphans
@@ -174,14 +180,7 @@ func OrphansView(st reconcile.OrphanState, kept bool) OrphansJSON {
 	out := OrphansJSON{Blocked: st.Blocked, Orphans: &n, OrphanRemovalLimit: &l}
 	if kept {
 		for _, h := range st.Held {
-			ko := KeptOrphan{PublicKey: h.PublicKey.String(), AllowedIPs: prefixesOut(h.AllowedIPs), Keeps: []string{}}
-			for _, k := range h.Keeps {
-				if k.IsSingleIP() {
-					ko.Keeps = append(ko.Keeps, k.Addr().String())
-				} else {
-					ko.Keeps = append(ko.Keeps, k.String())
-				}
-			}
+			ko := KeptOrphan{PublicKey: h.PublicKey.String(), AllowedIPs: prefixesOut(h.AllowedIPs), Keeps: AddressesText(h.Keeps)}
 			out.KeptOrphans = append(out.KeptOrphans, ko)
 		}
 	}
@@ -409,6 +408,33 @@ func EventView(e store.Event) EventJSON { return eventOut(e) }
 
 // PlanView is a dry-run reconcile report in the API's JSON shape.
 func PlanView(r reconcile.Report) InterfacePlan { return planOut(r) }
+
+// PlanOf is the answer of GET /v1/plan (and `reconcile -json`) for
+// reconcile reports; the reports that failed are left out (the endpoint
+// answers 503 instead, the CLI names them on stderr).
+func PlanOf(reports []reconcile.Report) PlanResponse {
+	out := PlanResponse{Interfaces: make([]InterfacePlan, 0, len(reports))}
+	for _, r := range reports {
+		if r.Err == nil {
+			out.Interfaces = append(out.Interfaces, planOut(r))
+		}
+	}
+	return out
+}
+
+// CreateView is the answer of POST /v1/peers (and `peer add -json`) for a
+// created config.
+func CreateView(c *reconcile.Created) CreateResponse {
+	out := CreateResponse{Peer: peerOut(c.Peer), Config: c.Client.WGQuick()}
+	if c.PrivateKey != nil {
+		out.PrivateKey = c.PrivateKey.String()
+	}
+	return out
+}
+
+// RemovedView is the answer of the DELETE endpoints (and `peer remove
+// -json`, `peer revoke -json`).
+func RemovedView(r reconcile.Removed) RemovedResponse { return removedOut(r) }
 
 // HousekeepingView is a housekeeping summary in the API's JSON shape.
 func HousekeepingView(sum reconcile.Summary) HousekeepingResponse {

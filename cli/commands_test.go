@@ -15,6 +15,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -109,14 +110,18 @@ func (c *cliEnv) counts() string {
 	return fmt.Sprintf("%d peers, %d events", len(peers), len(evs))
 }
 
-type statusJSON struct {
-	Interfaces []statusIface `json:"interfaces"`
-}
+type statusJSON = api.StatusResponse
 
+// stateOf is the state status prints for the config or orphan with key.
 func stateOf(s statusJSON, key string) string {
-	for _, p := range s.Interfaces[0].Peers {
-		if p.PublicKey == key {
-			return p.State
+	for _, c := range s.Interfaces[0].Configs {
+		if c.PublicKey == key {
+			return stateText[c.Status]
+		}
+	}
+	for _, o := range s.Interfaces[0].OrphanPeers {
+		if o.PublicKey == key {
+			return orphanState(o)
 		}
 	}
 	return "absent"
@@ -165,16 +170,16 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if got := stateOf(s, bob); got != StateOnline {
 		t.Errorf("bob: %q", got)
 	}
-	if p := s.Interfaces[0].Pools; len(p) != 1 || p[0].Used != 2 || p[0].Total != 65533 {
+	if p := s.Profiles; len(p) != 1 || p[0].PoolUsed != 2 || p[0].PoolSize != 65533 {
 		t.Errorf("pools: %+v", p)
 	}
-	var bobRow statusPeer
-	for _, p := range s.Interfaces[0].Peers {
+	var bobRow api.StatusConfig
+	for _, p := range s.Interfaces[0].Configs {
 		if p.PublicKey == bob {
 			bobRow = p
 		}
 	}
-	if bobRow.RxBytes == 0 || bobRow.Endpoint == "" || bobRow.LastHandshake == nil {
+	if l := bobRow.Live; l == nil || l.RxBytes == 0 || l.Endpoint == nil || l.LastHandshake == nil {
 		t.Errorf("bob's live fields: %+v", bobRow)
 	}
 	if human := c.ok("status"); !strings.Contains(human, "1 online, 1 never connected") || !strings.Contains(human, "pool staff 2/65533") {
@@ -192,7 +197,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	}
 	c.json(&s, "status")
 	if stateOf(s, alice) != StateMissing || stateOf(s, orphan.String()) != StateOrphan {
-		t.Fatalf("status after hand edits: %+v", s.Interfaces[0].Peers)
+		t.Fatalf("status after hand edits: %+v", s.Interfaces[0])
 	}
 	dry := c.ok("reconcile", "-dry-run")
 	for _, want := range []string{"plan " + c.srv.Name + ": 1 to add, 0 to update, 1 to remove", "+ " + alice + " 10.99.0.2/32,fd00:99::2/128", "- " + orphan.String()} {
@@ -203,7 +208,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	c.ok("reconcile")
 	c.json(&s, "status")
 	if stateOf(s, alice) != StateNeverConnected || stateOf(s, orphan.String()) != "absent" {
-		t.Fatalf("reconcile did not repair: %+v", s.Interfaces[0].Peers)
+		t.Fatalf("reconcile did not repair: %+v", s.Interfaces[0])
 	}
 
 	var list struct {
@@ -353,31 +358,51 @@ func TestCommandsBadInput(t *testing.T) {
 func TestStatusGolden(t *testing.T) {
 	t0 := time.Date(2026, 11, 24, 14, 3, 0, 0, time.UTC)
 	at := func(d time.Duration) *time.Time { x := t0.Add(d); return &x }
-	ifaces := []statusIface{{
-		Name: "wg0", Mode: "kernel", ListenPort: 51820,
+	str := func(s string) *string { return &s }
+	conf := func(key, user, ip4, ip6 string, created time.Duration, expires *time.Time, status string, live *api.LiveJSON) api.StatusConfig {
+		c := api.StatusConfig{PeerJSON: api.PeerJSON{PublicKey: key, Interface: "wg0", ProfileID: "staff", UserID: user, State: "active",
+			CreatedAt: t0.Add(created), ExpiresAt: expires, Live: live}, Status: status}
+		if ip4 != "" {
+			c.IPFour = str(ip4)
+		}
+		if ip6 != "" {
+			c.IPSix = str(ip6)
+		}
+		if status == api.ConfigPending {
+			c.State = "pending"
+		}
+		return c
+	}
+	st := api.StatusResponse{Interfaces: []api.InterfaceStatus{{
+		Name: "wg0", Mode: "kernel", ListenPort: intp(51820),
 		Health: reconcile.Health{Link: "up", AddressesPresent: []string{"10.42.0.1/24"}, AddressesMissing: []string{"fd42::1/64"},
 			Drift: []string{"address fd42::1/64 missing", "listen port 51821, config says 51820"}},
-		Counts: map[string]int{StateOnline: 1, StateOffline: 1, StateNeverConnected: 1, StatePending: 1, StateMissing: 1, StateDrift: 1, StateOrphan: 1, StateOrphanKept: 1},
-		Pools:  []statusPool{{Profile: "staff", Used: 6, Total: 253}},
-		Peers: []statusPeer{
-			{PublicKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", UserID: "alice", ProfileID: "staff", IPFour: "10.42.0.2", IPSix: "fd42::2", CreatedAt: at(-72 * time.Hour), ExpiresAt: at(30 * 24 * time.Hour), LastHandshake: at(-40 * time.Second), RxBytes: 123456789, TxBytes: 2048, Endpoint: "198.51.100.7:40001", State: StateOnline},
-			{PublicKey: "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=", UserID: "bob", ProfileID: "staff", IPFour: "10.42.0.3", CreatedAt: at(-2 * time.Hour), LastHandshake: at(-20 * time.Minute), RxBytes: 512, TxBytes: 700, Endpoint: "203.0.113.9:51820", State: StateOffline},
-			{PublicKey: "CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA=", UserID: "carol", ProfileID: "staff", IPFour: "10.42.0.4", CreatedAt: at(-5 * time.Minute), ExpiresAt: at(-time.Minute), State: StateNeverConnected},
-			{PublicKey: "DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDA=", UserID: "dave", ProfileID: "staff", IPFour: "10.42.0.5", CreatedAt: at(-3 * time.Second), State: StatePending},
-			{PublicKey: "EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEA=", UserID: "erin", ProfileID: "staff", IPFour: "10.42.0.6", CreatedAt: at(-49 * time.Hour), State: StateMissing},
-			{PublicKey: "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA=", UserID: "frank", ProfileID: "staff", IPFour: "10.42.0.7", CreatedAt: at(-time.Hour), State: StateDrift},
-			{PublicKey: "GGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGA=", IPFour: "10.42.9.9/32", State: StateOrphan},
-			{PublicKey: "HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHA=", IPFour: "10.42.0.8/32", LastHandshake: at(-time.Minute), State: "orphan (keeps 10.42.0.8)", Keeps: []string{"10.42.0.8"}},
+		Configs: []api.StatusConfig{
+			conf("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "alice", "10.42.0.2", "fd42::2", -72*time.Hour, at(30*24*time.Hour), api.ConfigOnline,
+				&api.LiveJSON{OnDevice: true, InSync: true, Online: true, LastHandshake: at(-40 * time.Second), RxBytes: 123456789, TxBytes: 2048, Endpoint: str("198.51.100.7:40001")}),
+			conf("BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=", "bob", "10.42.0.3", "", -2*time.Hour, nil, api.ConfigOffline,
+				&api.LiveJSON{OnDevice: true, InSync: true, LastHandshake: at(-20 * time.Minute), RxBytes: 512, TxBytes: 700, Endpoint: str("203.0.113.9:51820")}),
+			conf("CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCA=", "carol", "10.42.0.4", "", -5*time.Minute, at(-time.Minute), api.ConfigNever, &api.LiveJSON{OnDevice: true, InSync: true}),
+			conf("DDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDDA=", "dave", "10.42.0.5", "", -3*time.Second, nil, api.ConfigPending, &api.LiveJSON{InSync: true}),
+			conf("EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEA=", "erin", "10.42.0.6", "", -49*time.Hour, nil, api.ConfigMissing, &api.LiveJSON{}),
+			conf("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFA=", "frank", "10.42.0.7", "", -time.Hour, nil, api.ConfigDrift, &api.LiveJSON{OnDevice: true}),
+		},
+		OrphanPeers: []api.OrphanPeer{
+			{PublicKey: "GGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGGA=", AllowedIPs: []string{"10.42.9.9/32", "fd42::9:9/128"}, Keeps: []string{}},
+			{PublicKey: "HHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHHA=", AllowedIPs: []string{"10.42.0.8/32"}, Kept: true, Keeps: []string{"10.42.0.8"}, LastHandshake: at(-time.Minute)},
 		},
 	}, {
-		Name: "wg2", Mode: "existing", ListenPort: 51822, Blocked: true, Orphans: intp(50), OrphanRemovalLimit: intp(10),
-		Counts: map[string]int{StateOrphan: 50}, Pools: []statusPool{{Profile: "guests", Used: 0, Total: 253}},
+		Name: "wg2", Mode: "existing", ListenPort: intp(51822), OrphansJSON: api.OrphansJSON{Blocked: true, Orphans: intp(3), OrphanRemovalLimit: intp(2)},
+		OrphanPeers: orphans(3),
 	}, {
-		Name: "wg1", Mode: "existing", DeviceError: "read wg1: interface does not exist", Counts: map[string]int{}, Pools: []statusPool{},
+		Name: "wg1", Mode: "existing", DeviceError: "read wg1: interface does not exist",
 		Health: reconcile.Health{Link: "missing", Drift: []string{"interface missing"}},
+	}}, Profiles: []api.ProfileStatus{
+		{ID: "staff", Interface: "wg0", PoolSize: 253, PoolUsed: 6},
+		{ID: "guests", Interface: "wg2", PoolSize: 253},
 	}}
 	var b strings.Builder
-	printStatus(&b, ifaces, t0)
+	printStatus(&b, st, t0)
 	golden := filepath.Join("testdata", "status.golden")
 	if *update {
 		os.MkdirAll("testdata", 0o755)
@@ -393,6 +418,15 @@ func TestStatusGolden(t *testing.T) {
 }
 
 func intp(n int) *int { return &n }
+
+// orphans are n orphans that hold no pool address.
+func orphans(n int) []api.OrphanPeer {
+	out := make([]api.OrphanPeer, n)
+	for i := range out {
+		out[i] = api.OrphanPeer{PublicKey: fmt.Sprintf("%043dA=", i), AllowedIPs: []string{fmt.Sprintf("10.43.0.%d/32", i+2)}, Keeps: []string{}}
+	}
+	return out
+}
 
 func TestHumanUnits(t *testing.T) {
 	for _, tc := range []struct {

@@ -69,17 +69,8 @@ func cmdReconcile(e *env, args []string) error {
 			}
 		}
 		if *asJSON {
-			out := struct {
-				DryRun     bool                `json:"dry_run"`
-				Interfaces []api.InterfacePlan `json:"interfaces"`
-				Errors     []string            `json:"errors"`
-			}{DryRun: *dry, Errors: append([]string{}, failed...)}
-			for _, r := range reports {
-				if r.Err == nil {
-					out.Interfaces = append(out.Interfaces, api.PlanView(r))
-				}
-			}
-			if err := writeJSONOut(e.stdout, out); err != nil {
+			// The shape of GET /v1/plan; the failures go to stderr.
+			if err := writeJSONOut(e.stdout, api.PlanOf(reports)); err != nil {
 				return err
 			}
 		} else {
@@ -217,7 +208,10 @@ func cmdEvents(e *env, args []string) error {
 	}
 	fs := newFlags("events")
 	status := fs.String("status", "", "only events with this status: running, pending, done or failed")
+	kind := fs.String("event", "", "only events of this kind: C or D")
+	user := fs.String("user", "", "only this user's events")
 	limit := fs.Int("limit", 50, "at most this many, newest first (0 = all)")
+	beforeID := fs.Int64("before-id", 0, "only events older than this id (the next page)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(e, fs, args, "events",
 		"List connect (C) and disconnect (D) events, newest first, with their\ndelivery status. `events retry ID` or `events retry -failed` makes failed\nevents due again.",
@@ -229,22 +223,31 @@ func cmdEvents(e *env, args []string) error {
 	default:
 		return usagef("-status %q: want running, pending, done or failed", *status)
 	}
-	if *limit < 0 {
-		return usagef("-limit must not be negative")
+	switch *kind {
+	case "", store.KindConnect, store.KindDisconnect:
+	default:
+		return usagef("-event %q: want C or D", *kind)
 	}
-	return e.withStore(func(_ *config.Config, st *store.Store) error {
-		evs, err := st.ListEvents(e.ctx, store.EventFilter{Status: *status, Limit: *limit})
-		if err != nil {
-			return err
+	if *user != "" {
+		if err := reconcile.ValidateUserID(*user); err != nil {
+			return usagef("-user: %v", err)
 		}
+	}
+	if *limit < 0 || *beforeID < 0 {
+		return usagef("-limit and -before-id must not be negative")
+	}
+	f := store.EventFilter{Status: *status, Kind: *kind, UserID: *user, Limit: *limit, BeforeID: *beforeID}
+	return e.withStore(func(_ *config.Config, st *store.Store) error {
 		if *asJSON {
-			out := struct {
-				Events []api.EventJSON `json:"events"`
-			}{Events: make([]api.EventJSON, len(evs))}
-			for i, ev := range evs {
-				out.Events[i] = api.EventView(ev)
+			out, err := api.Source{Store: st}.Events(e.ctx, f)
+			if err != nil {
+				return err
 			}
 			return writeJSONOut(e.stdout, out)
+		}
+		evs, err := st.ListEvents(e.ctx, f)
+		if err != nil {
+			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tLAST ERROR")

@@ -9,6 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -102,13 +103,13 @@ func TestCommandsKeptOrphanAddress(t *testing.T) {
 	}
 	var s statusJSON
 	c.json(&s, "status")
-	var row statusPeer
-	for _, p := range s.Interfaces[0].Peers {
+	var row api.OrphanPeer
+	for _, p := range s.Interfaces[0].OrphanPeers {
 		if p.PublicKey == foreign.String() {
 			row = p
 		}
 	}
-	if row.State != "orphan (keeps 10.99.0.2)" || fmt.Sprint(row.Keeps) != "[10.99.0.2]" {
+	if orphanState(row) != "orphan (keeps 10.99.0.2)" || !row.Kept || fmt.Sprint(row.Keeps) != "[10.99.0.2]" {
 		t.Fatalf("orphan row: %+v", row)
 	}
 	if human := c.ok("status"); !strings.Contains(human, "orphan (keeps 10.99.0.2)") || !strings.Contains(human, "1 orphan (kept)") {

@@ -18,6 +18,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
 )
 
 // now is the clock of human output (relative times); tests fix it.
@@ -94,6 +95,7 @@ func cmdPeerAdd(e *env, args []string) error {
 	name := fs.String("name", "", "display name")
 	origIP := fs.String("originating-ip", "", "the client's address as the portal saw it")
 	qr := fs.Bool("qr", false, "also print the config as a QR code for phone clients")
+	asJSON := fs.Bool("json", false, "print JSON (exactly the answer of POST /v1/peers)")
 	if err := parseFlags(e, fs, args, "peer add",
 		"Create a config: run the connect script, add the peer to the device and\nprint the wg-quick client config.",
 		"wgkeeper peer add -user alice -profile default -expires 30d -qr"); err != nil {
@@ -101,6 +103,9 @@ func cmdPeerAdd(e *env, args []string) error {
 	}
 	if *user == "" || *profile == "" {
 		return usagef("peer add needs -user and -profile")
+	}
+	if *qr && *asJSON {
+		return usagef("-qr and -json do not go together")
 	}
 	req := reconcile.CreateRequest{UserID: *user, ProfileID: *profile, DisplayName: *name}
 	if *pubKey != "" {
@@ -133,6 +138,9 @@ func cmdPeerAdd(e *env, args []string) error {
 		if c.Existing {
 			fmt.Fprintln(e.stderr, "wgkeeper: this config already exists; printed again without its private key")
 		}
+		if *asJSON {
+			return writeJSONOut(e.stdout, api.CreateView(c))
+		}
 		conf := c.Client.WGQuick()
 		fmt.Fprint(e.stdout, conf)
 		if *qr {
@@ -149,9 +157,10 @@ func cmdPeerAdd(e *env, args []string) error {
 
 func cmdPeerRemove(e *env, args []string) error {
 	fs := newFlags("peer remove")
+	asJSON := fs.Bool("json", false, "print JSON (exactly the answer of DELETE /v1/peers/{public_key})")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] peer remove KEY\n\nRemove one config: D event, peer off the device, disconnect script.\n\nexample:\n  wgkeeper peer remove 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='")
+			fmt.Fprintln(e.stdout, "usage: wgkeeper [-config FILE] peer remove [-json] KEY\n\nRemove one config: D event, peer off the device, disconnect script.\n\nexample:\n  wgkeeper peer remove 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='")
 			return flag.ErrHelp
 		}
 		return usagef("%v", err)
@@ -170,6 +179,9 @@ func cmdPeerRemove(e *env, args []string) error {
 		}
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return writeJSONOut(e.stdout, api.RemovedView(r))
 		}
 		printRemoved(e.stdout, r)
 		return nil
@@ -191,6 +203,7 @@ func printRemoved(w io.Writer, r reconcile.Removed) {
 func cmdPeerRevoke(e *env, args []string) error {
 	fs := newFlags("peer revoke")
 	user := fs.String("user", "", "the user whose configs are all removed (required)")
+	asJSON := fs.Bool("json", false, "print JSON (exactly the answer of DELETE /v1/users/{user_id}/peers)")
 	if err := parseFlags(e, fs, args, "peer revoke", "Remove every config of a user (reason revoked).", "wgkeeper peer revoke -user alice"); err != nil {
 		return err
 	}
@@ -205,6 +218,9 @@ func cmdPeerRevoke(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			return writeJSONOut(e.stdout, api.RemovedView(r))
+		}
 		printRemoved(e.stdout, r)
 		fmt.Fprintf(e.stdout, "revoked %d config(s) of %s\n", len(r.Events), *user)
 		return nil
@@ -215,23 +231,45 @@ func cmdPeerList(e *env, args []string) error {
 	fs := newFlags("peer list")
 	user := fs.String("user", "", "only this user's configs")
 	profile := fs.String("profile", "", "only this profile's configs")
-	asJSON := fs.Bool("json", false, "print JSON")
+	iface := fs.String("interface", "", "only the configs on this interface")
+	state := fs.String("state", "", "only configs in this state: active or pending")
+	limit := fs.Int("limit", 0, "at most this many (0 = all)")
+	asJSON := fs.Bool("json", false, "print JSON (exactly the answer of GET /v1/peers), with each config's live state")
 	if err := parseFlags(e, fs, args, "peer list", "List configs from the store.", "wgkeeper peer list -user alice -json"); err != nil {
 		return err
 	}
-	return e.withStore(func(cfg *config.Config, st *store.Store) error {
-		peers, err := st.ListPeers(e.ctx, store.PeerFilter{UserID: *user, ProfileID: *profile})
-		if err != nil {
-			return err
+	f := store.PeerFilter{UserID: *user, ProfileID: *profile, Interface: *iface, State: store.State(*state), Limit: *limit}
+	switch f.State {
+	case "", store.StateActive, store.StatePending:
+	default:
+		return usagef("-state %q: want active or pending", *state)
+	}
+	if *limit < 0 {
+		return usagef("-limit must not be negative")
+	}
+	if *user != "" {
+		if err := reconcile.ValidateUserID(*user); err != nil {
+			return usagef("-user: %v", err)
 		}
+	}
+	return e.withStore(func(cfg *config.Config, st *store.Store) error {
 		if *asJSON {
-			out := struct {
-				Peers []api.PeerJSON `json:"peers"`
-			}{Peers: make([]api.PeerJSON, len(peers))}
-			for i, p := range peers {
-				out.Peers[i] = api.PeerView(p)
+			// The live fields need the devices; an interface that cannot
+			// be read is named in device_errors, as by the API.
+			dev, err := wg.NewClient()
+			if err != nil {
+				return fmt.Errorf("open WireGuard control: %w", err)
+			}
+			defer dev.Close()
+			out, err := api.Source{Store: st, Read: dev.Read, Now: now()}.Peers(e.ctx, f)
+			if err != nil {
+				return err
 			}
 			return writeJSONOut(e.stdout, out)
+		}
+		peers, err := st.ListPeers(e.ctx, f)
+		if err != nil {
+			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PUBLIC KEY\tUSER\tPROFILE\tIPV4\tIPV6\tSTATE\tCREATED\tEXPIRES")
@@ -256,6 +294,13 @@ func (e *env) withStore(fn func(cfg *config.Config, st *store.Store) error) erro
 	}
 	defer st.Close()
 	return fn(cfg, st)
+}
+
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func addrOr(a netip.Addr) string {

@@ -1,0 +1,297 @@
+package api
+
+import (
+	"context"
+	"net/netip"
+	"sort"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// What a config is on its device, in StatusConfig.Status.
+const (
+	ConfigOnline  = "online"  // a handshake within wg.OnlineWindow
+	ConfigOffline = "offline" // a handshake, longer ago
+	ConfigNever   = "never"   // on the device, never a handshake
+	ConfigMissing = "missing" // active, but not on the device
+	ConfigDrift   = "drift"   // on the device with other allowed IPs, preshared key or keepalive
+	ConfigPending = "pending" // its connect script runs
+	ConfigUnknown = "unknown" // the device could not be read
+)
+
+// StatusConfig is one config in GET /v1/status: the store's config, what
+// its device shows (live, absent when the device could not be read), and
+// the verdict.
+type StatusConfig struct {
+	PeerJSON
+	// Status is one of online, offline, never, missing, drift, pending,
+	// unknown.
+	Status string `json:"status"`
+}
+
+// OrphanPeer is a device peer the store has no config for.
+type OrphanPeer struct {
+	PublicKey  string   `json:"public_key"`
+	AllowedIPs []string `json:"allowed_ips"`
+	// Kept: left on the device with orphans = "keep"; Keeps are the pool
+	// addresses it holds (never given to a config).
+	Kept          bool       `json:"kept"`
+	Keeps         []string   `json:"keeps"`
+	Online        bool       `json:"online"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       int64      `json:"rx_bytes"`
+	TxBytes       int64      `json:"tx_bytes"`
+	Endpoint      *string    `json:"endpoint"`
+}
+
+// Source is what the read views of the API are built from: the server
+// fills one per request, the CLI one per command, so that `-json` output
+// and the endpoints are one code path.
+type Source struct {
+	// Engine gives the config, the orphan verdicts and the health checks.
+	Engine *reconcile.Engine
+	Store  Store
+	// Read reads one interface's device; an error becomes that
+	// interface's device_error.
+	Read    func(ctx context.Context, iface string) (*wg.Device, error)
+	Version string
+	// Now decides which peers are online.
+	Now time.Time
+}
+
+// Status builds the answer of GET /v1/status. `wgkeeper status -json`
+// prints the same value and `wgkeeper status` renders it, so the API and
+// the CLI cannot disagree. Each interface's device is read once. It fails
+// only when the store cannot be read or an orphan verdict cannot be
+// reached; an unreadable device is reported in its interface.
+func (src Source) Status(ctx context.Context) (StatusResponse, error) {
+	var out StatusResponse
+	cfg := src.Engine.Config()
+	counts, err := src.Store.CountPeers(ctx)
+	if err != nil {
+		return out, err
+	}
+	evs, err := src.Store.CountEvents(ctx)
+	if err != nil {
+		return out, err
+	}
+	type key struct{ iface, profile string }
+	active, pending := map[key]int{}, map[key]int{}
+	for _, c := range counts {
+		k := key{c.Interface, c.ProfileID}
+		if c.State == store.StateActive {
+			active[k] += c.Count
+		} else {
+			pending[k] += c.Count
+		}
+	}
+	out = StatusResponse{Version: src.Version, Events: evs,
+		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
+	for _, ifc := range cfg.Interfaces {
+		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode}
+		for k, n := range active {
+			if k.iface == ifc.Name {
+				is.ConfigsActive += n
+			}
+		}
+		for k, n := range pending {
+			if k.iface == ifc.Name {
+				is.ConfigsPending += n
+			}
+		}
+		peers, err := src.Store.ListPeers(ctx, store.PeerFilter{Interface: ifc.Name})
+		if err != nil {
+			return out, err
+		}
+		var kept map[wgtypes.Key]reconcile.HeldOrphan
+		d, err := src.Read(ctx, ifc.Name)
+		if err != nil {
+			is.DeviceError = err.Error()
+			// What the engine saw last still says whether it is blocked.
+			if st, ok := src.Engine.Orphans(ifc.Name); ok {
+				is.Blocked = st.Blocked
+			}
+			d = nil
+		} else {
+			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, src.Now)
+			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
+			// The verdict a reconcile would reach on this read.
+			st, err := src.Engine.Inspect(ctx, ifc.Name, d)
+			if err != nil {
+				return out, err
+			}
+			keep := ifc.Orphans == config.OrphansKeep
+			is.OrphansJSON = OrphansView(st, keep)
+			if keep {
+				kept = make(map[wgtypes.Key]reconcile.HeldOrphan, len(st.Held))
+				for _, h := range st.Held {
+					kept[h.PublicKey] = h
+				}
+			}
+		}
+		is.Health = src.Engine.Health(ctx, ifc.Name, d)
+		is.Configs, is.OrphanPeers = statusRows(peers, d, kept, src.Now)
+		out.Interfaces = append(out.Interfaces, is)
+	}
+	for _, p := range cfg.Profiles {
+		k := key{p.Interface, p.ID}
+		ps := ProfileStatus{ID: p.ID, Interface: p.Interface, ConfigsActive: active[k], ConfigsPending: pending[k], PoolSize: p.Capacity()}
+		ps.PoolUsed = ps.ConfigsActive + ps.ConfigsPending
+		ps.PoolFree = max(ps.PoolSize-ps.PoolUsed, 0)
+		out.Profiles = append(out.Profiles, ps)
+	}
+	return out, nil
+}
+
+// statusRows joins the store's configs of one interface with its device
+// peers (dev nil: the device could not be read). Configs are sorted by
+// user and profile, then by address as the store lists them; orphans by
+// key, those kept with orphans = "keep" (in kept) with the pool addresses
+// they hold.
+func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconcile.HeldOrphan, now time.Time) ([]StatusConfig, []OrphanPeer) {
+	onDev := map[wgtypes.Key]wg.Peer{}
+	if dev != nil {
+		for _, p := range dev.Peers {
+			onDev[p.PublicKey] = p
+		}
+	}
+	known := make(map[wgtypes.Key]bool, len(peers))
+	rows := make([]StatusConfig, 0, len(peers))
+	for _, p := range peers {
+		known[p.PublicKey] = true
+		r := StatusConfig{PeerJSON: peerOut(p)}
+		d, on := onDev[p.PublicKey]
+		if dev != nil {
+			r.Live = live(p, onDev, now)
+		}
+		switch {
+		case p.State == store.StatePending:
+			r.Status = ConfigPending
+		case dev == nil:
+			r.Status = ConfigUnknown
+		case !on:
+			r.Status = ConfigMissing
+		case !wg.InSync(reconcile.WantedPeer(p), d):
+			r.Status = ConfigDrift
+		case d.LastHandshake.IsZero():
+			r.Status = ConfigNever
+		case d.Online(now):
+			r.Status = ConfigOnline
+		default:
+			r.Status = ConfigOffline
+		}
+		rows = append(rows, r)
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.UserID != b.UserID {
+			return a.UserID < b.UserID
+		}
+		return a.ProfileID < b.ProfileID // the store lists by address within a profile
+	})
+	orphans := []OrphanPeer{}
+	if dev == nil {
+		return rows, orphans
+	}
+	for _, d := range dev.Peers { // sorted by key
+		if known[d.PublicKey] {
+			continue
+		}
+		o := OrphanPeer{PublicKey: d.PublicKey.String(), AllowedIPs: prefixesOut(d.AllowedIPs), Keeps: []string{},
+			Online: d.Online(now), LastHandshake: optTime(d.LastHandshake), RxBytes: d.RxBytes, TxBytes: d.TxBytes}
+		if h, ok := kept[d.PublicKey]; ok {
+			o.Kept = true
+			o.Keeps = AddressesText(h.Keeps)
+		}
+		if d.Endpoint.IsValid() {
+			e := d.Endpoint.String()
+			o.Endpoint = &e
+		}
+		orphans = append(orphans, o)
+	}
+	return rows, orphans
+}
+
+// AddressesText renders prefixes as status shows addresses: a host prefix
+// as its bare address, any other as a prefix.
+func AddressesText(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if p.IsSingleIP() {
+			out[i] = p.Addr().String()
+		} else {
+			out[i] = p.String()
+		}
+	}
+	return out
+}
+
+// Peers builds the answer of GET /v1/peers for the configs f selects, each
+// with its live state from one device read per interface.
+func (src Source) Peers(ctx context.Context, f store.PeerFilter) (PeersResponse, error) {
+	peers, err := src.Store.ListPeers(ctx, f)
+	if err != nil {
+		return PeersResponse{}, err
+	}
+	out := PeersResponse{Peers: make([]PeerJSON, len(peers))}
+	for i, p := range peers {
+		out.Peers[i] = peerOut(p)
+	}
+	out.DeviceErrors = src.addLive(ctx, peers, out.Peers)
+	return out, nil
+}
+
+// addLive fills the live fields of out (parallel to peers) with one device
+// read per interface and returns the interfaces that could not be read.
+func (src Source) addLive(ctx context.Context, peers []store.Peer, out []PeerJSON) map[string]string {
+	byIface := map[string][]int{}
+	var order []string
+	for i, p := range peers {
+		if _, ok := byIface[p.Interface]; !ok {
+			order = append(order, p.Interface)
+		}
+		byIface[p.Interface] = append(byIface[p.Interface], i)
+	}
+	var errs map[string]string
+	for _, iface := range order {
+		idx := byIface[iface]
+		d, err := src.Read(ctx, iface)
+		if err != nil {
+			if errs == nil {
+				errs = map[string]string{}
+			}
+			errs[iface] = err.Error()
+			continue
+		}
+		onDev := make(map[wgtypes.Key]wg.Peer, len(idx))
+		for _, dp := range d.Peers {
+			onDev[dp.PublicKey] = dp
+		}
+		for _, i := range idx {
+			out[i].Live = live(peers[i], onDev, src.Now)
+		}
+	}
+	return errs
+}
+
+// Events builds the answer of GET /v1/events: the events f selects,
+// newest first, and the before_id of the next page when f.Limit cut the
+// list.
+func (src Source) Events(ctx context.Context, f store.EventFilter) (EventsResponse, error) {
+	evs, err := src.Store.ListEvents(ctx, f)
+	if err != nil {
+		return EventsResponse{}, err
+	}
+	out := EventsResponse{Events: eventsOut(evs)}
+	if f.Limit > 0 && len(evs) == f.Limit && evs[len(evs)-1].ID > 1 {
+		next := evs[len(evs)-1].ID
+		out.NextBeforeID = &next
+	}
+	return out, nil
+}
