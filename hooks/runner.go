@@ -179,8 +179,9 @@ type Result struct {
 	// RunOptions.QueueTimeout (nothing ran), and wraps the error of
 	// RunOptions.Starting when that refused the start (nothing ran).
 	Err error
-	// Started is true once the script's process was started (it may still
-	// have failed to execute: ExitCode 126 or 127).
+	// Started is true when the script was executed: false when the run was
+	// refused before (busy, unsafe, RunOptions.Starting, the context) and
+	// when executing it failed (ExitCode 126 or 127).
 	Started bool
 }
 
@@ -285,9 +286,9 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 // with no arguments, stdin from /dev/null, working directory "/", in its
 // own process group.
 //
-// The script dies with wgkeeper: its process group is started by a small
-// supervisor (this program re-executed) that is killed-notified when
-// wgkeeper dies, even by SIGKILL, and then kills the group; see
+// The script dies with wgkeeper: its process group is led by a small
+// supervisor (this program re-executed) that the kernel signals when
+// wgkeeper dies, even by SIGKILL, and that then kills the group; see
 // supervise.go.
 //
 // The run ends when the script exits: whatever it left running in its
