@@ -24,6 +24,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/internal/tmpfs"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
@@ -278,7 +279,7 @@ func TestDaemonDatabaseReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, other, store.Options{Create: true})
+	st, err := sqlite.Open(ctx, other, sqlite.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +317,7 @@ func TestDaemonDatabaseReplaced(t *testing.T) {
 	}
 
 	// The file at the path is the replacement, untouched.
-	st, err = store.Open(ctx, f.db, store.Options{QuickCheck: true})
+	st, err = sqlite.Open(ctx, f.db, sqlite.Options{QuickCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +380,7 @@ func TestDamagedDatabaseRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, f.db, store.Options{})
+	st, err := sqlite.Open(ctx, f.db, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

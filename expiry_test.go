@@ -18,7 +18,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
@@ -85,7 +85,7 @@ func TestDaemonFollowsExpiryChanges(t *testing.T) {
 		wgkeeper(t, "-config", cfgPath, "peer", "add", "-user", user, "-profile", "staff", "-public-key", keys[user], "-expires", expires)
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(dir, "wgkeeper.db"), store.Options{})
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "wgkeeper.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/reconcile"
-	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -143,7 +143,7 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, cfg.Database, store.Options{Create: true})
+	st, err := sqlite.Open(ctx, cfg.Database, sqlite.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,14 +13,14 @@ import (
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/internal/tmpfs"
 	"github.com/wgkeeper/wgkeeper/reconcile"
-	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
 // useStore points the harness at another database file: a new store,
 // engine, API server and HTTP server on it.
 func (h *harness) useStore(path string, create bool) {
 	h.t.Helper()
-	st, err := store.Open(h.ctx, path, store.Options{Create: create, Now: h.clock.Now})
+	st, err := sqlite.Open(h.ctx, path, sqlite.Options{Create: create, Now: h.clock.Now})
 	if err != nil {
 		h.t.Fatal(err)
 	}

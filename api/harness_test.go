@@ -23,6 +23,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -110,7 +111,7 @@ type harness struct {
 	dir     string
 	srv     *wgtest.Server
 	cfg     *config.Config
-	st      *store.Store
+	st      *sqlite.Store
 	dev     *wg.Client
 	eng     *reconcile.Engine
 	metrics *Metrics
@@ -153,7 +154,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC())
-	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Create: true, Now: h.clock.Now})
+	h.st, err = sqlite.Open(h.ctx, cfg.Database, sqlite.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

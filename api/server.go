@@ -19,11 +19,12 @@ import (
 	"github.com/wgkeeper/wgkeeper/api/ui"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
 // Store is what the API reads from the database directly (writes go
-// through the engine). *store.Store satisfies it.
+// through the engine). *sqlite.Store satisfies it.
 type Store interface {
 	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
@@ -39,7 +40,7 @@ type Device interface {
 }
 
 var (
-	_ Store  = (*store.Store)(nil)
+	_ Store  = (*sqlite.Store)(nil)
 	_ Device = (*wg.Client)(nil)
 )
 

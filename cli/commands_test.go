@@ -18,6 +18,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -100,7 +101,7 @@ func (c *cliEnv) json(v any, args ...string) {
 // counts is the number of rows and events in the store.
 func (c *cliEnv) counts() string {
 	c.t.Helper()
-	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{Create: true})
+	st, err := sqlite.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{Create: true})
 	if err != nil {
 		c.t.Fatal(err)
 	}

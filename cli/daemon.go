@@ -23,6 +23,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/internal/ratelog"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -46,7 +47,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // parts are the pieces a command that changes things needs.
 type parts struct {
 	cfg    *config.Config
-	store  *store.Store
+	store  *sqlite.Store
 	dev    *wg.Client
 	runner *hooks.Runner
 	engine *reconcile.Engine

@@ -10,6 +10,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/internal/tmpfs"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
 // dirTree lists every path under dir.
@@ -122,7 +123,7 @@ func TestCLIDatabaseUnavailableMessages(t *testing.T) {
 	// A copy of a database, -wal and -shm included, on a file system
 	// then remounted read-only.
 	c.ok("peer", "add", "-user", "alice", "-profile", "staff")
-	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
 // loadConfig reads and validates the config file named by -config.
@@ -23,8 +24,8 @@ func (e *env) loadConfig() (*config.Config, error) {
 // first; every other command fails on a missing database and creates
 // nothing, so a mistyped path never turns into an empty store that a
 // reconcile would make the devices match.
-func (e *env) openStore(cfg *config.Config, log *slog.Logger) (*store.Store, error) {
-	st, err := store.Open(e.ctx, cfg.Database, store.Options{Logger: log, Create: e.createDB, QuickCheck: e.createDB})
+func (e *env) openStore(cfg *config.Config, log *slog.Logger) (*sqlite.Store, error) {
+	st, err := sqlite.Open(e.ctx, cfg.Database, sqlite.Options{Logger: log, Create: e.createDB, QuickCheck: e.createDB})
 	if errors.Is(err, store.ErrNoDatabase) {
 		return nil, fmt.Errorf("no database at %s (create it with: wgkeeper migrate)", cfg.Database)
 	}
@@ -38,7 +39,7 @@ func (e *env) openStore(cfg *config.Config, log *slog.Logger) (*store.Store, err
 // environment made unusable; "" for other errors.
 func unavailableHint(err error) string {
 	var ue *store.UnavailableError
-	var de *store.DamagedError
+	var de *sqlite.DamagedError
 	switch {
 	case errors.As(err, &de):
 		return "" // its message says what to do

@@ -13,6 +13,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -44,7 +45,7 @@ func crashChild(op string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.Database, store.Options{Create: true})
+	st, err := sqlite.Open(ctx, cfg.Database, sqlite.Options{Create: true})
 	if err != nil {
 		return err
 	}

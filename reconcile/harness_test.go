@@ -17,6 +17,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -98,7 +99,7 @@ type harness struct {
 	dir    string
 	srv    *wgtest.Server
 	cfg    *config.Config
-	st     *store.Store
+	st     *sqlite.Store
 	dev    *wg.Client
 	runner *hooks.Runner
 	eng    *Engine
@@ -141,7 +142,7 @@ func (h *harness) open(toml string) {
 	}
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC().Truncate(time.Second))
-	h.st, err = store.Open(h.ctx, cfg.Database, store.Options{Create: true, Now: h.clock.Now})
+	h.st, err = sqlite.Open(h.ctx, cfg.Database, sqlite.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

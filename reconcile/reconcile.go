@@ -25,6 +25,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -93,7 +94,7 @@ type Runner interface {
 
 // Compile-time checks that the real parts fit.
 var (
-	_ Store  = (*store.Store)(nil)
+	_ Store  = (*sqlite.Store)(nil)
 	_ Device = (*wg.Client)(nil)
 	_ Runner = (*hooks.Runner)(nil)
 )

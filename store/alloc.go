@@ -74,24 +74,15 @@ func HostAddr(prefix netip.Prefix, i int64) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-// poolQuery finds the lowest free host index of a profile at or above ?3
-// in O(log n): the smallest such index on the free list, else the
-// high-water mark or ?3, whichever is higher (every index below the
-// high-water mark is held or on the free list; see the ip_pools/ip_free
-// tables and their triggers in the schema).
-const poolQuery = `SELECT coalesce(
-	(SELECT min(ip_index) FROM ip_free WHERE interface = ?1 AND profile_id = ?2 AND ip_index >= ?3),
-	max(coalesce((SELECT next_index FROM ip_pools WHERE interface = ?1 AND profile_id = ?2), 0), ?3))`
+// IndexSpan is an inclusive range of host indexes.
+type IndexSpan struct{ Lo, Hi int64 }
 
-// span is an inclusive range of host indexes.
-type span struct{ lo, hi int64 }
-
-// avoidSpans returns the host indexes (below capacity) whose IPv4 or IPv6
+// AvoidSpans returns the host indexes (below capacity) whose IPv4 or IPv6
 // address lies in one of avoid, as sorted, merged spans. Prefixes outside
 // both ranges are ignored. Its cost grows with len(avoid), never with the
 // size of the ranges.
-func avoidSpans(v4, v6 netip.Prefix, avoid []netip.Prefix, capacity int64) []span {
-	var out []span
+func AvoidSpans(v4, v6 netip.Prefix, avoid []netip.Prefix, capacity int64) []IndexSpan {
+	var out []IndexSpan
 	for _, a := range avoid {
 		if !a.IsValid() {
 			continue
@@ -115,14 +106,14 @@ func avoidSpans(v4, v6 netip.Prefix, avoid []netip.Prefix, capacity int64) []spa
 		}
 		lo, hi = max(lo-2, 0), min(hi-2, capacity-1)
 		if lo <= hi {
-			out = append(out, span{lo, hi})
+			out = append(out, IndexSpan{lo, hi})
 		}
 	}
-	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	slices.SortFunc(out, func(a, b IndexSpan) int { return cmp.Compare(a.Lo, b.Lo) })
 	merged := out[:0]
 	for _, s := range out {
-		if n := len(merged); n > 0 && s.lo <= merged[n-1].hi+1 {
-			merged[n-1].hi = max(merged[n-1].hi, s.hi)
+		if n := len(merged); n > 0 && s.Lo <= merged[n-1].Hi+1 {
+			merged[n-1].Hi = max(merged[n-1].Hi, s.Hi)
 			continue
 		}
 		merged = append(merged, s)
@@ -163,19 +154,20 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return a
 }
 
-// avoided returns the span holding idx, if any (spans sorted and merged).
-func avoided(spans []span, idx int64) (span, bool) {
-	i, found := slices.BinarySearchFunc(spans, idx, func(s span, x int64) int {
+// SpanOf returns the span of spans (sorted and merged, as AvoidSpans
+// returns them) that holds idx, if any.
+func SpanOf(spans []IndexSpan, idx int64) (IndexSpan, bool) {
+	i, found := slices.BinarySearchFunc(spans, idx, func(s IndexSpan, x int64) int {
 		switch {
-		case s.hi < x:
+		case s.Hi < x:
 			return -1
-		case s.lo > x:
+		case s.Lo > x:
 			return 1
 		}
 		return 0
 	})
 	if !found {
-		return span{}, false
+		return IndexSpan{}, false
 	}
 	return spans[i], true
 }

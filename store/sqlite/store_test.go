@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/migrations"
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 func TestOpenCreatesPrivateFiles(t *testing.T) {
@@ -225,14 +226,14 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 	}
 
 	_, err = Open(ctx, path, Options{Create: true})
-	if !errors.Is(err, ErrSchemaTooNew) {
+	if !errors.Is(err, store.ErrSchemaTooNew) {
 		t.Fatalf("Open = %v, want ErrSchemaTooNew", err)
 	}
 	latest, lerr := migrations.Latest()
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
-	var tooNew *SchemaTooNewError
+	var tooNew *store.SchemaTooNewError
 	if !errors.As(err, &tooNew) || tooNew.Version != 7 || tooNew.Known != latest {
 		t.Fatalf("error %v: want *SchemaTooNewError{7, %d}", err, latest)
 	}
@@ -298,7 +299,7 @@ func TestConvErrHidesDriverTypes(t *testing.T) {
 		t.Fatal("duplicate address accepted")
 	}
 	conv := convErr(err)
-	if !errors.Is(conv, ErrConflict) || !strings.Contains(conv.Error(), "UNIQUE constraint failed") {
+	if !errors.Is(conv, store.ErrConflict) || !strings.Contains(conv.Error(), "UNIQUE constraint failed") {
 		t.Errorf("convErr = %v, want ErrConflict with the constraint text", conv)
 	}
 	var se sqlite3.Error
@@ -333,12 +334,12 @@ func TestUpgradeMarksOldConnectsStarted(t *testing.T) {
 	if v, err := s2.SchemaVersion(ctx); err != nil || v < 2 {
 		t.Fatalf("SchemaVersion = %d, %v", v, err)
 	}
-	evs, err := s2.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	evs, err := s2.ListEvents(ctx, store.EventFilter{Kind: store.KindConnect})
 	if err != nil || len(evs) != 1 || evs[0].ID != c.ID || !evs[0].StartedAt.Equal(evs[0].CreatedAt) {
 		t.Fatalf("C event after the upgrade = %+v, %v; want it started at its creation", evs, err)
 	}
-	got, err := s2.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonStale, "", time.Time{})
-	if err != nil || len(got) != 1 || got[0].Kind != KindDisconnect {
+	got, err := s2.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonStale, "", time.Time{})
+	if err != nil || len(got) != 1 || got[0].Kind != store.KindDisconnect {
 		t.Fatalf("stale cleanup after the upgrade = %+v, %v; want a D", got, err)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -11,77 +11,9 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
-
-func TestCapacity(t *testing.T) {
-	p := netip.MustParsePrefix
-	tests := []struct {
-		v4, v6 string
-		want   int64
-		err    string
-	}{
-		{"10.0.0.0/29", "", 5, ""},
-		{"10.0.0.0/24", "", 253, ""},
-		{"10.0.0.0/30", "", 1, ""},
-		{"10.0.0.0/31", "", 0, ""},
-		{"10.0.0.0/32", "", 0, ""},
-		{"", "fd00::/126", 2, ""},
-		{"", "fd00::/120", 254, ""},
-		{"", "fd00::/64", maxIndex, ""},
-		{"", "fd00::/0", maxIndex, ""},
-		{"10.0.0.0/24", "fd00::/64", 253, ""},
-		{"10.0.0.0/16", "fd00::/120", 254, ""},
-		{"", "", 0, "neither an IPv4 nor an IPv6 range"},
-		{"fd00::/64", "", 0, "IPv4 range fd00::/64 is not IPv4"},
-		{"", "10.0.0.0/24", 0, "IPv6 range 10.0.0.0/24 is not IPv6"},
-		{"", "::ffff:10.0.0.0/120", 0, "is not IPv6"},
-	}
-	for _, tt := range tests {
-		var v4, v6 netip.Prefix
-		if tt.v4 != "" {
-			v4 = p(tt.v4)
-		}
-		if tt.v6 != "" {
-			v6 = p(tt.v6)
-		}
-		got, err := Capacity(v4, v6)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("Capacity(%s, %s) error = %v, want %q", tt.v4, tt.v6, err, tt.err)
-			}
-			continue
-		}
-		if err != nil || got != tt.want {
-			t.Errorf("Capacity(%s, %s) = %d, %v; want %d", tt.v4, tt.v6, got, err, tt.want)
-		}
-	}
-}
-
-func TestHostAddr(t *testing.T) {
-	tests := []struct {
-		prefix string
-		i      int64
-		want   string
-	}{
-		{"10.42.0.0/24", 0, "10.42.0.2"},
-		{"10.42.0.0/24", 5, "10.42.0.7"},
-		{"10.42.0.0/24", 253, "10.42.0.255"}, // one past capacity: the broadcast
-		{"10.42.0.77/24", 0, "10.42.0.2"},    // unmasked input
-		{"10.42.0.0/16", 300, "10.42.1.46"},
-		{"fd42::/64", 0, "fd42::2"},
-		{"fd42::/64", 5, "fd42::7"},
-		{"fd42::/64", 0xfffe, "fd42::1:0"},
-		{"fd42:0:0:0:ffff:ffff:ffff:ffff/128", 0, "fd42:0:0:1::1"}, // carry into the high half
-	}
-	for _, tt := range tests {
-		if got := HostAddr(netip.MustParsePrefix(tt.prefix), tt.i); got.String() != tt.want {
-			t.Errorf("HostAddr(%s, %d) = %s, want %s", tt.prefix, tt.i, got, tt.want)
-		}
-	}
-	if got := HostAddr(netip.Prefix{}, 3); got.IsValid() {
-		t.Errorf("HostAddr(zero prefix) = %s, want the zero address", got)
-	}
-}
 
 func TestAllocatePairedIndexes(t *testing.T) {
 	s, _ := newStore(t)
@@ -101,7 +33,7 @@ func TestAllocatePairedIndexes(t *testing.T) {
 func TestAllocateExhaustionWritesNothing(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	small := func(i int) NewPeer {
+	small := func(i int) store.NewPeer {
 		np := staffPeer(i, fmt.Sprintf("user%d", i))
 		np.ProfileID = "small"
 		np.IPv4Range = netip.MustParsePrefix("10.9.0.0/29")
@@ -119,7 +51,7 @@ func TestAllocateExhaustionWritesNothing(t *testing.T) {
 	peers, events := countRows(t, s, "peers"), countRows(t, s, "events")
 	dv, _ := s.DataVersion(ctx)
 	_, _, err := s.InsertPending(ctx, small(5))
-	if !errors.Is(err, ErrPoolExhausted) {
+	if !errors.Is(err, store.ErrPoolExhausted) {
 		t.Fatalf("sixth peer in a /29: err = %v, want ErrPoolExhausted", err)
 	}
 	if !strings.Contains(err.Error(), `all 5 addresses of profile "small" are in use`) {
@@ -131,7 +63,7 @@ func TestAllocateExhaustionWritesNothing(t *testing.T) {
 	if v, _ := s.DataVersion(ctx); v != dv {
 		t.Error("a refused insert committed something (data version moved)")
 	}
-	if _, err := s.GetPeer(ctx, testKey(5)); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetPeer(ctx, testKey(5)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetPeer after refused insert = %v, want ErrNotFound", err)
 	}
 	if used, err := s.PoolUsage(ctx, "wg0", "small"); err != nil || used != 5 {
@@ -142,12 +74,12 @@ func TestAllocateExhaustionWritesNothing(t *testing.T) {
 func TestAllocateReusesLowestFreed(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	var peers []Peer
+	var peers []store.Peer
 	for i := range 6 {
 		peers = append(peers, mustCreate(t, s, staffPeer(i, "alice")))
 	}
 	// Free .5 and .3 (indexes 3 and 1), in that order.
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{peers[3].PublicKey, peers[1].PublicKey}, ReasonDeleted, "", testClockFuture()); err != nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{peers[3].PublicKey, peers[1].PublicKey}, store.ReasonDeleted, "", testClockFuture()); err != nil {
 		t.Fatal(err)
 	}
 	p, _ := mustInsert(t, s, staffPeer(10, "bob"))
@@ -217,7 +149,7 @@ func TestAllocateProfilesIndependent(t *testing.T) {
 	c := staffPeer(3, "carol")
 	c.ProfileID = "overlap"
 	_, _, err := s.InsertPending(context.Background(), c)
-	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `address fd42::2 is already in use on interface "wg0"`) && !strings.Contains(err.Error(), `address 10.42.0.2 is already in use on interface "wg0"`) {
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), `address fd42::2 is already in use on interface "wg0"`) && !strings.Contains(err.Error(), `address 10.42.0.2 is already in use on interface "wg0"`) {
 		t.Fatalf("overlapping profile: err = %v, want ErrConflict naming the address", err)
 	}
 }
@@ -226,17 +158,17 @@ func TestInsertPendingValidation(t *testing.T) {
 	zero := wgtypes.Key{}
 	tests := []struct {
 		name string
-		edit func(*NewPeer)
+		edit func(*store.NewPeer)
 		want string
 	}{
-		{"zero key", func(np *NewPeer) { np.PublicKey = wgtypes.Key{} }, "public key is all zeros"},
-		{"no interface", func(np *NewPeer) { np.Interface = "" }, "interface is empty"},
-		{"no profile", func(np *NewPeer) { np.ProfileID = "" }, "profile id is empty"},
-		{"no user", func(np *NewPeer) { np.UserID = "" }, "user id is empty"},
-		{"negative limit", func(np *NewPeer) { np.MaxPerUser = -1 }, "per-user maximum -1 is negative"},
-		{"zero psk", func(np *NewPeer) { np.PresharedKey = &zero }, "preshared key is all zeros"},
-		{"no ranges", func(np *NewPeer) { np.IPv4Range, np.IPv6Range = netip.Prefix{}, netip.Prefix{} }, "neither an IPv4 nor an IPv6 range"},
-		{"swapped ranges", func(np *NewPeer) { np.IPv4Range, np.IPv6Range = staff6, staff4 }, "is not IPv4"},
+		{"zero key", func(np *store.NewPeer) { np.PublicKey = wgtypes.Key{} }, "public key is all zeros"},
+		{"no interface", func(np *store.NewPeer) { np.Interface = "" }, "interface is empty"},
+		{"no profile", func(np *store.NewPeer) { np.ProfileID = "" }, "profile id is empty"},
+		{"no user", func(np *store.NewPeer) { np.UserID = "" }, "user id is empty"},
+		{"negative limit", func(np *store.NewPeer) { np.MaxPerUser = -1 }, "per-user maximum -1 is negative"},
+		{"zero psk", func(np *store.NewPeer) { np.PresharedKey = &zero }, "preshared key is all zeros"},
+		{"no ranges", func(np *store.NewPeer) { np.IPv4Range, np.IPv6Range = netip.Prefix{}, netip.Prefix{} }, "neither an IPv4 nor an IPv6 range"},
+		{"swapped ranges", func(np *store.NewPeer) { np.IPv4Range, np.IPv6Range = staff6, staff4 }, "is not IPv4"},
 	}
 	s, _ := newStore(t)
 	for _, tt := range tests {
@@ -264,7 +196,7 @@ func TestInsertPendingConflictAndLimit(t *testing.T) {
 		dup := np
 		dup.UserID = user
 		_, _, err := s.InsertPending(ctx, dup)
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "public key already in use") {
+		if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "public key already in use") {
 			t.Fatalf("duplicate key for %s: err = %v, want ErrConflict", user, err)
 		}
 	}
@@ -274,7 +206,7 @@ func TestInsertPendingConflictAndLimit(t *testing.T) {
 	third := staffPeer(3, "alice")
 	third.MaxPerUser = 2
 	_, _, err := s.InsertPending(ctx, third)
-	if !errors.Is(err, ErrLimitReached) {
+	if !errors.Is(err, store.ErrLimitReached) {
 		t.Fatalf("third config: err = %v, want ErrLimitReached", err)
 	}
 	if want := `user "alice" already has 2 of at most 2 configs in profile "staff"`; !strings.Contains(err.Error(), want) {
@@ -327,7 +259,7 @@ func TestAllocateConcurrent(t *testing.T) {
 			s := stores[w%len(stores)]
 			for j := range each {
 				n := w*each + j
-				np := NewPeer{
+				np := store.NewPeer{
 					PublicKey:  testKey(n + 1),
 					Interface:  "wg0",
 					ProfileID:  "busy",
@@ -347,7 +279,7 @@ func TestAllocateConcurrent(t *testing.T) {
 						errs = append(errs, fmt.Errorf("address %s given to %s and %s", p.IPv4, prev, p.PublicKey))
 					}
 					made[p.IPv4] = p.PublicKey
-				case errors.Is(err, ErrLimitReached):
+				case errors.Is(err, store.ErrLimitReached):
 					limited++
 				default:
 					errs = append(errs, err)
@@ -363,7 +295,7 @@ func TestAllocateConcurrent(t *testing.T) {
 	if len(made) != wantMade || limited != workers*each-wantMade {
 		t.Fatalf("created %d and refused %d, want %d and %d", len(made), limited, wantMade, workers*each-wantMade)
 	}
-	peers, err := stores[0].ListPeers(ctx, PeerFilter{ProfileID: "busy"})
+	peers, err := stores[0].ListPeers(ctx, store.PeerFilter{ProfileID: "busy"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,10 +304,10 @@ func TestAllocateConcurrent(t *testing.T) {
 	for i, p := range peers {
 		perUserCount[p.UserID]++
 		// Dense from the bottom, in listing order, v4 and v6 paired.
-		if want := HostAddr(v4, int64(i)); p.IPv4 != want {
+		if want := store.HostAddr(v4, int64(i)); p.IPv4 != want {
 			t.Fatalf("peer %d has %s, want %s (lowest free first)", i, p.IPv4, want)
 		}
-		if want := HostAddr(v6, int64(i)); p.IPv6 != want {
+		if want := store.HostAddr(v6, int64(i)); p.IPv6 != want {
 			t.Fatalf("peer %d has %s, want %s (paired with %s)", i, p.IPv6, want, p.IPv4)
 		}
 		if seen6[p.IPv6] {
@@ -409,7 +341,7 @@ func TestAllocatorFollowsHandEdits(t *testing.T) {
 	insertAt := func(i int, idx int64) {
 		raw(`INSERT INTO peers (public_key, interface, profile_id, user_id, ip_index, ip_four, ip_six, state, created_at)
 			VALUES (?, 'wg0', 'staff', 'imported', ?, ?, ?, 'active', 1)`,
-			testKey(i).String(), idx, HostAddr(staff4, idx).String(), HostAddr(staff6, idx).String())
+			testKey(i).String(), idx, store.HostAddr(staff4, idx).String(), store.HostAddr(staff6, idx).String())
 	}
 	made := 1000
 	next := func(want string) {
@@ -432,7 +364,7 @@ func TestAllocatorFollowsHandEdits(t *testing.T) {
 	next("10.42.0.5") // index 3
 	// Moved by hand from index 9 to 20: 9 is free again, 10..19 too.
 	raw(`UPDATE peers SET ip_index = 20, ip_four = ?, ip_six = ? WHERE public_key = ?`,
-		HostAddr(staff4, 20).String(), HostAddr(staff6, 20).String(), testKey(3).String())
+		store.HostAddr(staff4, 20).String(), store.HostAddr(staff6, 20).String(), testKey(3).String())
 	for _, want := range []string{"10.42.0.6", "10.42.0.8", "10.42.0.9", "10.42.0.10", "10.42.0.11"} { // 4, 6, 7, 8, 9
 		next(want)
 	}
@@ -484,7 +416,7 @@ func TestAllocateConcurrentChurn(t *testing.T) {
 				}
 				mine = append(mine, p.PublicKey)
 				if j%3 == 2 { // delete two of the last three
-					if _, err := s.DeletePeers(ctx, mine[len(mine)-3:len(mine)-1], ReasonDeleted, "", time.Time{}); err != nil {
+					if _, err := s.DeletePeers(ctx, mine[len(mine)-3:len(mine)-1], store.ReasonDeleted, "", time.Time{}); err != nil {
 						errs <- err
 						return
 					}
@@ -497,7 +429,7 @@ func TestAllocateConcurrentChurn(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	peers, err := stores[0].ListPeers(ctx, PeerFilter{})
+	peers, err := stores[0].ListPeers(ctx, store.PeerFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}

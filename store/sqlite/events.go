@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -12,73 +12,14 @@ import (
 	"unicode/utf8"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
-
-// Event kinds.
-const (
-	KindConnect    = "C"
-	KindDisconnect = "D"
-)
-
-// Event reasons.
-const (
-	ReasonCreated = "created" // C
-	ReasonDeleted = "deleted" // D: removed through the API or CLI
-	ReasonExpired = "expired" // D: expires_at passed
-	ReasonRevoked = "revoked" // D: all of a user's configs removed
-	ReasonStale   = "stale"   // D: a pending row outlived its connect script
-	ReasonFailed  = "failed"  // D: the device refused the peer after a successful connect script
-)
-
-// Event delivery statuses.
-const (
-	// StatusRunning: a C event while its connect script runs; the outbox
-	// never claims it.
-	StatusRunning = "running"
-	// StatusPending: a D event waiting for (another) delivery attempt.
-	StatusPending = "pending"
-	StatusDone    = "done"
-	// StatusFailed: delivery gave up after the maximum attempts; RetryEvent
-	// and RetryFailed put it back.
-	StatusFailed = "failed"
-)
-
-// MaxErrorLen bounds the stored last_error; longer messages are cut.
-const MaxErrorLen = 4096
-
-// Event is one C or D event: an outbox entry and a line of the connection
-// log. The peer's identity is a copy taken when the event was recorded.
-type Event struct {
-	ID            int64
-	Kind          string // KindConnect or KindDisconnect
-	Reason        string // created, deleted, expired, revoked, stale, failed
-	PublicKey     wgtypes.Key
-	Interface     string
-	ProfileID     string
-	UserID        string
-	IPv4          netip.Addr
-	IPv6          netip.Addr
-	OriginatingIP netip.Addr
-	ExpiresAt     time.Time // the peer's expiry; zero = never
-	BytesIn       int64     // D only: received from the peer
-	BytesOut      int64     // D only: sent to the peer
-	CreatedAt     time.Time
-	Status        string // running, pending, done, failed
-	Attempts      int
-	NextAttemptAt time.Time // zero: not scheduled
-	LastError     string
-	DoneAt        time.Time // zero: not done
-	LeaseOwner    string    // empty: not leased
-	LeaseUntil    time.Time
-	// StartedAt is when the connect script of a C event was started; zero
-	// when it never was (D events: always zero).
-	StartedAt time.Time
-}
 
 // scanEvents reads rows of eventColumns.
-func scanEvents(rows *sql.Rows) ([]Event, error) {
+func scanEvents(rows *sql.Rows) ([]store.Event, error) {
 	defer rows.Close()
-	var out []Event
+	var out []store.Event
 	for rows.Next() {
 		var r eventRow
 		if err := rows.Scan(r.dest()...); err != nil {
@@ -100,18 +41,12 @@ func scanEvents(rows *sql.Rows) ([]Event, error) {
 // D event. Errors: ErrNotFound if there is no such event; ErrConflict if it
 // is not a pending D event (already delivered, or a C event).
 func (s *Store) SetEventBytes(ctx context.Context, id int64, in, out int64) error {
-	return s.SetEventsBytes(ctx, []EventBytes{{ID: id, In: in, Out: out}})
-}
-
-// EventBytes are the byte counters of one D event.
-type EventBytes struct {
-	ID      int64
-	In, Out int64
+	return s.SetEventsBytes(ctx, []store.EventBytes{{ID: id, In: in, Out: out}})
 }
 
 // SetEventsBytes is SetEventBytes for many events in one transaction; it
 // writes all or none.
-func (s *Store) SetEventsBytes(ctx context.Context, bs []EventBytes) error {
+func (s *Store) SetEventsBytes(ctx context.Context, bs []store.EventBytes) error {
 	for _, b := range bs {
 		if b.In < 0 || b.Out < 0 {
 			return fmt.Errorf("set bytes of event %d: negative counter (in %d, out %d)", b.ID, b.In, b.Out)
@@ -133,7 +68,7 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []EventBytes) error {
 				return fmt.Errorf("event %d: %w", b.ID, s.note(convErr(err)))
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
-				return fmt.Errorf("event %d: %w", b.ID, explainEvent(ctx, tx, b.ID, KindDisconnect, StatusPending, "", ""))
+				return fmt.Errorf("event %d: %w", b.ID, explainEvent(ctx, tx, b.ID, store.KindDisconnect, store.StatusPending, "", ""))
 			}
 		}
 		return nil
@@ -153,7 +88,7 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []EventBytes) error {
 // claimers, in one process or two, never get the same event while its lease
 // lives. An expired lease (its holder crashed) is simply claimed again. The
 // events are returned in id order with their new lease.
-func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]Event, error) {
+func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error) {
 	switch {
 	case owner == "":
 		return nil, errors.New("claim due events: owner is empty")
@@ -171,7 +106,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 	if err != nil {
 		return nil, fmt.Errorf("claim due events for %q: %w", owner, err)
 	}
-	var out []Event
+	var out []store.Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE events SET lease_owner = ?1, lease_until = ?2
 			WHERE id IN (SELECT id FROM events
@@ -245,7 +180,7 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, KindDisconnect, StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -276,7 +211,7 @@ func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until ti
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("lease not held by %q: %w", owner, ErrConflict)
+			return fmt.Errorf("lease not held by %q: %w", owner, store.ErrConflict)
 		}
 		return nil
 	})
@@ -294,10 +229,10 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 	if owner == "" {
 		return fmt.Errorf("mark event %d failed: owner is empty", id)
 	}
-	status := StatusPending
+	status := store.StatusPending
 	var nextV any
 	if final {
-		status = StatusFailed
+		status = store.StatusFailed
 	} else {
 		if next.IsZero() {
 			return fmt.Errorf("mark event %d failed: no next attempt time for a non-final failure", id)
@@ -317,7 +252,7 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, KindDisconnect, StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -329,11 +264,11 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 
 // truncateError cuts msg to MaxErrorLen bytes on a rune boundary.
 func truncateError(msg string) string {
-	if len(msg) <= MaxErrorLen {
+	if len(msg) <= store.MaxErrorLen {
 		return msg
 	}
 	const mark = " …(truncated)"
-	cut := MaxErrorLen - len(mark)
+	cut := store.MaxErrorLen - len(mark)
 	for cut > 0 && !utf8.RuneStart(msg[cut]) {
 		cut--
 	}
@@ -356,7 +291,7 @@ func (s *Store) RetryEvent(ctx context.Context, id int64) error {
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, "", StatusFailed, "", "")
+			return explainEvent(ctx, tx, id, "", store.StatusFailed, "", "")
 		}
 		return nil
 	})
@@ -390,19 +325,8 @@ func (s *Store) RetryFailed(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
-// EventFilter selects events; zero fields match everything.
-type EventFilter struct {
-	Status    string // running, pending, done, failed
-	Kind      string // C or D
-	UserID    string
-	PublicKey *wgtypes.Key
-	Limit     int   // 0 = no limit
-	AfterID   int64 // only id > AfterID (follow new events)
-	BeforeID  int64 // only id < BeforeID (page back through older events)
-}
-
 // ListEvents returns the events matching f, newest (highest id) first.
-func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) {
+func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
 	var where []string
 	var args []any
 	add := func(cond string, arg any) {
@@ -411,14 +335,14 @@ func (s *Store) ListEvents(ctx context.Context, f EventFilter) ([]Event, error) 
 	}
 	if f.Status != "" {
 		switch f.Status {
-		case StatusRunning, StatusPending, StatusDone, StatusFailed:
+		case store.StatusRunning, store.StatusPending, store.StatusDone, store.StatusFailed:
 		default:
 			return nil, fmt.Errorf("list events: unknown status %q (want running, pending, done or failed)", f.Status)
 		}
 		add("status = ?", f.Status)
 	}
 	if f.Kind != "" {
-		if f.Kind != KindConnect && f.Kind != KindDisconnect {
+		if f.Kind != store.KindConnect && f.Kind != store.KindDisconnect {
 			return nil, fmt.Errorf("list events: unknown kind %q (want C or D)", f.Kind)
 		}
 		add("event = ?", f.Kind)
@@ -471,7 +395,7 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 		chunk := keys[:n]
 		keys = keys[n:]
 		args := make([]any, 0, n+1)
-		args = append(args, KindDisconnect)
+		args = append(args, store.KindDisconnect)
 		for _, k := range chunk {
 			args = append(args, k.String())
 		}
@@ -540,7 +464,7 @@ func (s *Store) NextExpiry(ctx context.Context) (at time.Time, ok bool, err erro
 
 // CountEvents counts events by status; every status is present, 0 when none.
 func (s *Store) CountEvents(ctx context.Context) (map[string]int, error) {
-	out := map[string]int{StatusRunning: 0, StatusPending: 0, StatusDone: 0, StatusFailed: 0}
+	out := map[string]int{store.StatusRunning: 0, store.StatusPending: 0, store.StatusDone: 0, store.StatusFailed: 0}
 	rows, err := s.db.QueryContext(ctx, `SELECT status, count(*) FROM events GROUP BY status`)
 	if err != nil {
 		return nil, fmt.Errorf("count events: %w", s.note(convErr(err)))
@@ -603,13 +527,6 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 	}
 }
 
-// Session is one holding of an address by a config: its C event, and its D
-// event once it ended (nil while the config still exists).
-type Session struct {
-	C Event
-	D *Event
-}
-
 // sessionQuery pairs each C event with the first D event of the same key
 // after it (a key has at most one live peer, so its C and D events alternate).
 var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") + `
@@ -618,13 +535,13 @@ var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") 
 		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.id > c.id)
 	WHERE c.event = 'C' AND `
 
-func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]Session, error) {
+func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]store.Session, error) {
 	rows, err := s.db.QueryContext(ctx, sessionQuery+cond+` ORDER BY c.id`, args...)
 	if err != nil {
 		return nil, s.note(convErr(err))
 	}
 	defer rows.Close()
-	var out []Session
+	var out []store.Session
 	for rows.Next() {
 		var c, d eventRow
 		if err := rows.Scan(append(c.dest(), d.dest()...)...); err != nil {
@@ -634,7 +551,7 @@ func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]Sessi
 		if err != nil {
 			return nil, err
 		}
-		sess := Session{C: ce}
+		sess := store.Session{C: ce}
 		if d.ID.Valid {
 			de, err := d.decode()
 			if err != nil {
@@ -654,7 +571,7 @@ func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]Sessi
 // or before at, and no D yet or D recorded after at. Addresses are unique per
 // interface, so there is at most one session per interface; the result is
 // ordered by C event id.
-func (s *Store) WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]Session, error) {
+func (s *Store) WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error) {
 	if !ip.IsValid() {
 		return nil, errors.New("who had: no address given")
 	}
@@ -677,7 +594,7 @@ func (s *Store) WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]Sess
 
 // UserSessions returns every recorded session of the user's configs, oldest
 // first.
-func (s *Store) UserSessions(ctx context.Context, user string) ([]Session, error) {
+func (s *Store) UserSessions(ctx context.Context, user string) ([]store.Session, error) {
 	out, err := s.sessions(ctx, `c.user_id = ?`, user)
 	if err != nil {
 		return nil, fmt.Errorf("sessions of user %q: %w", user, err)

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -10,43 +10,9 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
-
-// Causes an *UnavailableError names. They are stable: the API and the CLI
-// show them to operators.
-const (
-	CauseDiskFull   = "disk full"
-	CauseReadOnly   = "read-only database"
-	CausePermission = "permission denied"
-	CauseIO         = "I/O error"
-	CauseDamaged    = "the database file is damaged"
-	CauseCantOpen   = "the database file cannot be opened"
-	CauseReplaced   = "the database file was deleted or replaced"
-)
-
-// UnavailableError is returned (wrapped, and matching ErrUnavailable) when
-// the database cannot do what was asked for a reason outside wgkeeper: the
-// disk is full, the file or its file system is read-only, the file is
-// damaged, or it was deleted or replaced under the running process.
-type UnavailableError struct {
-	Cause string // one of the Cause constants
-	// Detail is SQLite's or the system's own message; may be empty.
-	Detail string
-	// Fatal is set for causes that do not go away by themselves (a damaged,
-	// deleted or replaced file): the Store refuses every later write.
-	Fatal bool
-}
-
-func (e *UnavailableError) Error() string {
-	msg := "database unavailable: " + e.Cause
-	if e.Detail != "" && !strings.Contains(e.Cause, e.Detail) {
-		msg += " (" + e.Detail + ")"
-	}
-	return msg
-}
-
-// Unwrap makes errors.Is(err, ErrUnavailable) true.
-func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
 
 // DamagedError is returned by Open (wrapped, matching ErrUnavailable) when
 // PRAGMA quick_check finds the file damaged. Open changes nothing then.
@@ -61,7 +27,7 @@ func (e *DamagedError) Error() string {
 }
 
 // Unwrap makes errors.Is(err, ErrUnavailable) true.
-func (e *DamagedError) Unwrap() error { return ErrUnavailable }
+func (e *DamagedError) Unwrap() error { return store.ErrUnavailable }
 
 // quickCheckLines is how much of a failed quick_check's report is kept.
 const quickCheckLines = 5
@@ -102,8 +68,8 @@ func (s *Store) quickCheck(ctx context.Context) error {
 // quickCheckFailed turns an error that stopped quick_check itself (SQLite
 // could not even walk the file) into a *DamagedError when it is one.
 func quickCheckFailed(err error) error {
-	var ue *UnavailableError
-	if errors.As(err, &ue) && ue.Cause == CauseDamaged {
+	var ue *store.UnavailableError
+	if errors.As(err, &ue) && ue.Cause == store.CauseDamaged {
 		return &DamagedError{Report: []string{ue.Detail}}
 	}
 	return fmt.Errorf("quick check: %w", err)
@@ -111,27 +77,27 @@ func quickCheckFailed(err error) error {
 
 // unavailableOf classifies a SQLite error by its code (and the system errno
 // behind it); nil when it is not one of the environment's faults.
-func unavailableOf(se sqlite3.Error) *UnavailableError {
+func unavailableOf(se sqlite3.Error) *store.UnavailableError {
 	msg := se.Error()
 	switch se.SystemErrno {
 	case syscall.ENOSPC, syscall.EDQUOT:
-		return &UnavailableError{Cause: CauseDiskFull, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseDiskFull, Detail: msg}
 	case syscall.EROFS:
-		return &UnavailableError{Cause: CauseReadOnly, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseReadOnly, Detail: msg}
 	}
 	switch se.Code {
 	case sqlite3.ErrFull:
-		return &UnavailableError{Cause: CauseDiskFull, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseDiskFull, Detail: msg}
 	case sqlite3.ErrReadonly:
-		return &UnavailableError{Cause: CauseReadOnly, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseReadOnly, Detail: msg}
 	case sqlite3.ErrPerm, sqlite3.ErrAuth:
-		return &UnavailableError{Cause: CausePermission, Detail: msg}
+		return &store.UnavailableError{Cause: store.CausePermission, Detail: msg}
 	case sqlite3.ErrIoErr:
-		return &UnavailableError{Cause: CauseIO, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseIO, Detail: msg}
 	case sqlite3.ErrCorrupt, sqlite3.ErrNotADB:
-		return &UnavailableError{Cause: CauseDamaged, Detail: msg, Fatal: true}
+		return &store.UnavailableError{Cause: store.CauseDamaged, Detail: msg, Fatal: true}
 	case sqlite3.ErrCantOpen:
-		return &UnavailableError{Cause: CauseCantOpen, Detail: msg}
+		return &store.UnavailableError{Cause: store.CauseCantOpen, Detail: msg}
 	}
 	return nil
 }
@@ -179,18 +145,18 @@ func (s *Store) CheckFile() error {
 	id, err := statID(s.path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return s.setFault(&UnavailableError{Cause: CauseReplaced, Detail: "no file at " + s.path, Fatal: true})
+		return s.setFault(&store.UnavailableError{Cause: store.CauseReplaced, Detail: "no file at " + s.path, Fatal: true})
 	case err != nil:
 		// Cannot tell (a directory became unreadable): not proof of a swap.
 		return nil
 	case id != s.ident:
-		return s.setFault(&UnavailableError{Cause: CauseReplaced, Detail: s.path + " is another file now", Fatal: true})
+		return s.setFault(&store.UnavailableError{Cause: store.CauseReplaced, Detail: s.path + " is another file now", Fatal: true})
 	}
 	return nil
 }
 
 // setFault records the first fatal fault and returns the recorded one.
-func (s *Store) setFault(f *UnavailableError) error {
+func (s *Store) setFault(f *store.UnavailableError) error {
 	if s.fault.CompareAndSwap(nil, f) {
 		s.log.Error("database unusable; refusing every write", "path", s.path, "err", f)
 	}
@@ -199,7 +165,7 @@ func (s *Store) setFault(f *UnavailableError) error {
 
 // note records a fatal fault carried by err and returns err unchanged.
 func (s *Store) note(err error) error {
-	var ue *UnavailableError
+	var ue *store.UnavailableError
 	if errors.As(err, &ue) && ue.Fatal {
 		s.setFault(ue)
 	}

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 var (
@@ -42,7 +44,7 @@ func fillPool(tb testing.TB, s *Store, n int, hole func(int) bool) {
 			}
 			key := testKey(1_000_000 + i).String()
 			user := fmt.Sprintf("filler%d", i%5000)
-			v4, v6 := HostAddr(bench4, int64(i)).String(), HostAddr(bench6, int64(i)).String()
+			v4, v6 := store.HostAddr(bench4, int64(i)).String(), store.HostAddr(bench6, int64(i)).String()
 			if _, err := ins.ExecContext(ctx, key, user, i, v4, v6); err != nil {
 				return err
 			}
@@ -93,7 +95,7 @@ func BenchmarkAllocate(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := range b.N {
-				np := NewPeer{
+				np := store.NewPeer{
 					PublicKey:  testKey(i + 1),
 					Interface:  "wg0",
 					ProfileID:  "bench",
@@ -107,14 +109,14 @@ func BenchmarkAllocate(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StopTimer()
-				want := HostAddr(bench4, int64(c.peers))
+				want := store.HostAddr(bench4, int64(c.peers))
 				if len(free) > 0 {
-					want = HostAddr(bench4, free[0])
+					want = store.HostAddr(bench4, free[0])
 				}
 				if p.IPv4 != want {
 					b.Fatalf("allocated %s, want the lowest free %s", p.IPv4, want)
 				}
-				if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil {
+				if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "", time.Time{}); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()

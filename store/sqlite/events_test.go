@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 func TestCreateActivateReject(t *testing.T) {
@@ -26,10 +28,10 @@ func TestCreateActivateReject(t *testing.T) {
 
 	p, ev := mustInsert(t, s, np)
 	psk[0] = 0 // the store keeps its own copy
-	if p.State != StatePending || !p.CreatedAt.Equal(created) || p.PresharedKey == nil || *p.PresharedKey != testKey(900) {
+	if p.State != store.StatePending || !p.CreatedAt.Equal(created) || p.PresharedKey == nil || *p.PresharedKey != testKey(900) {
 		t.Fatalf("inserted peer = %+v", p)
 	}
-	if ev.Kind != KindConnect || ev.Reason != ReasonCreated || ev.Status != StatusRunning || ev.ID == 0 ||
+	if ev.Kind != store.KindConnect || ev.Reason != store.ReasonCreated || ev.Status != store.StatusRunning || ev.ID == 0 ||
 		ev.UserID != "alice" || ev.OriginatingIP.String() != "192.0.2.9" || !ev.ExpiresAt.Equal(np.ExpiresAt) {
 		t.Fatalf("C event = %+v", ev)
 	}
@@ -38,7 +40,7 @@ func TestCreateActivateReject(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.DisplayName != "laptop" || got.OriginatingIP.String() != "192.0.2.9" || *got.PresharedKey != testKey(900) ||
-		!got.ExpiresAt.Equal(np.ExpiresAt) || got.ExpiresAt.Location() != time.UTC || got.State != StatePending {
+		!got.ExpiresAt.Equal(np.ExpiresAt) || got.ExpiresAt.Location() != time.UTC || got.State != store.StatePending {
 		t.Fatalf("GetPeer = %+v", got)
 	}
 	// The outbox never claims a running C event.
@@ -46,7 +48,7 @@ func TestCreateActivateReject(t *testing.T) {
 		t.Fatalf("ClaimDue with only a running C = %v, %v", evs, err)
 	}
 
-	if err := s.Activate(ctx, p.PublicKey, ev.ID+1); !errors.Is(err, ErrNotFound) {
+	if err := s.Activate(ctx, p.PublicKey, ev.ID+1); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Activate with an unknown event = %v, want ErrNotFound", err)
 	}
 	clock.Add(time.Second)
@@ -57,32 +59,32 @@ func TestCreateActivateReject(t *testing.T) {
 		t.Fatalf("second Activate = %v, want nil (idempotent)", err)
 	}
 	got, _ = s.GetPeer(ctx, p.PublicKey)
-	if got.State != StateActive {
+	if got.State != store.StateActive {
 		t.Fatalf("state after Activate = %s", got.State)
 	}
-	evs, _ := s.ListEvents(ctx, EventFilter{})
-	if len(evs) != 1 || evs[0].Status != StatusDone || evs[0].Attempts != 1 || !evs[0].DoneAt.Equal(clock.Now()) {
+	evs, _ := s.ListEvents(ctx, store.EventFilter{})
+	if len(evs) != 1 || evs[0].Status != store.StatusDone || evs[0].Attempts != 1 || !evs[0].DoneAt.Equal(clock.Now()) {
 		t.Fatalf("C event after Activate = %+v", evs)
 	}
-	if err := s.RejectPending(ctx, p.PublicKey, ev.ID); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "peer is active") {
+	if err := s.RejectPending(ctx, p.PublicKey, ev.ID); !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "peer is active") {
 		t.Errorf("RejectPending of an active peer = %v, want ErrConflict", err)
 	}
 
 	// Reject: the row and its C event vanish.
 	p2, ev2 := mustInsert(t, s, staffPeer(2, "bob"))
-	if err := s.RejectPending(ctx, p2.PublicKey, ev.ID); !errors.Is(err, ErrConflict) {
+	if err := s.RejectPending(ctx, p2.PublicKey, ev.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("RejectPending with another peer's event = %v, want ErrConflict", err)
 	}
 	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.GetPeer(ctx, p2.PublicKey); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetPeer(ctx, p2.PublicKey); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetPeer after reject = %v", err)
 	}
-	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.RejectPending(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second RejectPending = %v, want ErrNotFound", err)
 	}
-	if err := s.Activate(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.Activate(ctx, p2.PublicKey, ev2.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Activate after reject = %v, want ErrNotFound", err)
 	}
 	if n := countRows(t, s, "events"); n != 1 {
@@ -101,11 +103,11 @@ func TestDeletePeersLeasedEvents(t *testing.T) {
 		!strings.Contains(err.Error(), `reason "bored"`) {
 		t.Errorf("unknown reason: err = %v", err)
 	}
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "me", clock.Now()); err == nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, store.ReasonDeleted, "me", clock.Now()); err == nil {
 		t.Error("a lease ending now was accepted")
 	}
 
-	evs, err := s.DeletePeers(ctx, []wgtypes.Key{b.PublicKey, testKey(99), a.PublicKey, b.PublicKey}, ReasonExpired, "daemon", lease)
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{b.PublicKey, testKey(99), a.PublicKey, b.PublicKey}, store.ReasonExpired, "daemon", lease)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func TestDeletePeersLeasedEvents(t *testing.T) {
 		t.Fatalf("DeletePeers events = %+v, want b then a (missing and duplicate keys skipped)", evs)
 	}
 	for _, ev := range evs {
-		if ev.Kind != KindDisconnect || ev.Reason != ReasonExpired || ev.Status != StatusPending ||
+		if ev.Kind != store.KindDisconnect || ev.Reason != store.ReasonExpired || ev.Status != store.StatusPending ||
 			ev.LeaseOwner != "daemon" || !ev.LeaseUntil.Equal(lease) || !ev.NextAttemptAt.Equal(clock.Now()) {
 			t.Errorf("D event = %+v", ev)
 		}
@@ -121,16 +123,16 @@ func TestDeletePeersLeasedEvents(t *testing.T) {
 	if evs[1].IPv4 != a.IPv4 || evs[1].IPv6 != a.IPv6 || evs[1].UserID != "alice" {
 		t.Errorf("D event does not carry the peer's identity: %+v", evs[1])
 	}
-	if got, _ := s.ListPeers(ctx, PeerFilter{}); len(got) != 0 {
+	if got, _ := s.ListPeers(ctx, store.PeerFilter{}); len(got) != 0 {
 		t.Fatalf("peers left after delete: %v", got)
 	}
 	// Stored as returned.
-	stored, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	stored, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindDisconnect})
 	if len(stored) != 2 || stored[1] != evs[0] || stored[0] != evs[1] {
 		t.Fatalf("stored D events differ from the returned ones:\n%+v\n%+v", stored, evs)
 	}
 	// Deleting again is harmless.
-	again, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "daemon", lease)
+	again, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, store.ReasonDeleted, "daemon", lease)
 	if err != nil || len(again) != 0 {
 		t.Fatalf("second DeletePeers = %v, %v", again, err)
 	}
@@ -142,11 +144,11 @@ func TestDeletePeersLeasedEvents(t *testing.T) {
 	if err := s.SetEventBytes(ctx, evs[0].ID, -1, 0); err == nil {
 		t.Error("negative byte counter accepted")
 	}
-	if err := s.SetEventBytes(ctx, 9999, 1, 1); !errors.Is(err, ErrNotFound) {
+	if err := s.SetEventBytes(ctx, 9999, 1, 1); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("SetEventBytes unknown = %v, want ErrNotFound", err)
 	}
-	cEvents, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
-	if err := s.SetEventBytes(ctx, cEvents[0].ID, 1, 1); !errors.Is(err, ErrConflict) {
+	cEvents, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindConnect})
+	if err := s.SetEventBytes(ctx, cEvents[0].ID, 1, 1); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("SetEventBytes on a C event = %v, want ErrConflict", err)
 	}
 
@@ -168,28 +170,28 @@ func TestDeletePeersLeasedEvents(t *testing.T) {
 		t.Fatalf("ClaimDue after the lease expired = %+v, %v", got, err)
 	}
 	err = s.MarkDone(ctx, evs[1].ID, "daemon")
-	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), `leased to "cli", not "daemon"`) {
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), `leased to "cli", not "daemon"`) {
 		t.Fatalf("MarkDone by the former holder = %v, want ErrConflict", err)
 	}
 	if err := s.MarkDone(ctx, evs[1].ID, "cli"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkDone(ctx, evs[1].ID, "cli"); !errors.Is(err, ErrConflict) {
+	if err := s.MarkDone(ctx, evs[1].ID, "cli"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("MarkDone twice = %v, want ErrConflict", err)
 	}
-	if err := s.MarkDone(ctx, 9999, "cli"); !errors.Is(err, ErrNotFound) {
+	if err := s.MarkDone(ctx, 9999, "cli"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("MarkDone unknown = %v, want ErrNotFound", err)
 	}
-	final, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	final, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindDisconnect})
 	for _, ev := range final {
-		if ev.Status != StatusDone || ev.Attempts != 1 || ev.LeaseOwner != "" || !ev.LeaseUntil.IsZero() || ev.DoneAt.IsZero() {
+		if ev.Status != store.StatusDone || ev.Attempts != 1 || ev.LeaseOwner != "" || !ev.LeaseUntil.IsZero() || ev.DoneAt.IsZero() {
 			t.Errorf("delivered event = %+v", ev)
 		}
 	}
 	if final[1].BytesIn != 1234 || final[1].BytesOut != 5678 {
 		t.Errorf("bytes = %d/%d, want 1234/5678", final[1].BytesIn, final[1].BytesOut)
 	}
-	if err := s.SetEventBytes(ctx, evs[0].ID, 1, 1); !errors.Is(err, ErrConflict) {
+	if err := s.SetEventBytes(ctx, evs[0].ID, 1, 1); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("SetEventBytes on a done event = %v, want ErrConflict", err)
 	}
 	if _, ok, _ := s.NextDue(ctx); ok {
@@ -205,19 +207,19 @@ func TestStalePendingDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Add(2 * time.Minute)
-	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonStale, "", time.Time{})
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonStale, "", time.Time{})
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("DeletePeers = %v, %v", evs, err)
 	}
-	if evs[0].LeaseOwner != "" || !evs[0].LeaseUntil.IsZero() || evs[0].Reason != ReasonStale {
+	if evs[0].LeaseOwner != "" || !evs[0].LeaseUntil.IsZero() || evs[0].Reason != store.ReasonStale {
 		t.Errorf("unleased D event = %+v", evs[0])
 	}
-	all, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
-	if len(all) != 1 || all[0].ID != c.ID || all[0].Status != StatusDone || all[0].LastError != NoteStaleConnect ||
+	all, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindConnect})
+	if len(all) != 1 || all[0].ID != c.ID || all[0].Status != store.StatusDone || all[0].LastError != store.NoteStaleConnect ||
 		!all[0].DoneAt.Equal(clock.Now()) {
 		t.Fatalf("C event of the stale peer = %+v", all)
 	}
-	if err := s.Activate(ctx, p.PublicKey, c.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.Activate(ctx, p.PublicKey, c.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Activate after stale cleanup = %v, want ErrNotFound", err)
 	}
 	// Immediately claimable without a lease.
@@ -227,11 +229,11 @@ func TestStalePendingDelete(t *testing.T) {
 	}
 	// A pending peer deleted for another reason gets the other note.
 	p2, _ := mustInsert(t, s, staffPeer(2, "bob"))
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p2.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p2.PublicKey}, store.ReasonDeleted, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	cs, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect, UserID: "bob"})
-	if len(cs) != 1 || cs[0].LastError != NotePendingDeleted || cs[0].Status != StatusDone {
+	cs, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindConnect, UserID: "bob"})
+	if len(cs) != 1 || cs[0].LastError != store.NotePendingDeleted || cs[0].Status != store.StatusDone {
 		t.Errorf("C event of a deleted pending peer = %+v", cs)
 	}
 }
@@ -240,12 +242,12 @@ func TestRetryAndBackoff(t *testing.T) {
 	ctx := context.Background()
 	s, clock := newStore(t)
 	p := mustCreate(t, s, staffPeer(1, "alice"))
-	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "d", clock.Now().Add(time.Minute))
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "d", clock.Now().Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := evs[0].ID
-	if err := s.MarkAttemptFailed(ctx, id, "other", "boom", clock.Now().Add(time.Second), false); !errors.Is(err, ErrConflict) {
+	if err := s.MarkAttemptFailed(ctx, id, "other", "boom", clock.Now().Add(time.Second), false); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("MarkAttemptFailed by a non-holder = %v, want ErrConflict", err)
 	}
 	if err := s.MarkAttemptFailed(ctx, id, "d", "boom", time.Time{}, false); err == nil {
@@ -255,7 +257,7 @@ func TestRetryAndBackoff(t *testing.T) {
 	if err := s.MarkAttemptFailed(ctx, id, "d", "exit status 3", next, false); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := s.ListEvents(ctx, EventFilter{Status: StatusPending})
+	got, _ := s.ListEvents(ctx, store.EventFilter{Status: store.StatusPending})
 	if len(got) != 1 || got[0].Attempts != 1 || got[0].LastError != "exit status 3" || !got[0].NextAttemptAt.Equal(next) ||
 		got[0].LeaseOwner != "" || !got[0].LeaseUntil.IsZero() {
 		t.Fatalf("after one failure: %+v", got)
@@ -271,13 +273,13 @@ func TestRetryAndBackoff(t *testing.T) {
 	if err != nil || len(c) != 1 {
 		t.Fatalf("ClaimDue when due = %v, %v", c, err)
 	}
-	long := strings.Repeat("é", MaxErrorLen)
+	long := strings.Repeat("é", store.MaxErrorLen)
 	if err := s.MarkAttemptFailed(ctx, id, "d", long, time.Time{}, true); err != nil {
 		t.Fatal(err)
 	}
-	failed, _ := s.ListEvents(ctx, EventFilter{Status: StatusFailed})
+	failed, _ := s.ListEvents(ctx, store.EventFilter{Status: store.StatusFailed})
 	if len(failed) != 1 || failed[0].Attempts != 2 || !failed[0].NextAttemptAt.IsZero() ||
-		len(failed[0].LastError) > MaxErrorLen || !strings.HasSuffix(failed[0].LastError, "(truncated)") {
+		len(failed[0].LastError) > store.MaxErrorLen || !strings.HasSuffix(failed[0].LastError, "(truncated)") {
 		t.Fatalf("after the final failure: attempts %d, next %s, error length %d", failed[0].Attempts, failed[0].NextAttemptAt, len(failed[0].LastError))
 	}
 	if !strings.HasPrefix(failed[0].LastError, "éé") || strings.ContainsRune(failed[0].LastError, '\uFFFD') {
@@ -287,21 +289,21 @@ func TestRetryAndBackoff(t *testing.T) {
 		t.Fatalf("claimed a failed event: %+v", c)
 	}
 	counts, err := s.CountEvents(ctx)
-	if err != nil || counts[StatusFailed] != 1 || counts[StatusDone] != 1 || counts[StatusPending] != 0 || counts[StatusRunning] != 0 {
+	if err != nil || counts[store.StatusFailed] != 1 || counts[store.StatusDone] != 1 || counts[store.StatusPending] != 0 || counts[store.StatusRunning] != 0 {
 		t.Fatalf("CountEvents = %v, %v", counts, err)
 	}
 
-	if err := s.RetryEvent(ctx, 9999); !errors.Is(err, ErrNotFound) {
+	if err := s.RetryEvent(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("RetryEvent unknown = %v, want ErrNotFound", err)
 	}
 	clock.Add(time.Hour)
 	if err := s.RetryEvent(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RetryEvent(ctx, id); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "is pending, not failed") {
+	if err := s.RetryEvent(ctx, id); !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "is pending, not failed") {
 		t.Errorf("RetryEvent of a pending event = %v, want ErrConflict", err)
 	}
-	got, _ = s.ListEvents(ctx, EventFilter{Status: StatusPending})
+	got, _ = s.ListEvents(ctx, store.EventFilter{Status: store.StatusPending})
 	if len(got) != 1 || got[0].Attempts != 0 || !got[0].NextAttemptAt.Equal(clock.Now()) {
 		t.Fatalf("after RetryEvent: %+v", got)
 	}
@@ -309,7 +311,7 @@ func TestRetryAndBackoff(t *testing.T) {
 	// RetryFailed puts back every failed event.
 	for i := 2; i <= 4; i++ {
 		p := mustCreate(t, s, staffPeer(i, "bob"))
-		evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonRevoked, "d", clock.Now().Add(time.Minute))
+		evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonRevoked, "d", clock.Now().Add(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,7 +363,7 @@ func TestClaimDueConcurrent(t *testing.T) {
 		np.PublicKey = testKey(i + 1)
 		keys = append(keys, mustCreate(t, a, np).PublicKey)
 	}
-	if _, err := a.DeletePeers(ctx, keys, ReasonExpired, "", time.Time{}); err != nil {
+	if _, err := a.DeletePeers(ctx, keys, store.ReasonExpired, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	now := clock.Now()
@@ -406,8 +408,8 @@ func TestClaimDueConcurrent(t *testing.T) {
 		t.Fatalf("%d events claimed, want %d", len(owner), n)
 	}
 	counts, _ := a.CountEvents(ctx)
-	if counts[StatusDone] != 2*n {
-		t.Errorf("done events = %d, want %d (C and D of each peer)", counts[StatusDone], 2*n)
+	if counts[store.StatusDone] != 2*n {
+		t.Errorf("done events = %d, want %d (C and D of each peer)", counts[store.StatusDone], 2*n)
 	}
 }
 
@@ -415,7 +417,7 @@ func TestListPeersFilters(t *testing.T) {
 	ctx := context.Background()
 	s, clock := newStore(t)
 	start := clock.Now()
-	exp := func(np NewPeer, d time.Duration) NewPeer { np.ExpiresAt = start.Add(d); return np }
+	exp := func(np store.NewPeer, d time.Duration) store.NewPeer { np.ExpiresAt = start.Add(d); return np }
 	mustCreate(t, s, exp(staffPeer(1, "alice"), time.Hour))
 	clock.Add(time.Minute)
 	mustCreate(t, s, exp(staffPeer(2, "bob"), 2*time.Hour))
@@ -426,7 +428,7 @@ func TestListPeersFilters(t *testing.T) {
 	guest.ProfileID = "guest"
 	mustCreate(t, s, guest) // never expires
 
-	keys := func(ps []Peer) string {
+	keys := func(ps []store.Peer) string {
 		var out []string
 		for _, p := range ps {
 			out = append(out, fmt.Sprint(p.PublicKey[31]))
@@ -434,19 +436,19 @@ func TestListPeersFilters(t *testing.T) {
 		return strings.Join(out, ",")
 	}
 	tests := []struct {
-		f    PeerFilter
+		f    store.PeerFilter
 		want string
 	}{
-		{PeerFilter{}, "1,2,3,4"},
-		{PeerFilter{UserID: "alice"}, "1,3,4"},
-		{PeerFilter{Interface: "wg1"}, "4"},
-		{PeerFilter{ProfileID: "staff", State: StatePending}, "3"},
-		{PeerFilter{State: StateActive, ExpiresBefore: start.Add(time.Hour)}, "1"}, // inclusive
-		{PeerFilter{State: StateActive, ExpiresBefore: start.Add(time.Hour - 1)}, ""},
-		{PeerFilter{ExpiresBefore: start.Add(24 * time.Hour)}, "1,2,3"},
-		{PeerFilter{CreatedBefore: start.Add(time.Minute)}, "1"}, // exclusive
-		{PeerFilter{CreatedBefore: start.Add(time.Minute + 1)}, "1,2"},
-		{PeerFilter{Limit: 2}, "1,2"},
+		{store.PeerFilter{}, "1,2,3,4"},
+		{store.PeerFilter{UserID: "alice"}, "1,3,4"},
+		{store.PeerFilter{Interface: "wg1"}, "4"},
+		{store.PeerFilter{ProfileID: "staff", State: store.StatePending}, "3"},
+		{store.PeerFilter{State: store.StateActive, ExpiresBefore: start.Add(time.Hour)}, "1"}, // inclusive
+		{store.PeerFilter{State: store.StateActive, ExpiresBefore: start.Add(time.Hour - 1)}, ""},
+		{store.PeerFilter{ExpiresBefore: start.Add(24 * time.Hour)}, "1,2,3"},
+		{store.PeerFilter{CreatedBefore: start.Add(time.Minute)}, "1"}, // exclusive
+		{store.PeerFilter{CreatedBefore: start.Add(time.Minute + 1)}, "1,2"},
+		{store.PeerFilter{Limit: 2}, "1,2"},
 	}
 	for _, tt := range tests {
 		got, err := s.ListPeers(ctx, tt.f)
@@ -457,7 +459,7 @@ func TestListPeersFilters(t *testing.T) {
 			t.Errorf("ListPeers(%+v) = %s, want %s", tt.f, keys(got), tt.want)
 		}
 	}
-	if _, err := s.ListPeers(ctx, PeerFilter{State: "gone"}); err == nil || !strings.Contains(err.Error(), `unknown state "gone"`) {
+	if _, err := s.ListPeers(ctx, store.PeerFilter{State: "gone"}); err == nil || !strings.Contains(err.Error(), `unknown state "gone"`) {
 		t.Errorf("bad state filter: %v", err)
 	}
 	if at, ok, err := s.NextExpiry(ctx); err != nil || !ok || !at.Equal(start.Add(time.Hour)) {
@@ -467,7 +469,11 @@ func TestListPeersFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []PeerCount{{"wg0", "staff", StateActive, 2}, {"wg0", "staff", StatePending, 1}, {"wg1", "guest", StateActive, 1}}
+	want := []store.PeerCount{
+		{Interface: "wg0", ProfileID: "staff", State: store.StateActive, Count: 2},
+		{Interface: "wg0", ProfileID: "staff", State: store.StatePending, Count: 1},
+		{Interface: "wg1", ProfileID: "guest", State: store.StateActive, Count: 1},
+	}
 	if fmt.Sprint(counts) != fmt.Sprint(want) {
 		t.Errorf("CountPeers = %v, want %v", counts, want)
 	}
@@ -487,13 +493,13 @@ func TestNextExpiryNone(t *testing.T) {
 func TestListEventsFilters(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
-	a := mustCreate(t, s, staffPeer(1, "alice"))                                                              // C1
-	mustCreate(t, s, staffPeer(2, "bob"))                                                                     // C2
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil { // D3
+	a := mustCreate(t, s, staffPeer(1, "alice"))                                                                    // C1
+	mustCreate(t, s, staffPeer(2, "bob"))                                                                           // C2
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, store.ReasonDeleted, "", time.Time{}); err != nil { // D3
 		t.Fatal(err)
 	}
 	mustInsert(t, s, staffPeer(3, "alice")) // C4 running
-	ids := func(evs []Event) string {
+	ids := func(evs []store.Event) string {
 		var out []string
 		for _, e := range evs {
 			out = append(out, fmt.Sprint(e.ID))
@@ -502,19 +508,19 @@ func TestListEventsFilters(t *testing.T) {
 	}
 	key := a.PublicKey
 	tests := []struct {
-		f    EventFilter
+		f    store.EventFilter
 		want string
 	}{
-		{EventFilter{}, "4,3,2,1"},
-		{EventFilter{Kind: KindConnect}, "4,2,1"},
-		{EventFilter{Status: StatusPending}, "3"},
-		{EventFilter{Status: StatusRunning}, "4"},
-		{EventFilter{UserID: "alice"}, "4,3,1"},
-		{EventFilter{PublicKey: &key}, "3,1"},
-		{EventFilter{AfterID: 2}, "4,3"},
-		{EventFilter{BeforeID: 3}, "2,1"},
-		{EventFilter{Limit: 2}, "4,3"},
-		{EventFilter{BeforeID: 4, Limit: 2}, "3,2"},
+		{store.EventFilter{}, "4,3,2,1"},
+		{store.EventFilter{Kind: store.KindConnect}, "4,2,1"},
+		{store.EventFilter{Status: store.StatusPending}, "3"},
+		{store.EventFilter{Status: store.StatusRunning}, "4"},
+		{store.EventFilter{UserID: "alice"}, "4,3,1"},
+		{store.EventFilter{PublicKey: &key}, "3,1"},
+		{store.EventFilter{AfterID: 2}, "4,3"},
+		{store.EventFilter{BeforeID: 3}, "2,1"},
+		{store.EventFilter{Limit: 2}, "4,3"},
+		{store.EventFilter{BeforeID: 4, Limit: 2}, "3,2"},
 	}
 	for _, tt := range tests {
 		got, err := s.ListEvents(ctx, tt.f)
@@ -525,10 +531,10 @@ func TestListEventsFilters(t *testing.T) {
 			t.Errorf("ListEvents(%+v) = %s, want %s", tt.f, ids(got), tt.want)
 		}
 	}
-	if _, err := s.ListEvents(ctx, EventFilter{Status: "lost"}); err == nil || !strings.Contains(err.Error(), `unknown status "lost"`) {
+	if _, err := s.ListEvents(ctx, store.EventFilter{Status: "lost"}); err == nil || !strings.Contains(err.Error(), `unknown status "lost"`) {
 		t.Errorf("bad status filter: %v", err)
 	}
-	if _, err := s.ListEvents(ctx, EventFilter{Kind: "X"}); err == nil || !strings.Contains(err.Error(), `unknown kind "X"`) {
+	if _, err := s.ListEvents(ctx, store.EventFilter{Kind: "X"}); err == nil || !strings.Contains(err.Error(), `unknown kind "X"`) {
 		t.Errorf("bad kind filter: %v", err)
 	}
 }
@@ -539,7 +545,7 @@ func TestPruneEvents(t *testing.T) {
 	day := 24 * time.Hour
 	// Closed session, long ago: C and D both go.
 	old := mustCreate(t, s, staffPeer(1, "alice"))
-	evs, _ := s.DeletePeers(ctx, []wgtypes.Key{old.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	evs, _ := s.DeletePeers(ctx, []wgtypes.Key{old.PublicKey}, store.ReasonDeleted, "x", clock.Now().Add(time.Minute))
 	if err := s.MarkDone(ctx, evs[0].ID, "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -548,16 +554,16 @@ func TestPruneEvents(t *testing.T) {
 	// A failed and a pending D long ago: kept (not done).
 	f := mustCreate(t, s, staffPeer(3, "carol"))
 	p := mustCreate(t, s, staffPeer(4, "dave"))
-	fe, _ := s.DeletePeers(ctx, []wgtypes.Key{f.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	fe, _ := s.DeletePeers(ctx, []wgtypes.Key{f.PublicKey}, store.ReasonDeleted, "x", clock.Now().Add(time.Minute))
 	if err := s.MarkAttemptFailed(ctx, fe[0].ID, "x", "no", time.Time{}, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "", time.Time{}); err != nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Add(100 * day)
 	recent := mustCreate(t, s, staffPeer(5, "erin"))
-	evs, _ = s.DeletePeers(ctx, []wgtypes.Key{recent.PublicKey}, ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	evs, _ = s.DeletePeers(ctx, []wgtypes.Key{recent.PublicKey}, store.ReasonDeleted, "x", clock.Now().Add(time.Minute))
 	if err := s.MarkDone(ctx, evs[0].ID, "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -571,7 +577,7 @@ func TestPruneEvents(t *testing.T) {
 	if n != 4 {
 		t.Fatalf("PruneEvents = %d, want 4", n)
 	}
-	left, _ := s.ListEvents(ctx, EventFilter{})
+	left, _ := s.ListEvents(ctx, store.EventFilter{})
 	var desc []string
 	for _, e := range left {
 		desc = append(desc, e.UserID+":"+e.Kind+":"+e.Status)
@@ -627,13 +633,13 @@ func TestWhoHad(t *testing.T) {
 		t.Fatalf("alice got %s, want %s", alice.IPv4, ip)
 	}
 	t1 := clock.Add(time.Hour)
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{alice.PublicKey}, ReasonExpired, "", time.Time{}); err != nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{alice.PublicKey}, store.ReasonExpired, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	t2 := clock.Add(time.Hour)
 	bob := mustCreate(t, s, staffPeer(2, "bob"))
 	t3 := clock.Add(time.Hour)
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{bob.PublicKey}, ReasonRevoked, "", time.Time{}); err != nil {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{bob.PublicKey}, store.ReasonRevoked, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	clock.Add(time.Hour)
@@ -714,7 +720,7 @@ func TestWhoHad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sess) != 2 || sess[0].D == nil || sess[0].D.Reason != ReasonExpired || sess[1].D != nil ||
+	if len(sess) != 2 || sess[0].D == nil || sess[0].D.Reason != store.ReasonExpired || sess[1].D != nil ||
 		!sess[0].C.CreatedAt.Equal(t0) || !sess[0].D.CreatedAt.Equal(t1) || !sess[1].C.CreatedAt.Equal(t4) {
 		t.Errorf("UserSessions(alice) = %+v", sess)
 	}
@@ -733,11 +739,11 @@ func TestReleaseLeases(t *testing.T) {
 	owners := []string{"h:1:ab/1", "h:1:ab/2", "h:1:ab", "h:1:abc/1", "h:1:a/1"}
 	for i, o := range owners {
 		p := mustCreate(t, s, staffPeer(i+1, "u"))
-		if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, o, lease); err != nil {
+		if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, o, lease); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	before, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindDisconnect})
 	for _, bad := range []string{"", "h:1:ab/1"} {
 		if _, err := s.ReleaseLeases(ctx, bad); err == nil {
 			t.Errorf("holder %q accepted", bad)
@@ -747,7 +753,7 @@ func TestReleaseLeases(t *testing.T) {
 	if err != nil || n != 3 {
 		t.Fatalf("released %d, %v; want 3", n, err)
 	}
-	after, _ := s.ListEvents(ctx, EventFilter{Kind: KindDisconnect})
+	after, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindDisconnect})
 	for i, ev := range after {
 		want := before[i]
 		if strings.HasPrefix(want.LeaseOwner, "h:1:ab/") || want.LeaseOwner == "h:1:ab" {
@@ -779,18 +785,18 @@ func TestStaleNeverStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Add(2 * time.Minute)
-	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey, started.PublicKey}, ReasonStale, "", time.Time{})
-	if err != nil || len(evs) != 1 || evs[0].PublicKey != started.PublicKey || evs[0].Kind != KindDisconnect {
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey, started.PublicKey}, store.ReasonStale, "", time.Time{})
+	if err != nil || len(evs) != 1 || evs[0].PublicKey != started.PublicKey || evs[0].Kind != store.KindDisconnect {
 		t.Fatalf("DeletePeers = %+v, %v; want one D, for the started one", evs, err)
 	}
-	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, ErrNotFound) {
+	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("never-started row kept: %v", err)
 	}
-	all, _ := s.ListEvents(ctx, EventFilter{PublicKey: &p.PublicKey})
+	all, _ := s.ListEvents(ctx, store.EventFilter{PublicKey: &p.PublicKey})
 	if len(all) != 0 {
 		t.Errorf("events of the never-started config: %+v, want none", all)
 	}
-	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); !errors.Is(err, ErrNotFound) {
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("MarkConnectStarted after the cleanup = %v, want ErrNotFound", err)
 	}
 	// Its address is free again.
@@ -811,18 +817,18 @@ func TestMarkConnectStarted(t *testing.T) {
 	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
 		t.Fatalf("again: %v", err)
 	}
-	evs, _ := s.ListEvents(ctx, EventFilter{Kind: KindConnect})
+	evs, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindConnect})
 	if len(evs) != 1 || !evs[0].StartedAt.Equal(at) {
 		t.Fatalf("C event = %+v, want started at %s (the first call)", evs, at)
 	}
 	other, oc := mustInsert(t, s, staffPeer(2, "bob"))
-	if err := s.MarkConnectStarted(ctx, p.PublicKey, oc.ID); !errors.Is(err, ErrConflict) {
+	if err := s.MarkConnectStarted(ctx, p.PublicKey, oc.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("another peer's event: %v, want ErrConflict", err)
 	}
 	if err := s.Activate(ctx, other.PublicKey, oc.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkConnectStarted(ctx, other.PublicKey, oc.ID); !errors.Is(err, ErrConflict) {
+	if err := s.MarkConnectStarted(ctx, other.PublicKey, oc.ID); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("active peer: %v, want ErrConflict", err)
 	}
 }

@@ -1,84 +1,26 @@
-package store
+package sqlite
 
 import (
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
-// State is a peer's lifecycle state.
-type State string
-
-// Peer states.
-const (
-	// StatePending: the row exists (its addresses are taken) while the
-	// connect script runs; the peer is not on any device.
-	StatePending State = "pending"
-	// StateActive: the connect script accepted it; it belongs on the device.
-	StateActive State = "active"
-)
-
-// Peer is one client configuration as stored.
-type Peer struct {
-	PublicKey     wgtypes.Key
-	Interface     string
-	ProfileID     string
-	UserID        string
-	DisplayName   string
-	IPv4          netip.Addr   // zero: the profile has no IPv4 range
-	IPv6          netip.Addr   // zero: the profile has no IPv6 range
-	PresharedKey  *wgtypes.Key // nil: none
-	OriginatingIP netip.Addr   // zero: not given
-	State         State
-	CreatedAt     time.Time
-	ExpiresAt     time.Time // zero: never
-}
-
-// NewPeer is what InsertPending needs to create a peer.
-type NewPeer struct {
-	PublicKey     wgtypes.Key
-	Interface     string
-	ProfileID     string
-	UserID        string
-	DisplayName   string
-	PresharedKey  *wgtypes.Key
-	OriginatingIP netip.Addr
-	ExpiresAt     time.Time // zero: never
-	// The profile's ranges (zero: no such family); at least one.
-	IPv4Range, IPv6Range netip.Prefix
-	// MaxPerUser limits the user's peers (pending and active) in this
-	// interface and profile; 0 = unlimited.
-	MaxPerUser int
-	// Avoid lists prefixes whose addresses must not be allocated: those
-	// that peers the store does not know hold on the device. Only their
-	// parts inside the profile's ranges matter; an index is skipped when
-	// its IPv4 or its IPv6 address is in one of them.
-	Avoid []netip.Prefix
-}
-
-func (np *NewPeer) validate() error {
-	switch {
-	case np.PublicKey == wgtypes.Key{}:
-		return errors.New("public key is all zeros")
-	case np.Interface == "":
-		return errors.New("interface is empty")
-	case np.ProfileID == "":
-		return errors.New("profile id is empty")
-	case np.UserID == "":
-		return errors.New("user id is empty")
-	case np.MaxPerUser < 0:
-		return fmt.Errorf("per-user maximum %d is negative", np.MaxPerUser)
-	case np.PresharedKey != nil && *np.PresharedKey == wgtypes.Key{}:
-		return errors.New("preshared key is all zeros")
-	}
-	return checkRanges(np.IPv4Range, np.IPv6Range)
-}
+// poolQuery finds the lowest free host index of a profile at or above ?3
+// in O(log n): the smallest such index on the free list, else the
+// high-water mark or ?3, whichever is higher (every index below the
+// high-water mark is held or on the free list; see the ip_pools/ip_free
+// tables and their triggers in the schema).
+const poolQuery = `SELECT coalesce(
+	(SELECT min(ip_index) FROM ip_free WHERE interface = ?1 AND profile_id = ?2 AND ip_index >= ?3),
+	max(coalesce((SELECT next_index FROM ip_pools WHERE interface = ?1 AND profile_id = ?2), 0), ?3))`
 
 // InsertPending creates a peer in state pending together with its C event
 // (reason "created", status "running": the outbox never delivers it; the
@@ -94,25 +36,25 @@ func (np *NewPeer) validate() error {
 // profile; ErrPoolExhausted when no index is free. Indexes whose addresses
 // lie in np.Avoid are skipped; the cost grows with len(np.Avoid), not with
 // the number of peers.
-func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, error) {
-	if err := np.validate(); err != nil {
-		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer, store.Event, error) {
+	if err := np.Validate(); err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
 	v4 := np.IPv4Range.Masked()
 	v6 := np.IPv6Range.Masked()
-	capacity, err := Capacity(v4, v6)
+	capacity, err := store.Capacity(v4, v6)
 	if err != nil {
-		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
 	now := s.clock()
-	p := Peer{
+	p := store.Peer{
 		PublicKey:     np.PublicKey,
 		Interface:     np.Interface,
 		ProfileID:     np.ProfileID,
 		UserID:        np.UserID,
 		DisplayName:   np.DisplayName,
 		OriginatingIP: np.OriginatingIP.Unmap().WithZone(""),
-		State:         StatePending,
+		State:         store.StatePending,
 		CreatedAt:     now,
 		ExpiresAt:     np.ExpiresAt.UTC(),
 	}
@@ -125,25 +67,25 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 	}
 	createdAt, err := encTime(now)
 	if err != nil {
-		return Peer{}, Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
 	}
 	expiresAt, err := encTime(p.ExpiresAt)
 	if err != nil {
-		return Peer{}, Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
 	}
 	var psk any
 	if p.PresharedKey != nil {
 		psk = p.PresharedKey.String()
 	}
 	key := np.PublicKey.String()
-	avoid := avoidSpans(v4, v6, np.Avoid, capacity)
+	avoid := store.AvoidSpans(v4, v6, np.Avoid, capacity)
 
-	var ev Event
+	var ev store.Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		var one int
 		switch err := tx.QueryRowContext(ctx, `SELECT 1 FROM peers WHERE public_key = ?`, key).Scan(&one); {
 		case err == nil:
-			return fmt.Errorf("public key already in use: %w", ErrConflict)
+			return fmt.Errorf("public key already in use: %w", store.ErrConflict)
 		case !errors.Is(err, sql.ErrNoRows):
 			return s.note(convErr(err))
 		}
@@ -156,7 +98,7 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			}
 			if n >= np.MaxPerUser {
 				return fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
-					np.UserID, n, np.MaxPerUser, np.ProfileID, ErrLimitReached)
+					np.UserID, n, np.MaxPerUser, np.ProfileID, store.ErrLimitReached)
 			}
 		}
 		var idx int64
@@ -164,27 +106,27 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 			if err := tx.QueryRowContext(ctx, poolQuery, np.Interface, np.ProfileID, from).Scan(&idx); err != nil {
 				return s.note(convErr(err))
 			}
-			sp, skip := avoided(avoid, idx)
+			sp, skip := store.SpanOf(avoid, idx)
 			if !skip {
 				break
 			}
-			from = sp.hi + 1
+			from = sp.Hi + 1
 		}
 		if idx >= capacity {
 			if len(avoid) > 0 {
 				return fmt.Errorf("all %d addresses of profile %q are in use or held by peers on the device that the store does not know: %w",
-					capacity, np.ProfileID, ErrPoolExhausted)
+					capacity, np.ProfileID, store.ErrPoolExhausted)
 			}
-			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, ErrPoolExhausted)
+			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, store.ErrPoolExhausted)
 		}
-		p.IPv4 = HostAddr(v4, idx)
-		p.IPv6 = HostAddr(v6, idx)
+		p.IPv4 = store.HostAddr(v4, idx)
+		p.IPv6 = store.HostAddr(v6, idx)
 		if _, err := tx.ExecContext(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
 			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
-			string(StatePending), createdAt, expiresAt); err != nil {
+			string(store.StatePending), createdAt, expiresAt); err != nil {
 			err = s.note(convErr(err))
-			if errors.Is(err, ErrConflict) {
+			if errors.Is(err, store.ErrConflict) {
 				// The key was checked above: an address is taken, which only
 				// overlapping profiles on one interface can cause.
 				addr := p.IPv6
@@ -192,23 +134,23 @@ func (s *Store) InsertPending(ctx context.Context, np NewPeer) (Peer, Event, err
 					addr = p.IPv4
 				}
 				return fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w",
-					addr, p.Interface, ErrConflict)
+					addr, p.Interface, store.ErrConflict)
 			}
 			return err
 		}
-		ev = eventOf(p, KindConnect, ReasonCreated, StatusRunning, now)
+		ev = eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
 		id, err := insertEvent(ctx, tx, &ev)
 		ev.ID = id
 		return err
 	})
 	if err != nil {
-		return Peer{}, Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
 	return p, ev, nil
 }
 
 // insertEvent inserts ev (its ID is ignored) and returns the new id.
-func insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) (int64, error) {
+func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error) {
 	vals := make([]any, 0, len(eventColumnNames)-1)
 	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
 		v, err := encTime(t)
@@ -235,15 +177,15 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *Event) (int64, error) {
 }
 
 // peerState reads a peer's state inside tx; ErrNotFound if it has no row.
-func peerState(ctx context.Context, tx *sql.Tx, key string) (State, error) {
+func peerState(ctx context.Context, tx *sql.Tx, key string) (store.State, error) {
 	var st string
 	if err := tx.QueryRowContext(ctx, `SELECT state FROM peers WHERE public_key = ?`, key).Scan(&st); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return "", fmt.Errorf("no such peer: %w", ErrNotFound)
+			return "", fmt.Errorf("no such peer: %w", store.ErrNotFound)
 		}
 		return "", convErr(err)
 	}
-	return State(st), nil
+	return store.State(st), nil
 }
 
 // explainEvent says why an event update matched no row, as an error matching
@@ -254,22 +196,22 @@ func explainEvent(ctx context.Context, q queryer, id int64, wantKind, wantStatus
 		Scan(&kind, &status, &key, &owner)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("event %d: %w", id, ErrNotFound)
+		return fmt.Errorf("event %d: %w", id, store.ErrNotFound)
 	case err != nil:
 		return convErr(err)
 	case wantKind != "" && kind != wantKind:
-		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, ErrConflict)
+		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, store.ErrConflict)
 	case wantKey != "" && key != wantKey:
-		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, ErrConflict)
+		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, store.ErrConflict)
 	case wantStatus != "" && status != wantStatus:
-		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, ErrConflict)
+		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, store.ErrConflict)
 	case wantOwner != "" && owner != wantOwner:
 		if owner == "" {
-			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, ErrConflict)
+			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, store.ErrConflict)
 		}
-		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, ErrConflict)
+		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, store.ErrConflict)
 	}
-	return fmt.Errorf("event %d changed concurrently: %w", id, ErrConflict)
+	return fmt.Errorf("event %d changed concurrently: %w", id, store.ErrConflict)
 }
 
 // Activate marks a pending peer active and its C event (cEventID, status
@@ -295,15 +237,15 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			if st == StateActive {
+			if st == store.StateActive {
 				var status string
 				err := tx.QueryRowContext(ctx, `SELECT status FROM events WHERE id = ? AND event = 'C' AND public_key = ?`,
 					cEventID, k).Scan(&status)
-				if err == nil && status == StatusDone {
+				if err == nil && status == store.StatusDone {
 					return nil // already activated
 				}
 			}
-			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE peers SET state = 'active' WHERE public_key = ?`, k); err != nil {
 			return s.note(convErr(err))
@@ -334,8 +276,8 @@ func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventI
 		if err != nil {
 			return err
 		}
-		if st != StatePending {
-			return fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", st, ErrConflict)
+		if st != store.StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", st, store.ErrConflict)
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE events SET started_at = coalesce(started_at, ?)
 			WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`, now, cEventID, k)
@@ -343,7 +285,7 @@ func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventI
 			return convErr(err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
 		}
 		return nil
 	})
@@ -365,8 +307,8 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 		if err != nil {
 			return err
 		}
-		if st != StatePending {
-			return fmt.Errorf("peer is %s, only a pending peer can be rejected: %w", st, ErrConflict)
+		if st != store.StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer can be rejected: %w", st, store.ErrConflict)
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id = ? AND event = 'C' AND public_key = ? AND status = 'running'`,
 			cEventID, k)
@@ -374,7 +316,7 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, cEventID, KindConnect, StatusRunning, k, "")
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
 		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM peers WHERE public_key = ?`, k); err != nil {
 			return s.note(convErr(err))
@@ -388,36 +330,25 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 }
 
 // GetPeer returns the peer with this key, or an error matching ErrNotFound.
-func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (Peer, error) {
+func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error) {
 	if err := s.Fault(); err != nil {
-		return Peer{}, err
+		return store.Peer{}, err
 	}
 	var r peerRow
 	err := s.db.QueryRowContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.dest()...)
 	if err != nil {
-		return Peer{}, fmt.Errorf("get peer %s: %w", key, s.note(convErr(err)))
+		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, s.note(convErr(err)))
 	}
 	p, err := r.decode()
 	if err != nil {
-		return Peer{}, fmt.Errorf("get peer %s: %w", key, err)
+		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, err)
 	}
 	return p, nil
 }
 
-// PeerFilter selects peers; zero fields match everything.
-type PeerFilter struct {
-	Interface     string
-	ProfileID     string
-	UserID        string
-	State         State
-	ExpiresBefore time.Time // expires_at <= this (peers that never expire never match)
-	CreatedBefore time.Time // created_at < this
-	Limit         int       // 0 = no limit
-}
-
 // ListPeers returns the peers matching f, ordered by interface, profile and
 // host index (that is, by address within a profile).
-func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
+func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error) {
 	if err := s.Fault(); err != nil {
 		return nil, err
 	}
@@ -437,7 +368,7 @@ func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
 		add("user_id = ?", f.UserID)
 	}
 	if f.State != "" {
-		if f.State != StatePending && f.State != StateActive {
+		if f.State != store.StatePending && f.State != store.StateActive {
 			return nil, fmt.Errorf("list peers: unknown state %q (want pending or active)", f.State)
 		}
 		add("state = ?", string(f.State))
@@ -470,7 +401,7 @@ func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
 		return nil, fmt.Errorf("list peers: %w", s.note(convErr(err)))
 	}
 	defer rows.Close()
-	var out []Peer
+	var out []store.Peer
 	for rows.Next() {
 		var r peerRow
 		if err := rows.Scan(r.dest()...); err != nil {
@@ -488,31 +419,23 @@ func (s *Store) ListPeers(ctx context.Context, f PeerFilter) ([]Peer, error) {
 	return out, nil
 }
 
-// PeerCount is the number of peers in one interface, profile and state.
-type PeerCount struct {
-	Interface string
-	ProfileID string
-	State     State
-	Count     int
-}
-
 // CountPeers counts peers per interface, profile and state (for metrics),
 // ordered by those three; combinations without peers are absent.
-func (s *Store) CountPeers(ctx context.Context) ([]PeerCount, error) {
+func (s *Store) CountPeers(ctx context.Context) ([]store.PeerCount, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT interface, profile_id, state, count(*) FROM peers
 		GROUP BY interface, profile_id, state ORDER BY interface, profile_id, state`)
 	if err != nil {
 		return nil, fmt.Errorf("count peers: %w", s.note(convErr(err)))
 	}
 	defer rows.Close()
-	var out []PeerCount
+	var out []store.PeerCount
 	for rows.Next() {
-		var c PeerCount
+		var c store.PeerCount
 		var st string
 		if err := rows.Scan(&c.Interface, &c.ProfileID, &st, &c.Count); err != nil {
 			return nil, fmt.Errorf("count peers: %w", s.note(convErr(err)))
 		}
-		c.State = State(st)
+		c.State = store.State(st)
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -532,16 +455,9 @@ func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, erro
 	return n, nil
 }
 
-// Notes put on a pending peer's C event when the peer is deleted before its
-// connect script finished.
-const (
-	NoteStaleConnect   = "outcome unknown: connect script interrupted"
-	NotePendingDeleted = "outcome unknown: peer deleted while its connect script ran"
-)
-
 // eventOf is an event carrying the peer's identity at this moment.
-func eventOf(p Peer, kind, reason, status string, now time.Time) Event {
-	return Event{
+func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Event {
+	return store.Event{
 		Kind:          kind,
 		Reason:        reason,
 		PublicKey:     p.PublicKey,
@@ -574,7 +490,7 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 		}
 		n, _ = res.RowsAffected()
 		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'C'
-			AND status = 'done' AND started_at IS NULL AND last_error = ?`, key.String(), NotePendingDeleted); err != nil {
+			AND status = 'done' AND started_at IS NULL AND last_error = ?`, key.String(), store.NotePendingDeleted); err != nil {
 			return convErr(err)
 		}
 		return nil
@@ -607,9 +523,9 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 // in the latter case its connect script may still be running, so its D event
 // is not leased to owner but due only at leaseUntil, when that script must
 // have ended: a script never sees D before C.
-func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error) {
+func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	switch reason {
-	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale, ReasonFailed:
+	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed:
 	default:
 		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed", reason)
 	}
@@ -625,11 +541,11 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 	if err != nil {
 		return nil, fmt.Errorf("delete peers: %w", err)
 	}
-	note := NotePendingDeleted
-	if reason == ReasonStale {
-		note = NoteStaleConnect
+	note := store.NotePendingDeleted
+	if reason == store.ReasonStale {
+		note = store.NoteStaleConnect
 	}
-	var out []Event
+	var out []store.Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		sel, err := tx.PrepareContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`)
 		if err != nil {
@@ -661,7 +577,7 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 			if _, err := del.ExecContext(ctx, r.PublicKey); err != nil {
 				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 			}
-			if p.State == StatePending && reason == ReasonStale {
+			if p.State == store.StatePending && reason == store.ReasonStale {
 				var started sql.NullInt64
 				err := tx.QueryRowContext(ctx, `SELECT started_at FROM events
 					WHERE event = 'C' AND public_key = ? AND status = 'running' ORDER BY id DESC LIMIT 1`, r.PublicKey).Scan(&started)
@@ -680,19 +596,19 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 					continue
 				}
 			}
-			if p.State == StatePending {
+			if p.State == store.StatePending {
 				if _, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, last_error = ?
 					WHERE event = 'C' AND public_key = ? AND status = 'running'`, nowV, note, r.PublicKey); err != nil {
 					return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 				}
 			}
-			ev := eventOf(p, KindDisconnect, reason, StatusPending, now)
+			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 			ev.NextAttemptAt = now
 			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
 			if leaseUntil.IsZero() {
 				ev.LeaseUntil = time.Time{}
 			}
-			if p.State == StatePending && reason != ReasonStale && !leaseUntil.IsZero() {
+			if p.State == store.StatePending && reason != store.ReasonStale && !leaseUntil.IsZero() {
 				// Its connect script may still be running: the D event
 				// is not handed to the caller but waits, unleased, until
 				// that script must have ended, so a script never sees D

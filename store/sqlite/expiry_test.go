@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 func TestSetExpiry(t *testing.T) {
@@ -35,7 +37,7 @@ func TestSetExpiry(t *testing.T) {
 		t.Fatalf("updated %v, want the two active peers in order", keysOfPeers(got))
 	}
 	for _, p := range got {
-		if !p.ExpiresAt.Equal(at) || p.State != StateActive || p.UserID != "alice" || !p.IPv4.IsValid() {
+		if !p.ExpiresAt.Equal(at) || p.State != store.StateActive || p.UserID != "alice" || !p.IPv4.IsValid() {
 			t.Errorf("returned %+v, want the whole row with expires_at %s", p, at)
 		}
 		stored, err := s.GetPeer(ctx, p.PublicKey)
@@ -60,7 +62,7 @@ func TestSetExpiry(t *testing.T) {
 	if next, _, _ := s.NextExpiry(ctx); !next.Equal(now.Add(30 * time.Second)) {
 		t.Errorf("NextExpiry = %s after shortening to 30s", next)
 	}
-	expiring, err := s.ListPeers(ctx, PeerFilter{State: StateActive, ExpiresBefore: now.Add(45 * time.Second)})
+	expiring, err := s.ListPeers(ctx, store.PeerFilter{State: store.StateActive, ExpiresBefore: now.Add(45 * time.Second)})
 	if err != nil || len(expiring) != 1 || expiring[0].PublicKey != a.PublicKey {
 		t.Errorf("expiring within 45s: %v, %v; want alice's shortened one", keysOfPeers(expiring), err)
 	}
@@ -99,7 +101,7 @@ func TestSetExpiryOutOfRange(t *testing.T) {
 	}
 }
 
-func keysOfPeers(ps []Peer) []string {
+func keysOfPeers(ps []store.Peer) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = p.PublicKey.String()[:8]

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // testClock is an injectable clock that moves only when told to.
@@ -74,8 +76,8 @@ var (
 )
 
 // staffPeer is a NewPeer in profile "staff" on wg0 (both families).
-func staffPeer(i int, user string) NewPeer {
-	return NewPeer{
+func staffPeer(i int, user string) store.NewPeer {
+	return store.NewPeer{
 		PublicKey: testKey(i),
 		Interface: "wg0",
 		ProfileID: "staff",
@@ -85,7 +87,7 @@ func staffPeer(i int, user string) NewPeer {
 	}
 }
 
-func mustInsert(t testing.TB, s *Store, np NewPeer) (Peer, Event) {
+func mustInsert(t testing.TB, s *Store, np store.NewPeer) (store.Peer, store.Event) {
 	t.Helper()
 	p, ev, err := s.InsertPending(context.Background(), np)
 	if err != nil {
@@ -95,13 +97,13 @@ func mustInsert(t testing.TB, s *Store, np NewPeer) (Peer, Event) {
 }
 
 // mustCreate inserts and activates a peer.
-func mustCreate(t testing.TB, s *Store, np NewPeer) Peer {
+func mustCreate(t testing.TB, s *Store, np store.NewPeer) store.Peer {
 	t.Helper()
 	p, ev := mustInsert(t, s, np)
 	if err := s.Activate(context.Background(), p.PublicKey, ev.ID); err != nil {
 		t.Fatalf("Activate %s: %v", p.PublicKey, err)
 	}
-	p.State = StateActive
+	p.State = store.StateActive
 	return p
 }
 

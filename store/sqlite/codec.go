@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"database/sql"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // Times are stored as INTEGER nanoseconds since the Unix epoch (UTC), which
@@ -87,10 +89,10 @@ type corruptError struct {
 }
 
 func (e *corruptError) Error() string {
-	return fmt.Sprintf("%s %s: column %s = %s: %v", ErrCorrupt, e.row, e.column, e.value, e.err)
+	return fmt.Sprintf("%s %s: column %s = %s: %v", store.ErrCorrupt, e.row, e.column, e.value, e.err)
 }
 
-func (e *corruptError) Is(target error) bool { return target == ErrCorrupt }
+func (e *corruptError) Is(target error) bool { return target == store.ErrCorrupt }
 
 // quoteValue quotes a stored value for an error message, shortened.
 func quoteValue(s string) string {
@@ -201,9 +203,9 @@ func (r *peerRow) dest() []any {
 
 // decode turns a stored row into a Peer, or returns an error matching
 // ErrCorrupt that names the row and the column.
-func (r *peerRow) decode() (Peer, error) {
+func (r *peerRow) decode() (store.Peer, error) {
 	d := rowDecoder{row: "peer " + quoteValue(r.PublicKey)}
-	p := Peer{
+	p := store.Peer{
 		PublicKey:     d.key("public_key", r.PublicKey),
 		Interface:     r.Interface,
 		ProfileID:     r.ProfileID,
@@ -213,7 +215,7 @@ func (r *peerRow) decode() (Peer, error) {
 		IPv6:          d.addr("ip_six", r.IPSix),
 		PresharedKey:  d.secretKey("preshared_key", r.PresharedKey),
 		OriginatingIP: d.addr("originating_ip", r.OriginatingIP),
-		State:         State(d.oneOf("state", r.State, string(StatePending), string(StateActive))),
+		State:         store.State(d.oneOf("state", r.State, string(store.StatePending), string(store.StateActive))),
 		CreatedAt:     time.Unix(0, r.CreatedAt).UTC(),
 		ExpiresAt:     decTime(r.ExpiresAt),
 	}
@@ -224,7 +226,7 @@ func (r *peerRow) decode() (Peer, error) {
 		d.fail("ip_four", "NULL", errors.New("peer has neither an IPv4 nor an IPv6 address"))
 	}
 	if d.err != nil {
-		return Peer{}, d.err
+		return store.Peer{}, d.err
 	}
 	return p, nil
 }
@@ -286,7 +288,7 @@ func (r *eventRow) dest() []any {
 
 // decode turns a stored row into an Event, or returns an error matching
 // ErrCorrupt that names the event id and the column.
-func (r *eventRow) decode() (Event, error) {
+func (r *eventRow) decode() (store.Event, error) {
 	d := rowDecoder{row: fmt.Sprintf("event %d", r.ID.Int64)}
 	if !r.ID.Valid {
 		d.row = "event (no id)"
@@ -306,9 +308,9 @@ func (r *eventRow) decode() (Event, error) {
 			d.fail(c.name, "NULL", errors.New("missing"))
 		}
 	}
-	e := Event{
+	e := store.Event{
 		ID:            r.ID.Int64,
-		Kind:          d.oneOf("event", r.Kind.String, KindConnect, KindDisconnect),
+		Kind:          d.oneOf("event", r.Kind.String, store.KindConnect, store.KindDisconnect),
 		Reason:        r.Reason.String,
 		PublicKey:     d.key("public_key", r.PublicKey.String),
 		Interface:     r.Interface.String,
@@ -321,7 +323,7 @@ func (r *eventRow) decode() (Event, error) {
 		BytesIn:       d.nonNegative("bytes_in", r.BytesIn.Int64),
 		BytesOut:      d.nonNegative("bytes_out", r.BytesOut.Int64),
 		CreatedAt:     decTime(r.CreatedAt),
-		Status:        d.oneOf("status", r.Status.String, StatusRunning, StatusPending, StatusDone, StatusFailed),
+		Status:        d.oneOf("status", r.Status.String, store.StatusRunning, store.StatusPending, store.StatusDone, store.StatusFailed),
 		Attempts:      int(d.nonNegative("attempts", r.Attempts.Int64)),
 		NextAttemptAt: decTime(r.NextAttemptAt),
 		LastError:     r.LastError.String,
@@ -336,7 +338,7 @@ func (r *eventRow) decode() (Event, error) {
 		d.fail("attempts", fmt.Sprint(r.Attempts.Int64), errors.New("out of range"))
 	}
 	if d.err != nil {
-		return Event{}, d.err
+		return store.Event{}, d.err
 	}
 	return e, nil
 }

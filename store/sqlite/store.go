@@ -12,7 +12,7 @@
 // concurrent writers in this and other processes queue on SQLite's busy
 // timeout instead of failing, and the per-user limit and address allocation
 // cannot race.
-package store
+package sqlite
 
 import (
 	"context"
@@ -34,51 +34,8 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/wgkeeper/wgkeeper/migrations"
+	"github.com/wgkeeper/wgkeeper/store"
 )
-
-// Sentinel errors, checked with errors.Is. The wrapping error says what and
-// which.
-var (
-	// ErrNotFound: the peer or event does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: the key or address is already taken, or the row is not in
-	// the state the operation needs (an event leased by another owner, a
-	// peer that is already active, …).
-	ErrConflict = errors.New("conflict")
-	// ErrLimitReached: the user already has the profile's maximum number of
-	// configs.
-	ErrLimitReached = errors.New("per-user limit reached")
-	// ErrPoolExhausted: every address of the profile is in use.
-	ErrPoolExhausted = errors.New("address pool exhausted")
-	// ErrSchemaTooNew: the database was migrated by a newer wgkeeper.
-	ErrSchemaTooNew = errors.New("database schema is newer than this wgkeeper")
-	// ErrCorrupt: a stored value cannot be read back (edited by hand, or
-	// damaged); the error names the row and the column.
-	ErrCorrupt = errors.New("corrupt row")
-	// ErrUnavailable: the database cannot be used for a reason outside
-	// wgkeeper — disk full, read-only, damaged, deleted or replaced. The
-	// error is an *UnavailableError (or, from Open, a *DamagedError) that
-	// names the cause.
-	ErrUnavailable = errors.New("database unavailable")
-	// ErrNoDatabase: Open without Options.Create found no file at the path.
-	// Nothing was created.
-	ErrNoDatabase = errors.New("no database")
-)
-
-// SchemaTooNewError is returned by Open (wrapped, and matching
-// ErrSchemaTooNew) when the database records a schema version this binary
-// does not know. Open changes nothing in that case.
-type SchemaTooNewError struct {
-	Version int // recorded in the database
-	Known   int // the newest this binary knows
-}
-
-func (e *SchemaTooNewError) Error() string {
-	return fmt.Sprintf("database schema version %d is newer than this wgkeeper (knows up to %d); upgrade wgkeeper", e.Version, e.Known)
-}
-
-// Unwrap makes errors.Is(err, ErrSchemaTooNew) true.
-func (e *SchemaTooNewError) Unwrap() error { return ErrSchemaTooNew }
 
 // Options configure a Store. The zero value is valid.
 type Options struct {
@@ -108,9 +65,9 @@ type Store struct {
 	dvMu   sync.Mutex
 	dvConn *sql.Conn // dedicated connection: PRAGMA data_version is per connection
 
-	ident fileID                           // device and inode of the file opened
-	walID fileID                           // and of its -wal file, once Open is done
-	fault atomic.Pointer[UnavailableError] // first fatal fault; never cleared
+	ident fileID                                 // device and inode of the file opened
+	walID fileID                                 // and of its -wal file, once Open is done
+	fault atomic.Pointer[store.UnavailableError] // first fatal fault; never cleared
 
 	ready     bool // Open succeeded
 	closeOnce sync.Once
@@ -184,7 +141,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 			s.Close()
 		}
 		if !isBusy(err) || try == 20 || ctx.Err() != nil {
-			if derr := dirProblem(filepath.Dir(abs)); derr != nil && errors.Is(err, ErrUnavailable) {
+			if derr := dirProblem(filepath.Dir(abs)); derr != nil && errors.Is(err, store.ErrUnavailable) {
 				err = fmt.Errorf("%w; %w", derr, err)
 			}
 			return nil, fmt.Errorf("open database %s: %w", abs, err)
@@ -206,7 +163,7 @@ func (s *Store) prepareFile(create bool) error {
 	if !create {
 		fi, err := os.Stat(s.path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return ErrNoDatabase
+			return store.ErrNoDatabase
 		}
 		if err != nil {
 			return err
@@ -364,15 +321,15 @@ func (s *Store) Close() error {
 		// Never on a database Open refused (it must stay untouched), nor
 		// on one deleted, replaced or damaged.
 		if s.ready && s.Fault() == nil {
-			if err := s.Optimize(context.Background()); errors.Is(err, ErrUnavailable) {
+			if err := s.Optimize(context.Background()); errors.Is(err, store.ErrUnavailable) {
 				s.log.Debug("optimize before close", "err", err) // said already, by whoever met it
 			} else if err != nil {
 				s.log.Warn("optimize before close", "err", err)
 			}
 		}
 		var errs []error
-		var ue *UnavailableError
-		if errors.As(s.Fault(), &ue) && ue.Cause == CauseReplaced {
+		var ue *store.UnavailableError
+		if errors.As(s.Fault(), &ue) && ue.Cause == store.CauseReplaced {
 			s.dropStaleLog()
 		}
 		if s.dvConn != nil {
@@ -402,7 +359,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("read schema version: %w", err)
 	}
 	if current > known {
-		return &SchemaTooNewError{Version: current, Known: known}
+		return &store.SchemaTooNewError{Version: current, Known: known}
 	}
 	for _, m := range all[current:] {
 		applied := false
@@ -413,7 +370,7 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 			if v > known {
-				return &SchemaTooNewError{Version: v, Known: known}
+				return &store.SchemaTooNewError{Version: v, Known: known}
 			}
 			if v >= m.Version {
 				return nil
@@ -443,7 +400,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return nil
 		})
 		if err != nil {
-			var tooNew *SchemaTooNewError
+			var tooNew *store.SchemaTooNewError
 			if errors.As(err, &tooNew) {
 				return err
 			}
@@ -572,7 +529,7 @@ func convErr(err error) error {
 		return nil
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
+		return store.ErrNotFound
 	}
 	var se sqlite3.Error
 	if !errors.As(err, &se) {
@@ -584,7 +541,7 @@ func convErr(err error) error {
 	}
 	if se.Code == sqlite3.ErrConstraint &&
 		(se.ExtendedCode == sqlite3.ErrConstraintUnique || se.ExtendedCode == sqlite3.ErrConstraintPrimaryKey) {
-		return fmt.Errorf("%s: %w", se.Error(), ErrConflict)
+		return fmt.Errorf("%s: %w", se.Error(), store.ErrConflict)
 	}
 	if se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked {
 		return fmt.Errorf("%s: %w", se.Error(), errBusy)

@@ -1,14 +1,15 @@
-package store
+package sqlite
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // Addresses held on the device by peers the store does not know (kept
@@ -17,7 +18,7 @@ func TestAllocateSkipsAvoided(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	pfx := netip.MustParsePrefix
-	avoid := func(np NewPeer, ps ...string) NewPeer {
+	avoid := func(np store.NewPeer, ps ...string) store.NewPeer {
 		for _, p := range ps {
 			np.Avoid = append(np.Avoid, pfx(p))
 		}
@@ -48,7 +49,7 @@ func TestAllocateSkipsAvoided(t *testing.T) {
 	// that names the cause, and nothing written.
 	rows := countRows(t, s, "peers")
 	_, _, err := s.InsertPending(ctx, avoid(staffPeer(4, "a"), "10.0.0.0/8"))
-	if !errors.Is(err, ErrPoolExhausted) || !strings.Contains(err.Error(), "held by peers on the device that the store does not know") {
+	if !errors.Is(err, store.ErrPoolExhausted) || !strings.Contains(err.Error(), "held by peers on the device that the store does not know") {
 		t.Fatalf("err = %v, want ErrPoolExhausted naming the held addresses", err)
 	}
 	if countRows(t, s, "peers") != rows {
@@ -63,38 +64,6 @@ func TestAllocateSkipsAvoided(t *testing.T) {
 	}
 }
 
-func TestAvoidSpans(t *testing.T) {
-	pfx := netip.MustParsePrefix
-	v4, v6 := pfx("10.42.0.0/24"), pfx("fd42::/64")
-	for _, tc := range []struct {
-		avoid []string
-		want  string
-	}{
-		{nil, "[]"},
-		{[]string{"10.42.0.2/32"}, "[{0 0}]"},
-		{[]string{"10.42.0.0/32", "10.42.0.1/32", "10.42.0.255/32"}, "[]"},
-		{[]string{"10.42.0.0/24"}, "[{0 252}]"},
-		{[]string{"0.0.0.0/0"}, "[{0 252}]"},
-		{[]string{"fd42::/120"}, "[{0 252}]"},
-		{[]string{"fd42::ffff/128"}, "[]"},
-		{[]string{"10.42.0.9/32", "fd42::5/128", "10.42.0.6/31", "10.42.0.8/32"}, "[{3 7}]"},
-		{[]string{"10.43.0.0/16", "fd43::/64"}, "[]"},
-	} {
-		var ps []netip.Prefix
-		for _, s := range tc.avoid {
-			ps = append(ps, pfx(s))
-		}
-		if got := fmt.Sprint(avoidSpans(v4, v6, ps, 253)); got != tc.want {
-			t.Errorf("avoidSpans(%v) = %s, want %s", tc.avoid, got, tc.want)
-		}
-	}
-	// A large IPv6-only range: offsets beyond 2^62 are clamped, not wrapped.
-	big := pfx("fd00::/8")
-	if got := fmt.Sprint(avoidSpans(netip.Prefix{}, big, []netip.Prefix{pfx("fd00::/120"), pfx("fd00::3fff:ffff:ffff:ff00/120"), pfx("fdff::/16")}, maxIndex)); got != fmt.Sprintf("[{0 253} {%d %d}]", maxIndex-258, maxIndex-3) {
-		t.Errorf("large range: %s", got)
-	}
-}
-
 func TestDisconnected(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
@@ -102,7 +71,7 @@ func TestDisconnected(t *testing.T) {
 	for i := range 3 {
 		keys = append(keys, mustCreate(t, s, staffPeer(i, "a")).PublicKey)
 	}
-	if _, err := s.DeletePeers(ctx, keys[1:2], ReasonDeleted, "", testClockFuture()); err != nil {
+	if _, err := s.DeletePeers(ctx, keys[1:2], store.ReasonDeleted, "", testClockFuture()); err != nil {
 		t.Fatal(err)
 	}
 	// More keys than one query takes, most of them unknown.

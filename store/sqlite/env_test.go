@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wgkeeper/wgkeeper/internal/tmpfs"
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // Without Create a missing database is an error and nothing is created:
@@ -21,7 +22,7 @@ func TestOpenMissingCreatesNothing(t *testing.T) {
 		filepath.Join(base, "typo", "sub", "wgk.db"), // it does not
 	} {
 		s, err := Open(ctx, path, Options{})
-		if !errors.Is(err, ErrNoDatabase) {
+		if !errors.Is(err, store.ErrNoDatabase) {
 			if s != nil {
 				s.Close()
 			}
@@ -64,22 +65,22 @@ func TestDeletedUnderStore(t *testing.T) {
 		os.Remove(s.Path() + suffix)
 	}
 	_, _, err := s.InsertPending(ctx, staffPeer(2, "bob"))
-	var ue *UnavailableError
-	if !errors.Is(err, ErrUnavailable) || !errors.As(err, &ue) || ue.Cause != CauseReplaced || !ue.Fatal {
-		t.Fatalf("insert into a deleted database: %v, want ErrUnavailable %q", err, CauseReplaced)
+	var ue *store.UnavailableError
+	if !errors.Is(err, store.ErrUnavailable) || !errors.As(err, &ue) || ue.Cause != store.CauseReplaced || !ue.Fatal {
+		t.Fatalf("insert into a deleted database: %v, want ErrUnavailable %q", err, store.CauseReplaced)
 	}
 	if !strings.Contains(err.Error(), "the database file was deleted or replaced") {
 		t.Errorf("message %q does not say what happened", err)
 	}
-	if _, err := s.DataVersion(ctx); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.DataVersion(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("DataVersion after the delete: %v, want ErrUnavailable", err)
 	}
-	if _, err := s.ListPeers(ctx, PeerFilter{}); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.ListPeers(ctx, store.PeerFilter{}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("ListPeers after the delete: %v, want ErrUnavailable", err)
 	}
 	// Many fresh connections: none may create the file.
 	for range 20 {
-		s.ListEvents(ctx, EventFilter{})
+		s.ListEvents(ctx, store.EventFilter{})
 	}
 	conn, err := s.db.Conn(ctx)
 	if err == nil {
@@ -104,11 +105,11 @@ func TestReplacedUnderStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := s.CheckFile()
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.Cause != CauseReplaced {
-		t.Fatalf("CheckFile after a rename over the file: %v, want %q", err, CauseReplaced)
+	var ue *store.UnavailableError
+	if !errors.As(err, &ue) || ue.Cause != store.CauseReplaced {
+		t.Fatalf("CheckFile after a rename over the file: %v, want %q", err, store.CauseReplaced)
 	}
-	if _, _, err := s.InsertPending(ctx, staffPeer(2, "bob")); !errors.Is(err, ErrUnavailable) {
+	if _, _, err := s.InsertPending(ctx, staffPeer(2, "bob")); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("insert after the replacement: %v, want ErrUnavailable", err)
 	}
 	if err := s.Fault(); err == nil {
@@ -121,7 +122,7 @@ func TestReplacedUnderStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	ps, err := s2.ListPeers(ctx, PeerFilter{})
+	ps, err := s2.ListPeers(ctx, store.PeerFilter{})
 	if err != nil || len(ps) != 1 || ps[0].UserID != "mallory" {
 		t.Fatalf("the replacing file changed: %v %v", ps, err)
 	}
@@ -172,7 +173,7 @@ func TestQuickCheckRefusesDamagedFile(t *testing.T) {
 	}
 	_, err = Open(ctx, path, Options{QuickCheck: true})
 	var de *DamagedError
-	if !errors.As(err, &de) || !errors.Is(err, ErrUnavailable) {
+	if !errors.As(err, &de) || !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Open with QuickCheck of a damaged file: %v, want a *DamagedError", err)
 	}
 	if len(de.Report) == 0 || de.Report[0] == "ok" || len(de.Report) > quickCheckLines+1 {
@@ -215,18 +216,18 @@ func TestCorruptAtRunTime(t *testing.T) {
 	}
 	other.Close()
 
-	_, err = s.ListPeers(ctx, PeerFilter{})
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.Cause != CauseDamaged {
-		t.Fatalf("reading the damaged table: %v, want %q", err, CauseDamaged)
+	_, err = s.ListPeers(ctx, store.PeerFilter{})
+	var ue *store.UnavailableError
+	if !errors.As(err, &ue) || ue.Cause != store.CauseDamaged {
+		t.Fatalf("reading the damaged table: %v, want %q", err, store.CauseDamaged)
 	}
 	if err := s.Fault(); err == nil {
 		t.Fatal("SQLITE_CORRUPT did not fault the store")
 	}
-	if _, err := s.RetryFailed(ctx); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.RetryFailed(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("a write after corruption: %v, want ErrUnavailable", err)
 	}
-	if _, err := s.DataVersion(ctx); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.DataVersion(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("DataVersion after corruption: %v, want ErrUnavailable", err)
 	}
 }
@@ -247,9 +248,9 @@ func TestDiskFull(t *testing.T) {
 	for i := 2; i < 200 && err == nil; i++ {
 		_, _, err = s.InsertPending(ctx, staffPeer(i, "bob"))
 	}
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.Cause != CauseDiskFull {
-		t.Fatalf("insert on a full disk: %v, want ErrUnavailable %q", err, CauseDiskFull)
+	var ue *store.UnavailableError
+	if !errors.As(err, &ue) || ue.Cause != store.CauseDiskFull {
+		t.Fatalf("insert on a full disk: %v, want ErrUnavailable %q", err, store.CauseDiskFull)
 	}
 	t.Logf("full: %v", err)
 	if s.Fault() != nil {
@@ -286,13 +287,13 @@ func TestReadOnlyFileSystem(t *testing.T) {
 		t.Fatalf("open on a read-only file system: %v", err)
 	}
 	defer s.Close()
-	if ps, err := s.ListPeers(ctx, PeerFilter{}); err != nil || len(ps) != 1 {
+	if ps, err := s.ListPeers(ctx, store.PeerFilter{}); err != nil || len(ps) != 1 {
 		t.Fatalf("read on a read-only file system: %v %v", ps, err)
 	}
 	_, _, err = s.InsertPending(ctx, staffPeer(2, "bob"))
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.Cause != CauseReadOnly {
-		t.Fatalf("insert on a read-only file system: %v, want ErrUnavailable %q", err, CauseReadOnly)
+	var ue *store.UnavailableError
+	if !errors.As(err, &ue) || ue.Cause != store.CauseReadOnly {
+		t.Fatalf("insert on a read-only file system: %v, want ErrUnavailable %q", err, store.CauseReadOnly)
 	}
 	t.Logf("read-only: %v", err)
 }

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // SetExpiry sets expires_at to at (zero: never) on those of keys that are
@@ -22,7 +24,7 @@ import (
 // a change from racing an expiry run: a row that run may remove is never
 // given a new expiry. Errors: at outside the storable range, or a database
 // error (nothing changed then).
-func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]Peer, error) {
+func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error) {
 	atV, err := encTime(at)
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
@@ -31,7 +33,7 @@ func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
 	}
-	var out []Peer
+	var out []store.Peer
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		upd, err := tx.PrepareContext(ctx, `UPDATE peers SET expires_at = ?
 			WHERE public_key = ? AND state = 'active' AND (expires_at IS NULL OR expires_at > ?)

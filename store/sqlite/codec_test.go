@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // TestCorruptRowsGiveClearErrors edits stored values by hand, as an operator
@@ -33,31 +35,31 @@ func TestCorruptRowsGiveClearErrors(t *testing.T) {
 	exec(`UPDATE peers SET ip_four = '10.42.0.x' WHERE public_key = ?`, key)
 	_, err := s.GetPeer(ctx, p.PublicKey)
 	want := `corrupt row peer "` + key + `": column ip_four = "10.42.0.x"`
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("GetPeer = %v, want ErrCorrupt containing %q", err, want)
 	}
-	if _, err := s.ListPeers(ctx, PeerFilter{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+	if _, err := s.ListPeers(ctx, store.PeerFilter{}); !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("ListPeers = %v, want %q", err, want)
 	}
 	// DeletePeers refuses to record an event from a corrupt row, and
 	// deletes nothing.
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, ReasonDeleted, "", time.Time{}); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "", time.Time{}); !errors.Is(err, store.ErrCorrupt) {
 		t.Errorf("DeletePeers of a corrupt row = %v, want ErrCorrupt", err)
 	}
 	if n := countRows(t, s, "peers"); n != 1 {
 		t.Errorf("%d peers after a refused delete, want 1", n)
 	}
 	exec(`UPDATE peers SET ip_four = '10.42.0.2', ip_six = '10.42.0.2' WHERE public_key = ?`, key)
-	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not an IPv6 address") {
+	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "not an IPv6 address") {
 		t.Errorf("v4 in ip_six: %v", err)
 	}
 	exec(`UPDATE peers SET ip_six = 'FD42::2' WHERE public_key = ?`, key)
-	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not in canonical form") {
+	if _, err := s.GetPeer(ctx, p.PublicKey); !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "not in canonical form") {
 		t.Errorf("non-canonical address: %v", err)
 	}
 	exec(`UPDATE peers SET ip_six = 'fd42::2', preshared_key = 'c2VjcmV0' WHERE public_key = ?`, key)
 	_, err = s.GetPeer(ctx, p.PublicKey)
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "column preshared_key = (secret, 8 bytes)") {
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), "column preshared_key = (secret, 8 bytes)") {
 		t.Errorf("bad preshared key: %v", err)
 	}
 	if strings.Contains(err.Error(), "c2VjcmV0") {
@@ -70,12 +72,12 @@ func TestCorruptRowsGiveClearErrors(t *testing.T) {
 
 	// A corrupt key in the events table names the event.
 	exec(`UPDATE events SET public_key = 'not-a-key' WHERE id = ?`, ev.ID)
-	_, err = s.ListEvents(ctx, EventFilter{})
+	_, err = s.ListEvents(ctx, store.EventFilter{})
 	want = `corrupt row event 1: column public_key = "not-a-key"`
-	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+	if !errors.Is(err, store.ErrCorrupt) || !strings.Contains(err.Error(), want) {
 		t.Errorf("ListEvents = %v, want %q", err, want)
 	}
-	if _, err := s.UserSessions(ctx, "alice"); !errors.Is(err, ErrCorrupt) {
+	if _, err := s.UserSessions(ctx, "alice"); !errors.Is(err, store.ErrCorrupt) {
 		t.Errorf("UserSessions = %v, want ErrCorrupt", err)
 	}
 }
@@ -124,7 +126,7 @@ func FuzzPeerRowDecode(f *testing.F) {
 		}
 		p, err := r.decode()
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row peer ") {
+			if !errors.Is(err, store.ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row peer ") {
 				t.Fatalf("error %q is not a corrupt-row error naming the peer", err)
 			}
 			msg := err.Error()
@@ -176,7 +178,7 @@ func FuzzEventRowDecode(f *testing.F) {
 		}
 		e, err := r.decode()
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row event ") {
+			if !errors.Is(err, store.ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row event ") {
 				t.Fatalf("error %q is not a corrupt-row error naming the event", err)
 			}
 			return

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Event kinds.
+const (
+	KindConnect    = "C"
+	KindDisconnect = "D"
+)
+
+// Event reasons.
+const (
+	ReasonCreated = "created" // C
+	ReasonDeleted = "deleted" // D: removed through the API or CLI
+	ReasonExpired = "expired" // D: expires_at passed
+	ReasonRevoked = "revoked" // D: all of a user's configs removed
+	ReasonStale   = "stale"   // D: a pending row outlived its connect script
+	ReasonFailed  = "failed"  // D: the device refused the peer after a successful connect script
+)
+
+// Event delivery statuses.
+const (
+	// StatusRunning: a C event while its connect script runs; the outbox
+	// never claims it.
+	StatusRunning = "running"
+	// StatusPending: a D event waiting for (another) delivery attempt.
+	StatusPending = "pending"
+	StatusDone    = "done"
+	// StatusFailed: delivery gave up after the maximum attempts; RetryEvent
+	// and RetryFailed put it back.
+	StatusFailed = "failed"
+)
+
+// MaxErrorLen bounds the stored last_error; longer messages are cut.
+const MaxErrorLen = 4096
+
+// Event is one C or D event: an outbox entry and a line of the connection
+// log. The peer's identity is a copy taken when the event was recorded.
+type Event struct {
+	ID            int64
+	Kind          string // KindConnect or KindDisconnect
+	Reason        string // created, deleted, expired, revoked, stale, failed
+	PublicKey     wgtypes.Key
+	Interface     string
+	ProfileID     string
+	UserID        string
+	IPv4          netip.Addr
+	IPv6          netip.Addr
+	OriginatingIP netip.Addr
+	ExpiresAt     time.Time // the peer's expiry; zero = never
+	BytesIn       int64     // D only: received from the peer
+	BytesOut      int64     // D only: sent to the peer
+	CreatedAt     time.Time
+	Status        string // running, pending, done, failed
+	Attempts      int
+	NextAttemptAt time.Time // zero: not scheduled
+	LastError     string
+	DoneAt        time.Time // zero: not done
+	LeaseOwner    string    // empty: not leased
+	LeaseUntil    time.Time
+	// StartedAt is when the connect script of a C event was started; zero
+	// when it never was (D events: always zero).
+	StartedAt time.Time
+}
+
+// EventBytes are the byte counters of one D event.
+type EventBytes struct {
+	ID      int64
+	In, Out int64
+}
+
+// EventFilter selects events; zero fields match everything.
+type EventFilter struct {
+	Status    string // running, pending, done, failed
+	Kind      string // C or D
+	UserID    string
+	PublicKey *wgtypes.Key
+	Limit     int   // 0 = no limit
+	AfterID   int64 // only id > AfterID (follow new events)
+	BeforeID  int64 // only id < BeforeID (page back through older events)
+}
+
+// Session is one holding of an address by a config: its C event, and its D
+// event once it ended (nil while the config still exists).
+type Session struct {
+	C Event
+	D *Event
+}

@@ -1,0 +1,107 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// State is a peer's lifecycle state.
+type State string
+
+// Peer states.
+const (
+	// StatePending: the row exists (its addresses are taken) while the
+	// connect script runs; the peer is not on any device.
+	StatePending State = "pending"
+	// StateActive: the connect script accepted it; it belongs on the device.
+	StateActive State = "active"
+)
+
+// Peer is one client configuration as stored.
+type Peer struct {
+	PublicKey     wgtypes.Key
+	Interface     string
+	ProfileID     string
+	UserID        string
+	DisplayName   string
+	IPv4          netip.Addr   // zero: the profile has no IPv4 range
+	IPv6          netip.Addr   // zero: the profile has no IPv6 range
+	PresharedKey  *wgtypes.Key // nil: none
+	OriginatingIP netip.Addr   // zero: not given
+	State         State
+	CreatedAt     time.Time
+	ExpiresAt     time.Time // zero: never
+}
+
+// NewPeer is what InsertPending needs to create a peer.
+type NewPeer struct {
+	PublicKey     wgtypes.Key
+	Interface     string
+	ProfileID     string
+	UserID        string
+	DisplayName   string
+	PresharedKey  *wgtypes.Key
+	OriginatingIP netip.Addr
+	ExpiresAt     time.Time // zero: never
+	// The profile's ranges (zero: no such family); at least one.
+	IPv4Range, IPv6Range netip.Prefix
+	// MaxPerUser limits the user's peers (pending and active) in this
+	// interface and profile; 0 = unlimited.
+	MaxPerUser int
+	// Avoid lists prefixes whose addresses must not be allocated: those
+	// that peers the store does not know hold on the device. Only their
+	// parts inside the profile's ranges matter; an index is skipped when
+	// its IPv4 or its IPv6 address is in one of them.
+	Avoid []netip.Prefix
+}
+
+// Validate checks what a backend's InsertPending checks before touching
+// the database: a key that is not all zeros, an interface, profile and
+// user, a non-negative limit, and at least one range of the right family.
+func (np *NewPeer) Validate() error {
+	switch {
+	case np.PublicKey == wgtypes.Key{}:
+		return errors.New("public key is all zeros")
+	case np.Interface == "":
+		return errors.New("interface is empty")
+	case np.ProfileID == "":
+		return errors.New("profile id is empty")
+	case np.UserID == "":
+		return errors.New("user id is empty")
+	case np.MaxPerUser < 0:
+		return fmt.Errorf("per-user maximum %d is negative", np.MaxPerUser)
+	case np.PresharedKey != nil && *np.PresharedKey == wgtypes.Key{}:
+		return errors.New("preshared key is all zeros")
+	}
+	return checkRanges(np.IPv4Range, np.IPv6Range)
+}
+
+// PeerFilter selects peers; zero fields match everything.
+type PeerFilter struct {
+	Interface     string
+	ProfileID     string
+	UserID        string
+	State         State
+	ExpiresBefore time.Time // expires_at <= this (peers that never expire never match)
+	CreatedBefore time.Time // created_at < this
+	Limit         int       // 0 = no limit
+}
+
+// PeerCount is the number of peers in one interface, profile and state.
+type PeerCount struct {
+	Interface string
+	ProfileID string
+	State     State
+	Count     int
+}
+
+// Notes put on a pending peer's C event when the peer is deleted before its
+// connect script finished.
+const (
+	NoteStaleConnect   = "outcome unknown: connect script interrupted"
+	NotePendingDeleted = "outcome unknown: peer deleted while its connect script ran"
+)
