@@ -415,7 +415,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := s.st.DataVersion(ctx); err != nil {
+	if _, err := s.st.Version(ctx); err != nil {
 		return fmt.Errorf("health check: database: %w", err)
 	}
 	// An interface whose orphan removal is blocked needs the operator.

@@ -19,7 +19,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/api/ui"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -31,7 +30,8 @@ type Store interface {
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	CountPeers(ctx context.Context) ([]store.PeerCount, error)
 	CountEvents(ctx context.Context) (map[string]int, error)
-	DataVersion(ctx context.Context) (int64, error)
+	// Version answers when the database does (the health check).
+	Version(ctx context.Context) (uint64, error)
 }
 
 // Device reads live WireGuard interfaces. *wg.Client satisfies it.
@@ -40,7 +40,7 @@ type Device interface {
 }
 
 var (
-	_ Store  = (*sqlite.Store)(nil)
+	_ Store  = store.Store(nil)
 	_ Device = (*wg.Client)(nil)
 )
 

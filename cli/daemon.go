@@ -23,7 +23,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/internal/ratelog"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -47,7 +46,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // parts are the pieces a command that changes things needs.
 type parts struct {
 	cfg    *config.Config
-	store  *sqlite.Store
+	store  store.Store
 	dev    *wg.Client
 	runner *hooks.Runner
 	engine *reconcile.Engine
@@ -234,14 +233,13 @@ func (d *daemon) run() error {
 
 	recon := newTicker(p.cfg.Housekeeping.ReconcileInterval)
 	defer recon.stop()
-	// Every 500 ms: is the file at the database's path still the one
-	// opened (a stat), and did another process commit (data_version)?
+	// Another process (a CLI command, the API of another node) may write:
+	// the store says so, and the timers are recomputed.
+	changes := p.store.Changes(ctx)
+	// Every 500 ms: is the database still usable (for SQLite: is the file
+	// at its path still the one opened)?
 	watch := time.NewTicker(500 * time.Millisecond)
 	defer watch.Stop()
-	lastVersion, err := p.store.DataVersion(ctx)
-	if err != nil {
-		d.log.Error("read the database's data version", "err", err)
-	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	d.arm(ctx, timer)
@@ -270,7 +268,7 @@ func (d *daemon) run() error {
 			// not at the next interval.
 			p.engine.Reconcile(ctx, name, false)
 		case <-watch.C:
-			if err := p.store.CheckFile(); err != nil {
+			if err := p.store.Check(ctx); err != nil {
 				if ue := (*store.UnavailableError)(nil); errors.As(err, &ue) && ue.Cause == store.CauseReplaced {
 					// Everything written from now on would go to a file
 					// nobody reads. The store refuses writes already; stop,
@@ -293,16 +291,12 @@ func (d *daemon) run() error {
 					return fmt.Errorf("database %s: %w", p.cfg.Database, err)
 				}
 			}
-			// Another process (a CLI command, the API of another node)
-			// may have written: data_version tells cheaply.
-			v, err := p.store.DataVersion(ctx)
-			switch {
-			case err != nil:
-				d.log.Error("read the database's data version", "err", err)
-			case v != lastVersion:
-				lastVersion = v
-				d.arm(ctx, timer)
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil // ctx is done: the next turn returns
+				continue
 			}
+			d.arm(ctx, timer)
 		case <-d.wake:
 			d.arm(ctx, timer)
 		case <-timer.C:

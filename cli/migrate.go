@@ -6,7 +6,7 @@ import (
 	"io"
 
 	"github.com/wgkeeper/wgkeeper/config"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 func cmdMigrate(e *env, args []string) error {
@@ -17,7 +17,7 @@ func cmdMigrate(e *env, args []string) error {
 		return err
 	}
 	e.createDB = true
-	return e.withStore(func(cfg *config.Config, st *sqlite.Store) error {
+	return e.withStore(func(cfg *config.Config, st store.Store) error {
 		v, err := st.SchemaVersion(e.ctx)
 		if err != nil {
 			return err

@@ -24,7 +24,7 @@ func (e *env) loadConfig() (*config.Config, error) {
 // first; every other command fails on a missing database and creates
 // nothing, so a mistyped path never turns into an empty store that a
 // reconcile would make the devices match.
-func (e *env) openStore(cfg *config.Config, log *slog.Logger) (*sqlite.Store, error) {
+func (e *env) openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
 	st, err := sqlite.Open(e.ctx, cfg.Database, sqlite.Options{Logger: log, Create: e.createDB, QuickCheck: e.createDB})
 	if errors.Is(err, store.ErrNoDatabase) {
 		return nil, fmt.Errorf("no database at %s (create it with: wgkeeper migrate)", cfg.Database)

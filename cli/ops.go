@@ -17,7 +17,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
 const reconcileHelp = "Make the interfaces match the store (all, or those named): add missing\npeers (no C event), repair drift, remove orphans. Prints the plan like a diff:\n  + added   ~ updated (what drifted)   - removed   = orphan kept\n  x orphan not removed (blocked)   ! would expire (dry run)\nMore orphans than an interface's orphan_removal_limit block their removal:\nnone are removed and the command fails, until -force IFACE confirms the\nstore is right."
@@ -238,7 +237,7 @@ func cmdEvents(e *env, args []string) error {
 		return usagef("-limit and -before-id must not be negative")
 	}
 	f := store.EventFilter{Status: *status, Kind: *kind, UserID: *user, Limit: *limit, BeforeID: *beforeID}
-	return e.withStore(func(_ *config.Config, st *sqlite.Store) error {
+	return e.withStore(func(_ *config.Config, st store.Store) error {
 		if *asJSON {
 			out, err := api.Source{Store: st}.Events(e.ctx, f)
 			if err != nil {
@@ -282,7 +281,7 @@ func cmdEventsRetry(e *env, args []string) error {
 		}
 		id = n
 	}
-	return e.withStore(func(_ *config.Config, st *sqlite.Store) error {
+	return e.withStore(func(_ *config.Config, st store.Store) error {
 		if *all {
 			n, err := st.RetryFailed(e.ctx)
 			if err != nil {
@@ -344,7 +343,7 @@ func cmdLog(e *env, args []string) error {
 	} else if *at != "" {
 		return usagef("-at goes with -ip")
 	}
-	return e.withStore(func(_ *config.Config, st *sqlite.Store) error {
+	return e.withStore(func(_ *config.Config, st store.Store) error {
 		var ss []store.Session
 		var err error
 		if *ip != "" {

@@ -18,7 +18,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -253,7 +252,7 @@ func cmdPeerList(e *env, args []string) error {
 			return usagef("-user: %v", err)
 		}
 	}
-	return e.withStore(func(cfg *config.Config, st *sqlite.Store) error {
+	return e.withStore(func(cfg *config.Config, st store.Store) error {
 		if *asJSON {
 			// The live fields need the devices; an interface that cannot
 			// be read is named in device_errors, as by the API.
@@ -284,7 +283,7 @@ func cmdPeerList(e *env, args []string) error {
 }
 
 // withStore opens only the config and the store (read commands).
-func (e *env) withStore(fn func(cfg *config.Config, st *sqlite.Store) error) error {
+func (e *env) withStore(fn func(cfg *config.Config, st store.Store) error) error {
 	cfg, err := e.loadConfig()
 	if err != nil {
 		return err

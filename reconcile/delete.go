@@ -12,18 +12,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// Reasons recorded with disconnect events.
-const (
-	ReasonCreated = "created"
-	ReasonDeleted = "deleted"
-	ReasonExpired = "expired"
-	ReasonRevoked = "revoked"
-	ReasonStale   = "stale"
-	// ReasonFailed: the connect script accepted the config but the device
-	// refused the peer; the config was rolled back.
-	ReasonFailed = "failed"
-)
-
 // batchSize bounds how many configs one expire or revoke step handles in one
 // store transaction and one device write.
 const batchSize = 1000
@@ -61,7 +49,7 @@ func (e *Engine) Delete(ctx context.Context, key wgtypes.Key) (Removed, error) {
 	if err != nil {
 		return Removed{}, fmt.Errorf("config %s: %w", key, err)
 	}
-	r, err := e.remove(ctx, []store.Peer{p}, ReasonDeleted)
+	r, err := e.remove(ctx, []store.Peer{p}, store.ReasonDeleted)
 	if err == nil && len(r.Events) == 0 {
 		return r, fmt.Errorf("config %s: %w", key, store.ErrNotFound)
 	}
@@ -83,7 +71,7 @@ func (e *Engine) RevokeUser(ctx context.Context, user string) (Removed, error) {
 		if len(peers) == 0 {
 			return all, nil
 		}
-		r, err := e.remove(ctx, peers, ReasonRevoked)
+		r, err := e.remove(ctx, peers, store.ReasonRevoked)
 		all.merge(r)
 		if err != nil {
 			return all, err
@@ -99,7 +87,7 @@ func (e *Engine) RevokeUser(ctx context.Context, user string) (Removed, error) {
 // batches with one device write per interface per batch. Configs missing
 // from the device get their D event all the same.
 func (e *Engine) Expire(ctx context.Context) (Removed, error) {
-	return e.removeWhere(ctx, store.PeerFilter{State: store.StateActive, ExpiresBefore: e.clock()}, ReasonExpired)
+	return e.removeWhere(ctx, store.PeerFilter{State: store.StateActive, ExpiresBefore: e.clock()}, store.ReasonExpired)
 }
 
 // CleanStale removes configs left pending (a process died while the connect
@@ -111,7 +99,7 @@ func (e *Engine) Expire(ctx context.Context) (Removed, error) {
 // runs under the old, longer timeout.
 func (e *Engine) CleanStale(ctx context.Context) (Removed, error) {
 	age := e.staleAge()
-	return e.removeWhere(ctx, store.PeerFilter{State: store.StatePending, CreatedBefore: e.clock().Add(-age)}, ReasonStale)
+	return e.removeWhere(ctx, store.PeerFilter{State: store.StatePending, CreatedBefore: e.clock().Add(-age)}, store.ReasonStale)
 }
 
 func (e *Engine) removeWhere(ctx context.Context, f store.PeerFilter, reason string) (Removed, error) {
@@ -127,7 +115,7 @@ func (e *Engine) removeWhere(ctx context.Context, f store.PeerFilter, reason str
 		}
 		r, err := e.remove(ctx, peers, reason)
 		all.merge(r)
-		if reason == ReasonExpired {
+		if reason == store.ReasonExpired {
 			e.obs.Expired(len(r.Events))
 		}
 		if err != nil || len(r.Events) == 0 {

@@ -58,7 +58,7 @@ func (c ExpiryChange) target(prof config.Profile, now time.Time) (time.Time, err
 // profile's max_expiry from now, and returns it as stored. No script runs
 // and no event is recorded (the config did not change hands); the peer on
 // the device is untouched. A daemon re-arms its expiry timer on the change
-// (it watches the store's data_version), so a shortened expiry is acted on
+// (it follows the store's Changes), so a shortened expiry is acted on
 // at its new time. Errors: *InvalidError for a change outside the bounds;
 // store.ErrNotFound when no config has the key; ErrInProgress while its
 // connect script runs; ErrExpired when its expiry has passed already.

@@ -262,7 +262,7 @@ func (e *Engine) ensureLink(ctx context.Context, iface string) ([]string, error)
 // other. The error returned matches ErrDeviceUnavailable.
 func (e *Engine) rollBack(ctx context.Context, p store.Peer, cause error, log *slog.Logger) error {
 	log.Error("add config to device failed; rolling the config back with a D event", "err", cause)
-	r, err := e.remove(ctx, []store.Peer{p}, ReasonFailed)
+	r, err := e.remove(ctx, []store.Peer{p}, store.ReasonFailed)
 	if err != nil {
 		log.Error("roll back a config the device refused; the stale cleanup will", "err", err)
 		return unavailable(fmt.Errorf("add %s to %s: %w (roll-back failed: %v)", p.PublicKey, p.Interface, cause, err))

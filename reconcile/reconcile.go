@@ -25,7 +25,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -40,12 +39,12 @@ type PeerStore interface {
 	SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error)
 }
 
-// PeerLister reads the desired state. DataVersion changes whenever any
-// connection or process commits to the store; the engine uses it to skip
-// re-reading unchanged state.
+// PeerLister reads the desired state. Version changes whenever any handle
+// or process commits to the store; the engine uses it to skip re-reading
+// unchanged state.
 type PeerLister interface {
 	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
-	DataVersion(ctx context.Context) (int64, error)
+	Version(ctx context.Context) (uint64, error)
 }
 
 // Outbox removes configs with their disconnect events and tracks delivery.
@@ -92,9 +91,10 @@ type Runner interface {
 	RunWith(ctx context.Context, v hooks.Vars, o hooks.RunOptions) hooks.Result
 }
 
-// Compile-time checks that the real parts fit.
+// Compile-time checks that the real parts fit: every backend of the
+// store contract serves the engine.
 var (
-	_ Store  = (*sqlite.Store)(nil)
+	_ Store  = store.Store(nil)
 	_ Device = (*wg.Client)(nil)
 	_ Runner = (*hooks.Runner)(nil)
 )
@@ -149,7 +149,7 @@ type Engine struct {
 	snaps       map[string]devSnap       // interface -> last full read, with the link it was read through
 	keyFiles    map[string]wgtypes.Key   // private_key_file -> its key, read once per config
 	driftLogged map[string]wgtypes.Key   // interface -> changed public key already logged
-	wantCache   map[string]wantedState   // interface -> desired peers at a data version
+	wantCache   map[string]wantedState   // interface -> desired peers at a store version
 	devSems     map[string]chan struct{} // interface -> in-process device lock
 	orphans     map[string]OrphanState   // interface -> latest look at its orphans
 	claims      atomic.Int64             // numbers the lease tokens of this engine
@@ -170,9 +170,9 @@ func (e *Engine) claimOwner() string {
 	return fmt.Sprintf("%s/%d", e.ownerName(), e.claims.Add(1))
 }
 
-// wantedState is an interface's desired peers as of a store data version.
+// wantedState is an interface's desired peers as of a store version (Store.Version).
 type wantedState struct {
-	version int64
+	version uint64
 	wanted  []wg.Wanted
 }
 

@@ -173,7 +173,7 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 // the store only when something was committed since the last read, so a
 // reconcile with nothing to do costs one device read and a comparison.
 func (e *Engine) desired(ctx context.Context, iface string) ([]wg.Wanted, error) {
-	v, err := e.store.DataVersion(ctx)
+	v, err := e.store.Version(ctx)
 	if err != nil {
 		return nil, err
 	}

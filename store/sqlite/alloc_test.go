@@ -49,7 +49,7 @@ func TestAllocateExhaustionWritesNothing(t *testing.T) {
 		t.Fatalf("a /29 handed out %v, want %s", got, want)
 	}
 	peers, events := countRows(t, s, "peers"), countRows(t, s, "events")
-	dv, _ := s.DataVersion(ctx)
+	dv, _ := s.Version(ctx)
 	_, _, err := s.InsertPending(ctx, small(5))
 	if !errors.Is(err, store.ErrPoolExhausted) {
 		t.Fatalf("sixth peer in a /29: err = %v, want ErrPoolExhausted", err)
@@ -60,7 +60,7 @@ func TestAllocateExhaustionWritesNothing(t *testing.T) {
 	if countRows(t, s, "peers") != peers || countRows(t, s, "events") != events {
 		t.Error("a refused insert wrote rows")
 	}
-	if v, _ := s.DataVersion(ctx); v != dv {
+	if v, _ := s.Version(ctx); v != dv {
 		t.Error("a refused insert committed something (data version moved)")
 	}
 	if _, err := s.GetPeer(ctx, testKey(5)); !errors.Is(err, store.ErrNotFound) {

@@ -58,8 +58,8 @@ func TestDeletedUnderStore(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
 	mustCreate(t, s, staffPeer(1, "alice"))
-	if err := s.CheckFile(); err != nil {
-		t.Fatalf("CheckFile on an intact file: %v", err)
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("Check on an intact file: %v", err)
 	}
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		os.Remove(s.Path() + suffix)
@@ -72,8 +72,8 @@ func TestDeletedUnderStore(t *testing.T) {
 	if !strings.Contains(err.Error(), "the database file was deleted or replaced") {
 		t.Errorf("message %q does not say what happened", err)
 	}
-	if _, err := s.DataVersion(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("DataVersion after the delete: %v, want ErrUnavailable", err)
+	if _, err := s.Version(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Version after the delete: %v, want ErrUnavailable", err)
 	}
 	if _, err := s.ListPeers(ctx, store.PeerFilter{}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("ListPeers after the delete: %v, want ErrUnavailable", err)
@@ -93,7 +93,7 @@ func TestDeletedUnderStore(t *testing.T) {
 }
 
 // A file renamed over the database (same path, another inode) is noticed
-// by CheckFile and before every write; nothing is written into either file.
+// by Check and before every write; nothing is written into either file.
 func TestReplacedUnderStore(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newStore(t)
@@ -104,10 +104,10 @@ func TestReplacedUnderStore(t *testing.T) {
 	if err := os.Rename(other.Path(), s.Path()); err != nil {
 		t.Fatal(err)
 	}
-	err := s.CheckFile()
+	err := s.Check(ctx)
 	var ue *store.UnavailableError
 	if !errors.As(err, &ue) || ue.Cause != store.CauseReplaced {
-		t.Fatalf("CheckFile after a rename over the file: %v, want %q", err, store.CauseReplaced)
+		t.Fatalf("Check after a rename over the file: %v, want %q", err, store.CauseReplaced)
 	}
 	if _, _, err := s.InsertPending(ctx, staffPeer(2, "bob")); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("insert after the replacement: %v, want ErrUnavailable", err)
@@ -227,8 +227,8 @@ func TestCorruptAtRunTime(t *testing.T) {
 	if _, err := s.RetryFailed(ctx); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("a write after corruption: %v, want ErrUnavailable", err)
 	}
-	if _, err := s.DataVersion(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("DataVersion after corruption: %v, want ErrUnavailable", err)
+	if _, err := s.Version(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Version after corruption: %v, want ErrUnavailable", err)
 	}
 }
 

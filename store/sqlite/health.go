@@ -118,10 +118,10 @@ func statID(path string) (fileID, error) {
 }
 
 // Fault returns the fault that made the Store stop for good — the file
-// was deleted or replaced (seen by CheckFile or before a write), or SQLite
+// was deleted or replaced (seen by Check or before a write), or SQLite
 // found it damaged — as an *UnavailableError with Fatal set; nil while
 // there is none. A faulted Store refuses every write and the reads the
-// lifecycle relies on (DataVersion, ListPeers, GetPeer, Disconnected,
+// lifecycle relies on (Version, ListPeers, GetPeer, Disconnected,
 // NextDue, NextExpiry) with that error; a new Store must be opened (the daemon
 // exits so that it is restarted).
 func (s *Store) Fault() error {
@@ -131,11 +131,13 @@ func (s *Store) Fault() error {
 	return nil
 }
 
-// CheckFile compares the file at the Store's path with the file it opened
+// Check compares the file at the Store's path with the file it opened
 // (device and inode). When the path is gone or names another file, the
 // Store is faulted (see Fault) and the fault returned. It returns an
 // earlier fault too, and nil when all is well. It costs one stat.
-func (s *Store) CheckFile() error {
+func (s *Store) Check(context.Context) error { return s.checkFile() }
+
+func (s *Store) checkFile() error {
 	if err := s.Fault(); err != nil {
 		return err
 	}

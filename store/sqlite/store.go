@@ -1,17 +1,21 @@
-// Package store is wgkeeper's SQLite database: the desired state of every peer
-// (table peers), the address allocator, and the event outbox that doubles as
-// the connection log (table events).
+// Package sqlite is wgkeeper's SQLite backend of store.Store: the desired
+// state of every peer (table peers), the address allocator, and the event
+// outbox that doubles as the connection log (table events), in one SQLite
+// file whose schema is the top-level migrations package.
 //
-// It is the only package that speaks SQL or imports the SQLite driver. Callers
-// see domain types (wgtypes.Key, netip.Addr, time.Time in UTC) and the
-// sentinel errors below, checked with errors.Is; no driver type leaves the
-// package. It knows nothing of devices, scripts or configuration files: the
-// lifecycle engine decides what to do, the store makes each step atomic.
+// It is the only package that speaks SQL to SQLite or imports its driver.
+// Callers see the domain types of package store and its sentinel errors,
+// checked with errors.Is; no driver type leaves the package. It knows
+// nothing of devices, scripts or configuration files: the lifecycle engine
+// decides what to do, the store makes each step atomic.
 //
 // Every write is one immediate transaction (BEGIN IMMEDIATE, via the DSN), so
 // concurrent writers in this and other processes queue on SQLite's busy
 // timeout instead of failing, and the per-user limit and address allocation
 // cannot race.
+//
+// Beside store.Store, a *Store offers what only the wiring needs: Open's
+// file options (create, quick_check), Path, Fault and Optimize.
 package sqlite
 
 import (
@@ -52,7 +56,13 @@ type Options struct {
 	// QuickCheck runs PRAGMA quick_check before anything else touches the
 	// file; a damaged file fails Open with a *DamagedError.
 	QuickCheck bool
+	// ChangePoll is how often a Changes channel looks at data_version; 0
+	// means 500 ms.
+	ChangePoll time.Duration
 }
+
+// defaultChangePoll is Options.ChangePoll's default.
+const defaultChangePoll = 500 * time.Millisecond
 
 // Store is an open database. It is safe for concurrent use, and several
 // Stores (in one or several processes) may share one file.
@@ -61,18 +71,22 @@ type Store struct {
 	path   string
 	now    func() time.Time
 	log    *slog.Logger
-	wmu    sync.Mutex // serialises this process's write transactions
-	dvMu   sync.Mutex
-	dvConn *sql.Conn // dedicated connection: PRAGMA data_version is per connection
+	wmu    sync.Mutex    // serialises this process's write transactions
+	poll   time.Duration // Options.ChangePoll
+	dvMu   sync.Mutex    // guards the use of dvConn
+	dvConn *sql.Conn     // dedicated connection: PRAGMA data_version is per connection
 
 	ident fileID                                 // device and inode of the file opened
 	walID fileID                                 // and of its -wal file, once Open is done
 	fault atomic.Pointer[store.UnavailableError] // first fatal fault; never cleared
 
-	ready     bool // Open succeeded
+	ready     bool          // Open succeeded
+	closed    chan struct{} // closed by Close: ends the Changes goroutines
 	closeOnce sync.Once
 	closeErr  error
 }
+
+var _ store.Store = (*Store)(nil)
 
 const (
 	// maxOpenConns bounds the pool, one connection of which DataVersion
@@ -112,7 +126,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if strings.ContainsRune(abs, '?') {
 		return nil, fmt.Errorf("open database %s: path must not contain '?'", path)
 	}
-	s := &Store{path: abs, now: opts.Now, log: opts.Logger}
+	s := &Store{path: abs, now: opts.Now, log: opts.Logger, poll: opts.ChangePoll, closed: make(chan struct{})}
+	if s.poll <= 0 {
+		s.poll = defaultChangePoll
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -148,7 +165,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, 100*time.Millisecond)
-		s = &Store{path: abs, now: s.now, log: s.log}
+		s = &Store{path: abs, now: s.now, log: s.log, poll: s.poll, closed: make(chan struct{})}
 	}
 	s.ready = true
 	s.walID, _ = statID(abs + "-wal")
@@ -259,7 +276,7 @@ type connector struct {
 }
 
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	if err := c.s.CheckFile(); err != nil {
+	if err := c.s.checkFile(); err != nil {
 		return nil, err
 	}
 	return c.drv.Open(c.dsn)
@@ -315,9 +332,11 @@ func (s *Store) Optimize(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database. Calling it again returns the first result.
+// Close closes the database and ends its Changes channels. Calling it
+// again returns the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		close(s.closed)
 		// Never on a database Open refused (it must stay untouched), nor
 		// on one deleted, replaced or damaged.
 		if s.ready && s.Fault() == nil {
@@ -443,14 +462,14 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return v, nil
 }
 
-// DataVersion returns SQLite's data_version as seen by a connection that the
+// Version returns SQLite's data_version as seen by a connection that the
 // Store holds for its lifetime and never writes with: the value changes
 // whenever any other connection — this Store's pool or another process —
-// commits. Compare successive values to notice changes cheaply.
+// commits.
 //
 // A faulted Store (see Fault) answers with its fault: a caller polling it
 // (the daemon, the health check) learns of the fault from it.
-func (s *Store) DataVersion(ctx context.Context) (int64, error) {
+func (s *Store) Version(ctx context.Context) (uint64, error) {
 	if err := s.Fault(); err != nil {
 		return 0, err
 	}
@@ -460,7 +479,43 @@ func (s *Store) DataVersion(ctx context.Context) (int64, error) {
 	if err := s.dvConn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
 		return 0, fmt.Errorf("read data version: %w", s.note(convErr(err)))
 	}
-	return v, nil
+	return uint64(v), nil
+}
+
+// Changes reads Version once before it returns, then polls it every
+// Options.ChangePoll (500 ms by default) in a goroutine of its own and
+// sends on the channel when the value changed since the last successful
+// look (a first look that fails counts as unknown: the first value read
+// after it is a change). It ends, closing
+// the channel, when ctx is done or the Store is closed.
+func (s *Store) Changes(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	last, err := s.Version(ctx)
+	known := err == nil
+	go func() {
+		defer close(ch)
+		t := time.NewTicker(s.poll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.closed:
+				return
+			case <-t.C:
+			}
+			v, err := s.Version(ctx)
+			if err != nil || (known && v == last) {
+				continue
+			}
+			last, known = v, true
+			select {
+			case ch <- struct{}{}:
+			default: // one is pending already
+			}
+		}
+	}()
+	return ch
 }
 
 // clock returns the injected time in UTC.
@@ -473,10 +528,10 @@ func (s *Store) clock() time.Time { return s.now().UTC() }
 // growing steps. Other processes still meet the busy timeout.
 //
 // Before each transaction the file at the path is compared with the one
-// opened (CheckFile): nothing is written into a deleted or replaced file,
+// opened (Check): nothing is written into a deleted or replaced file,
 // nor into one found damaged.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	if err := s.CheckFile(); err != nil {
+	if err := s.checkFile(); err != nil {
 		return err
 	}
 	s.wmu.Lock()
