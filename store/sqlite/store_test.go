@@ -255,40 +255,6 @@ func TestMigrationsRefuseNewerSchema(t *testing.T) {
 	}
 }
 
-func TestVersionSeesOtherWriters(t *testing.T) {
-	ctx := context.Background()
-	path := dbPath(t)
-	a := openAt(t, path, nil)
-	b := openAt(t, path, nil)
-	v0, err := a.Version(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := a.Version(ctx); v != v0 {
-		t.Fatalf("data version moved without a write: %d -> %d", v0, v)
-	}
-	mustCreate(t, a, staffPeer(1, "alice"))
-	v1, _ := a.Version(ctx)
-	if v1 == v0 {
-		t.Fatal("data version did not change after a write through the same Store")
-	}
-	mustCreate(t, b, staffPeer(2, "bob"))
-	v2, _ := a.Version(ctx)
-	if v2 == v1 {
-		t.Fatal("data version did not change after a write by another Store")
-	}
-}
-
-func TestCloseTwice(t *testing.T) {
-	s, _ := newStore(t)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close = %v", err)
-	}
-}
-
 func TestConvErrHidesDriverTypes(t *testing.T) {
 	s, _ := newStore(t)
 	mustInsert(t, s, staffPeer(1, "alice"))
