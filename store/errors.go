@@ -27,17 +27,17 @@ var (
 	ErrCorrupt = errors.New("corrupt row")
 	// ErrUnavailable: the database cannot be used for a reason outside
 	// wgkeeper — disk full, read-only, damaged, deleted or replaced. The
-	// error is an *UnavailableError (or, from Open, a *DamagedError) that
-	// names the cause.
+	// error is an *UnavailableError (or, from a backend's open, an error of
+	// its own such as sqlite.DamagedError) that names the cause.
 	ErrUnavailable = errors.New("database unavailable")
-	// ErrNoDatabase: Open without Options.Create found no file at the path.
-	// Nothing was created.
+	// ErrNoDatabase: a backend asked to open, not create, a database found
+	// none (for SQLite: no file at the path). Nothing was created.
 	ErrNoDatabase = errors.New("no database")
 )
 
-// SchemaTooNewError is returned by Open (wrapped, and matching
+// SchemaTooNewError is returned by a backend's open (wrapped, and matching
 // ErrSchemaTooNew) when the database records a schema version this binary
-// does not know. Open changes nothing in that case.
+// does not know. The open changes nothing in that case.
 type SchemaTooNewError struct {
 	Version int // recorded in the database
 	Known   int // the newest this binary knows
@@ -68,10 +68,10 @@ const (
 // damaged, or it was deleted or replaced under the running process.
 type UnavailableError struct {
 	Cause string // one of the Cause constants
-	// Detail is SQLite's or the system's own message; may be empty.
+	// Detail is the database's or the system's own message; may be empty.
 	Detail string
 	// Fatal is set for causes that do not go away by themselves (a damaged,
-	// deleted or replaced file): the Store refuses every later write.
+	// deleted or replaced file): the handle refuses every later write.
 	Fatal bool
 }
 
