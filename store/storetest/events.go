@@ -662,3 +662,54 @@ func (su *suite) testMarkConnectStarted(t *testing.T) {
 		t.Errorf("active peer: %v, want ErrConflict", err)
 	}
 }
+
+// testDocumentedErrors: the errors written on the contract that the
+// lifecycle tests above do not meet.
+func (su *suite) testDocumentedErrors(t *testing.T) {
+	ctx := context.Background()
+	s, clock := su.newStore(t)
+	a, ca := mustInsert(t, s, staffPeer(1, "alice"))
+	_, cb := mustInsert(t, s, staffPeer(2, "bob"))
+	// Another peer's running C event.
+	if err := s.Activate(ctx, a.PublicKey, cb.ID); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("Activate with another peer's C event = %v, want ErrConflict", err)
+	}
+	if err := s.Activate(ctx, testKey(99), ca.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Activate of an unknown peer = %v, want ErrNotFound", err)
+	}
+	if err := s.Activate(ctx, a.PublicKey, ca.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A D event, then failures by someone without the lease.
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{a.PublicKey}, store.ReasonDeleted, "x", clock.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := evs[0]
+	if err := s.MarkAttemptFailed(ctx, 9999, "x", "no", time.Time{}, true); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("MarkAttemptFailed of an unknown event = %v, want ErrNotFound", err)
+	}
+	if err := s.MarkAttemptFailed(ctx, ca.ID, "x", "no", time.Time{}, true); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("MarkAttemptFailed of a C event = %v, want ErrConflict", err)
+	}
+	if err := s.RetryEvent(ctx, d.ID); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("RetryEvent of a pending event = %v, want ErrConflict", err)
+	}
+	// SetEventsBytes writes all or none.
+	err = s.SetEventsBytes(ctx, []store.EventBytes{{ID: d.ID, In: 7, Out: 8}, {ID: 9999, In: 1, Out: 1}})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("SetEventsBytes with an unknown event = %v, want ErrNotFound", err)
+	}
+	got, _ := s.ListEvents(ctx, store.EventFilter{Kind: store.KindDisconnect})
+	if len(got) != 1 || got[0].BytesIn != 0 || got[0].BytesOut != 0 {
+		t.Errorf("a refused SetEventsBytes wrote counters: %+v", got)
+	}
+	if err := s.SetEventsBytes(ctx, nil); err != nil {
+		t.Errorf("SetEventsBytes of nothing = %v", err)
+	}
+	// Every error matched a sentinel without any store state changing
+	// but what succeeded: alice's D is still pending and leased.
+	if got[0].Status != store.StatusPending || got[0].LeaseOwner != "x" {
+		t.Errorf("D event after refused calls = %+v", got[0])
+	}
+}

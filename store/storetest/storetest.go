@@ -80,6 +80,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"ListEventsFilters", su.testListEventsFilters},
 		{"PruneEvents", su.testPruneEvents},
 		{"WhoHad", su.testWhoHad},
+		{"DocumentedErrors", su.testDocumentedErrors},
 		// The handle itself.
 		{"VersionSeesOtherWriters", su.testVersionSeesOtherWriters},
 		{"ChangesSeenByAnotherHandle", su.testChangesSeenByAnotherHandle},
