@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -160,7 +161,14 @@ func testDaemonHeals(t *testing.T, interval string) {
 	stopDaemon(t, d)
 	ipCmd(t, "tuntap", "add", "dev", name, "mode", "tun")
 	t.Cleanup(func() { exec.Command("ip", "link", "del", name).Run() })
-	out = runSelf(t, "-config", cfgPath, "status")
+	// status prints it all and exits 1: the interface drifts.
+	cmd := exec.Command(os.Args[0], "-config", cfgPath, "status")
+	cmd.Env = append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
+	raw, err := cmd.Output()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("status of a down interface: %v, want exit status 1", err)
+	}
+	out = string(raw)
 	for _, w := range []string{"link down", "addresses 0/2", "drift: link down", "drift: address fd00:98::1/64 missing"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("status of a down interface lacks %q:\n%s", w, out)

@@ -148,23 +148,11 @@ func fromEngine(err error) *Error {
 	case errors.As(err, &inv):
 		return &Error{Code: CodeInvalidRequest, Field: inv.Field, Message: inv.Error()}
 	case errors.As(err, &rej):
-		e := &Error{Code: CodeRejectedByScript, TimedOut: rej.TimedOut}
-		switch {
-		case rej.TimedOut:
-			e.Message = "rejected by connect script: it timed out"
-		case rej.Err != nil:
-			e.Message = fmt.Sprintf("rejected by connect script: it could not be run: %v", rej.Err)
-			if rej.ExitCode >= 0 {
-				code := rej.ExitCode
-				e.ExitStatus = &code
-			}
-		default:
+		// The message is the CLI's too.
+		e := &Error{Code: CodeRejectedByScript, TimedOut: rej.TimedOut, Message: rej.Error()}
+		if !rej.TimedOut && (rej.Err == nil || rej.ExitCode >= 0) {
 			code := rej.ExitCode
 			e.ExitStatus = &code
-			e.Message = fmt.Sprintf("rejected by connect script: exit status %d", code)
-			if rej.Output != "" {
-				e.Message += ": " + rej.Output
-			}
 		}
 		return e
 	case errors.Is(err, store.ErrUnavailable):

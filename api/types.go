@@ -93,6 +93,11 @@ type EventJSON struct {
 	NextAttemptAt *time.Time `json:"next_attempt_at"`
 	LastError     string     `json:"last_error"`
 	DoneAt        *time.Time `json:"done_at"`
+	// LeaseOwner is the process that holds the event to run its script
+	// ("host:pid:token/claim"), LeaseUntil when the lease runs out; both
+	// null when the event is not leased.
+	LeaseOwner *string    `json:"lease_owner"`
+	LeaseUntil *time.Time `json:"lease_until"`
 }
 
 // RemovedResponse answers the DELETE endpoints.
@@ -299,7 +304,7 @@ func peerOut(p store.Peer) PeerJSON {
 }
 
 func eventOut(e store.Event) EventJSON {
-	return EventJSON{
+	out := EventJSON{
 		ID:            e.ID,
 		Event:         e.Kind,
 		Reason:        e.Reason,
@@ -320,6 +325,11 @@ func eventOut(e store.Event) EventJSON {
 		LastError:     e.LastError,
 		DoneAt:        optTime(e.DoneAt),
 	}
+	if e.LeaseOwner != "" {
+		owner := e.LeaseOwner
+		out.LeaseOwner, out.LeaseUntil = &owner, optTime(e.LeaseUntil)
+	}
+	return out
 }
 
 func eventsOut(evs []store.Event) []EventJSON {

@@ -273,7 +273,8 @@ func TestCommandsRejectAndRetry(t *testing.T) {
 	c := newCLIEnv(t, "remove")
 	os.WriteFile(filepath.Join(c.dir, "always_fail_C"), nil, 0o644)
 	code, _, errOut := c.run("peer", "add", "-user", "alice", "-profile", "staff")
-	if code != 1 || !strings.Contains(errOut, "rejected by connect script: exit status 4") {
+	// The script's last stderr line, as the API's 403 says it.
+	if code != 1 || !strings.Contains(errOut, "rejected by connect script: exit status 4: not today") {
 		t.Fatalf("rejected add: exit %d, %q", code, errOut)
 	}
 	if got := c.counts(); got != "0 peers, 0 events" {

@@ -250,14 +250,26 @@ func cmdEvents(e *env, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tLAST ERROR")
+		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tLEASE\tLAST ERROR")
 		t := now()
 		for _, ev := range evs {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
-				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), dash(ev.LastError))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
+				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), leaseText(t, ev), dash(ev.LastError))
 		}
 		return tw.Flush()
 	})
+}
+
+// leaseText is who holds an event's lease and until when: "OWNER until
+// TIME (in 2m)", "-" when it is not leased.
+func leaseText(t time.Time, ev store.Event) string {
+	if ev.LeaseOwner == "" {
+		return "-"
+	}
+	if ev.LeaseUntil.IsZero() {
+		return ev.LeaseOwner
+	}
+	return fmt.Sprintf("%s until %s (%s)", ev.LeaseOwner, ev.LeaseUntil.UTC().Format(time.RFC3339), until(t, ev.LeaseUntil))
 }
 
 func cmdEventsRetry(e *env, args []string) error {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -38,16 +39,20 @@ func TestCommandsOrphanGuard(t *testing.T) {
 	}
 	iface := c.srv.Name
 
+	// status prints everything, then exits 1 naming the block.
 	var s statusJSON
-	c.json(&s, "status")
+	code, out, errOut := c.run("status", "-json")
+	if err := json.Unmarshal([]byte(out), &s); err != nil || code != ExitFailure || !strings.Contains(errOut, iface+": blocked (50 orphans") {
+		t.Fatalf("status -json: exit %d, %v\n%s", code, err, errOut)
+	}
 	if si := s.Interfaces[0]; !si.Blocked || si.Orphans == nil || *si.Orphans != 50 || *si.OrphanRemovalLimit != 10 {
 		t.Fatalf("status -json: blocked %v, orphans %v", si.Blocked, si.Orphans)
 	}
-	if out := c.ok("status"); !strings.Contains(out, "blocked: 50 orphans") || !strings.Contains(out, "reconcile -force "+iface) {
-		t.Fatalf("status:\n%s", out)
+	if code, out, _ := c.run("status"); code != ExitFailure || !strings.Contains(out, "blocked: 50 orphans") || !strings.Contains(out, "reconcile -force "+iface) {
+		t.Fatalf("status: exit %d\n%s", code, out)
 	}
 
-	code, out, errOut := c.run("reconcile")
+	code, out, errOut = c.run("reconcile")
 	if code != ExitFailure || !strings.Contains(errOut, "orphan removal blocked") || !strings.Contains(out, "blocked: 50 orphans") {
 		t.Fatalf("reconcile: exit %d\n%s\n%s", code, out, errOut)
 	}

@@ -66,11 +66,39 @@ func cmdStatus(e *env, args []string) error {
 			return err
 		}
 		if *asJSON {
-			return writeJSONOut(e.stdout, st)
+			if err := writeJSONOut(e.stdout, st); err != nil {
+				return err
+			}
+		} else {
+			printStatus(e.stdout, st, t)
 		}
-		printStatus(e.stdout, st, t)
-		return nil
+		return statusProblems(st)
 	})
+}
+
+// statusProblems is the error that makes status exit 1, after it printed
+// everything: an interface whose device cannot be read, whose orphan
+// removal is blocked, or that drifts from its config (link down or
+// missing, an address, the key or the port not as configured). Configs
+// missing from a device or drifting are left to reconcile and do not
+// count.
+func statusProblems(st api.StatusResponse) error {
+	var probs []string
+	for _, si := range st.Interfaces {
+		if si.DeviceError != "" {
+			probs = append(probs, fmt.Sprintf("%s: device unreadable", si.Name))
+		}
+		if si.Blocked {
+			probs = append(probs, fmt.Sprintf("%s: blocked (%d orphans, more than orphan_removal_limit %d)", si.Name, deref0(si.Orphans), deref0(si.OrphanRemovalLimit)))
+		}
+		if len(si.Drift) > 0 {
+			probs = append(probs, fmt.Sprintf("%s: drift: %s", si.Name, strings.Join(si.Drift, "; ")))
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s", strings.Join(probs, "; "))
 }
 
 var stateOrder = []string{StateOnline, StateOffline, StateNeverConnected, StatePending, StateMissing, StateDrift, StateOrphan, StateOrphanKept, StateUnknown}

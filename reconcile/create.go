@@ -42,15 +42,22 @@ type RejectedError struct {
 	Output string
 }
 
+// Error is the message the API's 403 and the CLI print alike: what the
+// script did, and the last line of its stderr when it wrote one.
 func (e *RejectedError) Error() string {
+	var msg string
 	switch {
 	case e.TimedOut:
-		return "rejected by connect script: timed out"
+		msg = "rejected by connect script: it timed out"
 	case e.Err != nil:
-		return fmt.Sprintf("rejected by connect script: %v", e.Err)
+		return fmt.Sprintf("rejected by connect script: it could not be run: %v", e.Err)
 	default:
-		return fmt.Sprintf("rejected by connect script: exit status %d", e.ExitCode)
+		msg = fmt.Sprintf("rejected by connect script: exit status %d", e.ExitCode)
 	}
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
 }
 
 // ErrRemoved is a create whose config was deleted or revoked while its

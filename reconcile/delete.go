@@ -228,7 +228,41 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 		}
 	}
 	out.Delivery = e.deliverBatch(ctx, mine, owner)
+	e.refreshEvents(ctx, out.Events)
 	return out, nil
+}
+
+// refreshEvents brings the delivery state of evs (status, attempts, next
+// attempt, last error, done time, lease) up to date from the store, so
+// that a caller reports each event as its delivery left it: done when the
+// script ran, pending with its error when it will be retried. The byte
+// counters stay those read from the device. A store error leaves the
+// events as recorded, and is logged.
+func (e *Engine) refreshEvents(ctx context.Context, evs []store.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	lo, hi := evs[0].ID, evs[0].ID
+	for _, ev := range evs {
+		lo, hi = min(lo, ev.ID), max(hi, ev.ID)
+	}
+	got, err := e.store.ListEvents(ctx, store.EventFilter{AfterID: lo - 1, BeforeID: hi + 1})
+	if err != nil {
+		e.log.Error("read removed configs' events after delivery; reporting them as recorded", "err", err)
+		return
+	}
+	byID := make(map[int64]store.Event, len(got))
+	for _, ev := range got {
+		byID[ev.ID] = ev
+	}
+	for i, ev := range evs {
+		now, ok := byID[ev.ID]
+		if !ok {
+			continue // pruned meanwhile: keep what was recorded
+		}
+		evs[i].Status, evs[i].Attempts, evs[i].NextAttemptAt, evs[i].LastError = now.Status, now.Attempts, now.NextAttemptAt, now.LastError
+		evs[i].DoneAt, evs[i].LeaseOwner, evs[i].LeaseUntil = now.DoneAt, now.LeaseOwner, now.LeaseUntil
+	}
 }
 
 // removeFromDevice reads byte counters of the peers being removed, writes
