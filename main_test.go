@@ -136,6 +136,10 @@ func TestDaemon(t *testing.T) {
 	if _, err := net.InterfaceByName(name); err != nil {
 		t.Fatalf("interface %s not up: %v", name, err)
 	}
+	// One line says so, with the port and the key.
+	if n := strings.Count(d.log(), `msg="interface up"`); n != 1 || !strings.Contains(d.log(), "public_key=") {
+		t.Fatalf("%d \"interface up\" lines, want 1 with the public key:\n%s", n, d.log())
+	}
 
 	// Another process (this test) creates a config expiring in 2 s.
 	ctx := context.Background()

@@ -70,3 +70,19 @@ func TestEventsShowLease(t *testing.T) {
 		t.Fatalf("C event: %+v", evs.Events)
 	}
 }
+
+// A 400 names the profile's limit as the config writes it: "365d", not
+// "8760h0m0s".
+func TestExpiryLimitMessage(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	in := time.Now().Add(400 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	for _, body := range []map[string]any{
+		{"user_id": "alice", "profile_id": "staff", "expires_in": "400d"},
+		{"user_id": "alice", "profile_id": "staff", "expires_at": in},
+	} {
+		r := h.do("POST", "/v1/peers", body)
+		if r.status != 400 || !strings.Contains(string(r.body), "maximum lifetime of 365d") || strings.Contains(string(r.body), "8760h") {
+			t.Errorf("%v: %d %s", body, r.status, r.body)
+		}
+	}
+}

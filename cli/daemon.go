@@ -527,8 +527,7 @@ func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
 			if err != nil {
 				return fmt.Errorf("interface %s: %w", ifc.Name, err)
 			}
-			d.links = append(d.links, l)
-			d.log.Info("interface up", "iface", ifc.Name, "mode", ifc.Mode, "port", ifc.ListenPort, "public_key", key.PublicKey().String())
+			d.links = append(d.links, l) // wg.Up logged "interface up"
 		default:
 			var port *int
 			if ifc.ListenPort != 0 {

@@ -123,3 +123,12 @@ func TestEventsShowLease(t *testing.T) {
 		t.Fatalf("events -json: %+v", evs.Events)
 	}
 }
+
+// peer add beyond max_expiry (the default 365d) says "365d".
+func TestPeerAddExpiryLimitMessage(t *testing.T) {
+	c := newCLIEnv(t, "remove")
+	code, _, errOut := c.run("peer", "add", "-user", "alice", "-profile", "staff", "-expires", "400d")
+	if code != ExitUsage || !strings.Contains(errOut, "maximum lifetime of 365d") || strings.Contains(errOut, "8760h") {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}

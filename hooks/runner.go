@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wgkeeper/wgkeeper/config"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -345,7 +347,7 @@ func (r *Runner) acquire(ctx context.Context, queue time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-expired:
-		return fmt.Errorf("%w: all %d slots stayed busy for %s", ErrBusy, cap(r.sem), queue)
+		return fmt.Errorf("%w: all %d slots stayed busy for %s", ErrBusy, cap(r.sem), config.FormatDuration(queue))
 	}
 }
 

@@ -97,7 +97,7 @@ type BusyError struct {
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("%v (%v); nothing was kept, try again in %s", ErrScriptBusy, e.Err, e.RetryAfter)
+	return fmt.Sprintf("%v (%v); nothing was kept, try again in %s", ErrScriptBusy, e.Err, config.FormatDuration(e.RetryAfter))
 }
 func (e *BusyError) Is(target error) bool { return target == ErrScriptBusy }
 func (e *BusyError) Unwrap() error        { return e.Err }
@@ -447,7 +447,7 @@ func expiryFor(prof config.Profile, req CreateRequest, now time.Time) (time.Time
 			if req.ExpiresAt.IsZero() {
 				field = "expires_in"
 			}
-			return time.Time{}, invalid(field, "%s is beyond the profile's maximum lifetime of %s", exp.Format(time.RFC3339), prof.MaxExpiry)
+			return time.Time{}, invalid(field, "%s is beyond the profile's maximum lifetime of %s", exp.Format(time.RFC3339), config.FormatDuration(prof.MaxExpiry))
 		}
 	}
 	return exp, nil

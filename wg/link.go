@@ -177,7 +177,8 @@ func Up(ctx context.Context, spec Spec) (*Link, error) {
 		return nil, fmt.Errorf("bring up %s (mode %s): %w", spec.Name, spec.Mode, err)
 	}
 	if spec.Mode != ModeExisting {
-		log.Info("interface up", "iface", spec.Name, "mode", spec.Mode, "addresses", len(spec.Addresses))
+		log.Info("interface up", "iface", spec.Name, "mode", spec.Mode, "port", spec.ListenPort,
+			"public_key", spec.PrivateKey.PublicKey().String(), "addresses", len(spec.Addresses))
 	}
 	return l, nil
 }
