@@ -14,7 +14,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
 // status exits 0 on a healthy interface, and 1 (after printing all of
@@ -96,7 +96,7 @@ func TestEventsShowLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), store.Options{})
+	st, err := sqlite.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
