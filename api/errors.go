@@ -18,6 +18,7 @@ const (
 	CodeInvalidRequest       = "invalid_request"        // 400
 	CodeUnauthorized         = "unauthorized"           // 401
 	CodeRejectedByScript     = "rejected_by_script"     // 403
+	CodeForbidden            = "forbidden"              // 403, a write with the read-only token
 	CodeNotFound             = "not_found"              // 404
 	CodeMethodNotAllowed     = "method_not_allowed"     // 405
 	CodeConflict             = "conflict"               // 409
@@ -39,6 +40,7 @@ var Codes = map[string]int{
 	CodeInvalidRequest:       http.StatusBadRequest,
 	CodeUnauthorized:         http.StatusUnauthorized,
 	CodeRejectedByScript:     http.StatusForbidden,
+	CodeForbidden:            http.StatusForbidden,
 	CodeNotFound:             http.StatusNotFound,
 	CodeMethodNotAllowed:     http.StatusMethodNotAllowed,
 	CodeConflict:             http.StatusConflict,

@@ -168,63 +168,77 @@ func sameInode(a, b os.FileInfo) bool {
 // token — is logged, so a first run works without a manual step. The
 // directory is not created.
 func LoadToken(path string, log *slog.Logger) (string, error) {
+	return loadToken("api.token_file", path, "created a new API bearer token; give it to the portal", log)
+}
+
+// LoadReadToken reads the read-only token (api.read_token_file) from path
+// under the rules of LoadToken, creating it when missing. An empty path
+// (the key is not set) is no read token: "" and no error.
+func LoadReadToken(path string, log *slog.Logger) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	return loadToken("api.read_token_file", path, "created a new read-only API token; give it to those who may only read", log)
+}
+
+func loadToken(key, path, created string, log *slog.Logger) (string, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if path == "" {
-		return "", errors.New("api.token_file is not set")
+		return "", fmt.Errorf("%s is not set", key)
 	}
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := createToken(path); err != nil {
+		if err := createToken(key, path); err != nil {
 			return "", err
 		}
-		log.Warn("created a new API bearer token; give it to the portal", "token_file", path)
+		log.Warn(created, strings.TrimPrefix(key, "api."), path)
 		fi, err = os.Stat(path)
 	}
 	if err != nil {
-		return "", fmt.Errorf("api.token_file %s: %w", path, err)
+		return "", fmt.Errorf("%s %s: %w", key, path, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("api.token_file %s: not a regular file", path)
+		return "", fmt.Errorf("%s %s: not a regular file", key, path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("api.token_file %s: mode %04o lets group or others access the token; run chmod 600 %s", path, perm, path)
+		return "", fmt.Errorf("%s %s: mode %04o lets group or others access the token; run chmod 600 %s", key, path, perm, path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("api.token_file %s: %w", path, err)
+		return "", fmt.Errorf("%s %s: %w", key, path, err)
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" {
-		return "", fmt.Errorf("api.token_file %s: the file is empty; put a long random token in it (for example: openssl rand -hex 32)", path)
+		return "", fmt.Errorf("%s %s: the file is empty; put a long random token in it (for example: openssl rand -hex 32)", key, path)
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("api.token_file %s: the token must be one word without white space", path)
+		return "", fmt.Errorf("%s %s: the token must be one word without white space", key, path)
 	}
 	return tok, nil
 }
 
-func createToken(path string) error {
+func createToken(key, path string) error {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return fmt.Errorf("api.token_file %s: generate token: %w", path, err)
+		return fmt.Errorf("%s %s: generate token: %w", key, path, err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return nil // created meanwhile by another process: read that one
 	}
 	if err != nil {
-		return fmt.Errorf("api.token_file %s: create: %w", path, err)
+		return fmt.Errorf("%s %s: create: %w", key, path, err)
 	}
 	if _, err := f.WriteString(hex.EncodeToString(b[:]) + "\n"); err != nil {
 		f.Close()
 		os.Remove(path)
-		return fmt.Errorf("api.token_file %s: write: %w", path, err)
+		return fmt.Errorf("%s %s: write: %w", key, path, err)
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(path)
-		return fmt.Errorf("api.token_file %s: write: %w", path, err)
+		return fmt.Errorf("%s %s: write: %w", key, path, err)
 	}
 	return nil
 }

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,9 +47,13 @@ type Options struct {
 	Engine *reconcile.Engine
 	Store  Store
 	Device Device
-	// Token is the bearer token every request but /healthz (and /metrics
-	// with MetricsPublic) must carry.
+	// Token is the admin bearer token: every request but /healthz (and
+	// /metrics with MetricsPublic) must carry it or ReadToken.
 	Token string
+	// ReadToken, when not empty, is a second bearer token that may only
+	// read (GET): every other method answers 403 forbidden. It must differ
+	// from Token.
+	ReadToken string
 	// MetricsPublic serves /metrics without the token.
 	MetricsPublic bool
 	// Metrics is served on /metrics; nil means a new one (whose engine
@@ -72,7 +74,7 @@ type Server struct {
 	eng           *reconcile.Engine
 	st            Store
 	dev           Device
-	tokenHash     atomic.Pointer[[32]byte]
+	tokens        atomic.Pointer[tokens] // replaced whole by SetTokens
 	metricsPublic bool
 	metrics       *Metrics
 	version       string
@@ -125,6 +127,10 @@ func New(o Options) (*Server, error) {
 	case strings.TrimSpace(o.Token) == "":
 		return nil, errors.New("api: the bearer token is empty")
 	}
+	toks, err := newTokens(o.Token, o.ReadToken)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		eng:           o.Engine,
 		st:            o.Store,
@@ -139,7 +145,7 @@ func New(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.SetToken(o.Token)
+	s.tokens.Store(toks)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -158,6 +164,7 @@ func New(o Options) (*Server, error) {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ConnContext:       withPeerCred,
 	}
 	for _, rt := range routes {
 		h := rt.handle
@@ -194,6 +201,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer s.inFlight.Add(-1)
 	}
 	rw := &statusWriter{ResponseWriter: w}
+	var actor string // set once authenticated
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -209,20 +217,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			level = slog.LevelDebug
 		}
 		s.log.Log(r.Context(), level, "api request", "method", r.Method, "path", r.URL.Path, "status", rw.statusCode(),
-			"bytes", rw.n, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr)
+			"bytes", rw.n, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr, "actor", actor)
 	}()
-	s.serve(rw, r)
+	s.serve(rw, r, &actor)
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+// serve authenticates r, sets *actor to who sent it and answers it.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, actor *string) {
 	if r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
 		s.ui.ServeHTTP(w, r) // its own login and session
 		return
 	}
 	public := r.URL.Path == "/healthz" || (s.metricsPublic && r.URL.Path == "/metrics")
 	if !public {
-		if e := s.authenticate(r); e != nil {
+		scope, e := s.authenticate(r)
+		if e != nil {
 			writeError(w, e)
+			return
+		}
+		*actor = actorOf(scope, r)
+		r = r.WithContext(reconcile.WithActor(r.Context(), *actor))
+		if scope == ScopeRead && !readOnly(r.Method) {
+			writeError(w, apiErr(CodeForbidden, "the read-only token (api.read_token_file) may not %s %s; use the admin token (api.token_file)", r.Method, r.URL.Path))
 			return
 		}
 	}
@@ -250,46 +266,6 @@ func (s *Server) noRoute(w http.ResponseWriter, r *http.Request) {
 		msg += ` (escape "/" in a key or user id as %2F, or give the key in base64url)`
 	}
 	writeError(w, apiErr(CodeNotFound, "%s", msg))
-}
-
-// SetToken replaces the bearer token (a reload after the token file was
-// rotated); requests already authenticated are not affected. An empty
-// token is ignored and the old one kept.
-func (s *Server) SetToken(tok string) {
-	tok = strings.TrimSpace(tok)
-	if tok == "" {
-		return
-	}
-	sum := sha256.Sum256([]byte(tok))
-	if old := s.tokenHash.Swap(&sum); old != nil && *old != sum && s.ui != nil {
-		s.ui.Reset() // page sessions end with the token that opened them
-	}
-}
-
-// authenticate checks the bearer token in constant time (the hashes of
-// the given and the expected token are compared, so neither length nor
-// content leaks through timing).
-func (s *Server) authenticate(r *http.Request) *Error {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return apiErr(CodeUnauthorized, "missing bearer token: send \"Authorization: Bearer <token>\" with the token from api.token_file")
-	}
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return apiErr(CodeUnauthorized, "the Authorization header must be \"Bearer <token>\"")
-	}
-	if !s.tokenOK(tok) {
-		return apiErr(CodeUnauthorized, "invalid bearer token")
-	}
-	return nil
-}
-
-// tokenOK reports whether tok (surrounding space ignored) is the token, in
-// constant time: the hashes are compared, so neither length nor content
-// leaks through timing. The admin page's login uses it too.
-func (s *Server) tokenOK(tok string) bool {
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenHash.Load()[:]) == 1
 }
 
 // Serve accepts connections on l until Shutdown. It returns nil after a

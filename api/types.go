@@ -74,9 +74,12 @@ type PeerResponse struct {
 
 // EventJSON is one C or D event.
 type EventJSON struct {
-	ID            int64      `json:"id"`
-	Event         string     `json:"event"`
-	Reason        string     `json:"reason"`
+	ID     int64  `json:"id"`
+	Event  string `json:"event"`
+	Reason string `json:"reason"`
+	// Actor is who made the change: "api:admin@ADDRESS", "api:read@ADDRESS",
+	// "cli:UID" or "daemon"; null when not recorded (older events).
+	Actor         *string    `json:"actor"`
 	PublicKey     string     `json:"public_key"`
 	Interface     string     `json:"interface"`
 	ProfileID     string     `json:"profile_id"`
@@ -278,6 +281,14 @@ func optAddr(a netip.Addr) *string {
 	return &s
 }
 
+// optString is s, or nil (JSON null) when empty.
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -308,6 +319,7 @@ func eventOut(e store.Event) EventJSON {
 		ID:            e.ID,
 		Event:         e.Kind,
 		Reason:        e.Reason,
+		Actor:         optString(e.Actor),
 		PublicKey:     e.PublicKey.String(),
 		Interface:     e.Interface,
 		ProfileID:     e.ProfileID,

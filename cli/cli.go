@@ -9,6 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+
+	"github.com/wgkeeper/wgkeeper/reconcile"
 )
 
 // Exit codes.
@@ -104,6 +107,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printUsage(stdout)
 		return ExitOK
 	}
+	// What a command changes is recorded as done by "cli:UID"; the daemon
+	// replaces it with its own actor.
+	ctx = reconcile.WithActor(ctx, reconcile.CLIActor(os.Getuid()))
 	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, configPath: *configPath}
 	for _, c := range commands() {
 		if c.name != rest[0] {

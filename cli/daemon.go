@@ -172,7 +172,9 @@ func (d *daemon) failed() {
 }
 
 func (d *daemon) run() error {
-	ctx := d.env.ctx
+	// The daemon's own work (expiry, housekeeping, reconcile, stale
+	// cleanup) is done by "daemon"; API requests name their own actor.
+	ctx := reconcile.WithActor(d.env.ctx, reconcile.ActorDaemon)
 	d.metrics = api.NewMetrics()
 	p, err := d.env.openParts(d.log, d.metrics)
 	if err != nil {
@@ -343,7 +345,11 @@ func (d *daemon) startAPI(cfg *config.Config, errc chan<- error) (*api.Server, e
 	if err != nil {
 		return nil, err
 	}
-	srv, err := api.New(api.Options{Engine: d.p.engine, Store: d.p.store, Device: d.p.dev, Token: tok,
+	readTok, err := api.LoadReadToken(cfg.API.ReadTokenFile, d.log)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := api.New(api.Options{Engine: d.p.engine, Store: d.p.store, Device: d.p.dev, Token: tok, ReadToken: readTok,
 		MetricsPublic: cfg.API.MetricsPublic, Metrics: d.metrics, Version: Version, Logger: d.log})
 	if err != nil {
 		return nil, err
@@ -357,7 +363,7 @@ func (d *daemon) startAPI(cfg *config.Config, errc chan<- error) (*api.Server, e
 			errc <- err
 		}
 	}()
-	d.log.Info("API listening", "listen", cfg.API.Listen, "tls", cfg.API.TLSCert != "", "token_file", cfg.API.TokenFile)
+	d.log.Info("API listening", "listen", cfg.API.Listen, "tls", cfg.API.TLSCert != "", "token_file", cfg.API.TokenFile, "read_token_file", cfg.API.ReadTokenFile)
 	return srv, nil
 }
 
@@ -480,11 +486,17 @@ func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 	if cfg.API != d.p.cfg.API {
 		d.log.Warn("reload: the [api] settings changed; restart wgkeeper to apply them")
 	} else if d.api != nil {
-		// The token file may have been rotated.
-		if tok, err := api.LoadToken(cfg.API.TokenFile, d.log); err != nil {
-			d.log.Error("reload: keeping the API token in use", "err", err)
-		} else {
-			d.api.SetToken(tok)
+		// The token files may have been rotated.
+		tok, err := api.LoadToken(cfg.API.TokenFile, d.log)
+		var readTok string
+		if err == nil {
+			readTok, err = api.LoadReadToken(cfg.API.ReadTokenFile, d.log)
+		}
+		if err == nil {
+			err = d.api.SetTokens(tok, readTok)
+		}
+		if err != nil {
+			d.log.Error("reload: keeping the API tokens in use", "err", err)
 		}
 	}
 	d.p.engine.SetConfig(cfg, runner)

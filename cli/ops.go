@@ -250,11 +250,11 @@ func cmdEvents(e *env, args []string) error {
 			return err
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tLEASE\tLAST ERROR")
+		fmt.Fprintln(tw, "ID\tEV\tREASON\tSTATUS\tTRIES\tUSER\tKEY\tADDRESSES\tCREATED\tACTOR\tLEASE\tLAST ERROR")
 		t := now()
 		for _, ev := range evs {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
-				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), leaseText(t, ev), dash(ev.LastError))
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
+				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), dash(ev.Actor), leaseText(t, ev), dash(ev.LastError))
 		}
 		return tw.Flush()
 	})

@@ -167,6 +167,9 @@ type API struct {
 	Listen string
 	// TokenFile holds the bearer token (absolute; required when Listen is set).
 	TokenFile string
+	// ReadTokenFile holds a second, read-only bearer token (absolute); ""
+	// = none. It must not be TokenFile.
+	ReadTokenFile string
 	// TLSCert and TLSKey are both set (absolute) or both empty.
 	TLSCert, TLSKey string
 	// Insecure allows plain HTTP on a non-loopback TCP address.

@@ -147,6 +147,8 @@ func TestInvalidFiles(t *testing.T) {
 			[]string{`api.listen = "unix:/run/` + strings.Repeat("s", 90) + `"…: socket path "/run/` + strings.Repeat("s", 110) + `" is 115 bytes; the limit is 107`}},
 		{"empty token_file", "[api]\ntoken_file = \"\"\n",
 			[]string{`api.token_file = "": must be set when api.listen is set`}},
+		{"read token file is the token file", "[api]\ntoken_file = \"/etc/wgk/api.token\"\nread_token_file = \"/etc/wgk/api.token\"\n",
+			[]string{`api.read_token_file = "/etc/wgk/api.token": is api.token_file; the read-only token needs a file of its own`}},
 		{"boolean as string", "[api]\ninsecure = \"yes\"\n",
 			[]string{`api.insecure = "yes": must be true or false`}},
 		{"interface name too long", "[[interface]]\nname = \"wireguard-office0\"\n",
@@ -518,6 +520,7 @@ script = "hooks/./connect"
 [api]
 listen = "unix:run/api.sock"
 token_file = "api.token"
+read_token_file = "read.token"
 tls_cert = "/abs/cert.pem"
 tls_key = "key.pem"
 [[interface]]
@@ -540,6 +543,7 @@ private_key_file = "keys/wg0.key"
 		{"hooks.script", c.Hooks.Script, filepath.Join(dir, "hooks", "connect")},
 		{"api.listen", c.API.Listen, "unix:" + filepath.Join(dir, "run", "api.sock")},
 		{"api.token_file", c.API.TokenFile, filepath.Join(dir, "api.token")},
+		{"api.read_token_file", c.API.ReadTokenFile, filepath.Join(dir, "read.token")},
 		{"api.tls_cert", c.API.TLSCert, "/abs/cert.pem"},
 		{"api.tls_key", c.API.TLSKey, filepath.Join(dir, "key.pem")},
 		{"private_key_file", c.Interfaces[0].PrivateKeyFile, filepath.Join(dir, "keys", "wg0.key")},

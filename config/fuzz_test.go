@@ -65,7 +65,7 @@ func checkValid(t *testing.T, c *Config) {
 	if !filepath.IsAbs(c.Database) {
 		t.Fatalf("database %q is not absolute", c.Database)
 	}
-	for _, p := range []string{c.Hooks.Script, c.API.TokenFile, c.API.TLSCert, c.API.TLSKey} {
+	for _, p := range []string{c.Hooks.Script, c.API.TokenFile, c.API.ReadTokenFile, c.API.TLSCert, c.API.TLSKey} {
 		if p != "" && !filepath.IsAbs(p) {
 			t.Fatalf("path %q is not absolute", p)
 		}

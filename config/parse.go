@@ -436,12 +436,16 @@ func parseHousekeeping(t *table) Housekeeping {
 }
 
 func parseAPI(t *table, dir string) API {
-	t.unknown("listen", "token_file", "tls_cert", "tls_key", "insecure", "metrics_public")
+	t.unknown("listen", "token_file", "read_token_file", "tls_cert", "tls_key", "insecure", "metrics_public")
 	a := API{Listen: DefaultAPIListen}
 	if s, ok := t.str("listen"); ok {
 		a.Listen = s
 	}
 	a.TokenFile = t.path("token_file", DefaultAPITokenFile, dir, false)
+	a.ReadTokenFile = t.path("read_token_file", "", dir, false)
+	if a.ReadTokenFile != "" && a.ReadTokenFile == a.TokenFile {
+		t.bad("read_token_file", t.m["read_token_file"], "is api.token_file; the read-only token needs a file of its own")
+	}
 	a.TLSCert = t.path("tls_cert", "", dir, false)
 	a.TLSKey = t.path("tls_key", "", dir, false)
 	if b, ok := t.boolean("insecure"); ok {

@@ -303,6 +303,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		IPv4Range:     prof.IPv4Range,
 		IPv6Range:     prof.IPv6Range,
 		MaxPerUser:    prof.MaxConfigsPerUser,
+		Actor:         ActorFrom(ctx),
 		Avoid:         avoid,
 	})
 	if errors.Is(err, store.ErrConflict) && req.PublicKey != nil {
@@ -311,7 +312,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	if err != nil {
 		return nil, err
 	}
-	log := e.log.With("iface", ifc.Name, "peer", pub.String(), "user", req.UserID, "profile", prof.ID, "event_id", cev.ID)
+	log := e.log.With("iface", ifc.Name, "peer", pub.String(), "user", req.UserID, "profile", prof.ID, "event_id", cev.ID, "actor", cev.Actor)
 	e.point("create:inserted")
 
 	// From here on the work finishes even if the caller goes away: the

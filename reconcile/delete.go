@@ -173,7 +173,7 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 		return Removed{}, fmt.Errorf("remove configs: %w", err)
 	}
 	owner := e.claimOwner()
-	evs, err := e.store.DeletePeers(ctx, keysOf(peers), reason, owner, e.clock().Add(e.leaseFor()))
+	evs, err := e.store.DeletePeersBy(ctx, ActorFrom(ctx), keysOf(peers), reason, owner, e.clock().Add(e.leaseFor()))
 	if err != nil {
 		return Removed{}, fmt.Errorf("remove configs: %w", err)
 	}
@@ -220,7 +220,7 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 	e.point("delete:device")
 	var mine []store.Event
 	for _, ev := range evs {
-		e.log.Info("config removed", "iface", ev.Interface, "peer", ev.PublicKey.String(), "user", ev.UserID, "reason", reason, "event_id", ev.ID)
+		e.log.Info("config removed", "iface", ev.Interface, "peer", ev.PublicKey.String(), "user", ev.UserID, "reason", reason, "event_id", ev.ID, "actor", ev.Actor)
 		// A config removed while its connect script ran gets its D
 		// event later, unleased, once that script must have ended.
 		if ev.LeaseOwner == owner {

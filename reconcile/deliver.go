@@ -170,12 +170,23 @@ func Backoff(n int, base, limit time.Duration) time.Duration {
 	return d
 }
 
-// Retry makes one failed event due again.
+// Retry makes one failed event due again. The event keeps the actor of
+// the change it records; who retried it is logged.
 func (e *Engine) Retry(ctx context.Context, id int64) error {
-	return e.store.RetryEvent(ctx, id)
+	if err := e.store.RetryEvent(ctx, id); err != nil {
+		return err
+	}
+	e.log.Info("event retried", "event_id", id, "actor", ActorFrom(ctx))
+	return nil
 }
 
 // RetryFailed makes every failed event due again and returns how many.
+// Who retried them is logged, as for Retry.
 func (e *Engine) RetryFailed(ctx context.Context) (int, error) {
-	return e.store.RetryFailed(ctx)
+	n, err := e.store.RetryFailed(ctx)
+	if err != nil {
+		return n, err
+	}
+	e.log.Info("failed events retried", "events", n, "actor", ActorFrom(ctx))
+	return n, nil
 }

@@ -129,7 +129,7 @@ func (e *Engine) setExpiry(ctx context.Context, peers []store.Peer, c ExpiryChan
 	}
 	for _, p := range got {
 		e.log.Info("expiry changed", "iface", p.Interface, "peer", p.PublicKey.String(), "user", p.UserID,
-			"expires_at", timeString(p.ExpiresAt), "was", timeString(was[p.PublicKey]))
+			"expires_at", timeString(p.ExpiresAt), "was", timeString(was[p.PublicKey]), "actor", ActorFrom(ctx))
 	}
 	return got, nil
 }

@@ -284,7 +284,7 @@ func TestOwnerFiles(t *testing.T) {
 		t.Fatalf("owner names %q %q", a.Owner(), b.Owner())
 	}
 	// a holds a lease; b must not take it.
-	r, err := a.store.DeletePeers(h.ctx, keysOf([]store.Peer{h.create("u").Peer}), store.ReasonDeleted, a.claimOwner(), h.clock.Now().Add(time.Hour))
+	r, err := h.st.DeletePeers(h.ctx, keysOf([]store.Peer{h.create("u").Peer}), store.ReasonDeleted, a.claimOwner(), h.clock.Now().Add(time.Hour))
 	if err != nil || len(r) != 1 {
 		t.Fatal(r, err)
 	}

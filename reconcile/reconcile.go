@@ -49,7 +49,7 @@ type PeerLister interface {
 
 // Outbox removes configs with their disconnect events and tracks delivery.
 type Outbox interface {
-	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error)
+	DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error)
 	SetEventsBytes(ctx context.Context, bs []store.EventBytes) error
 	ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error)
 	RenewLease(ctx context.Context, id int64, owner string, until time.Time) error

@@ -71,11 +71,11 @@ func (e *Engine) ReconcileWith(ctx context.Context, iface string, o ReconcileOpt
 	if !dryRun {
 		e.obs.Reconciled(iface, r.Counts, r.Duration, r.Err)
 		if r.Err != nil {
-			e.log.Error("reconcile", "iface", iface, "err", r.Err)
+			e.log.Error("reconcile", "iface", iface, "actor", ActorFrom(ctx), "err", r.Err)
 		} else if !r.Plan.Empty() || len(r.Repairs) > 0 {
 			e.log.Info("reconciled", "iface", iface, "added", r.Counts.Added, "updated", r.Counts.Updated,
 				"removed", r.Counts.Removed, "orphans_kept", len(r.Plan.KeptOrphans), "forced", o.Force, "repairs", strings.Join(r.Repairs, ", "),
-				"duration", r.Duration.Round(time.Microsecond))
+				"duration", r.Duration.Round(time.Microsecond), "actor", ActorFrom(ctx))
 		}
 	}
 	return r
@@ -145,7 +145,7 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 	if o.Force && st.Blocked {
 		// The report still says the limit was exceeded; the engine's
 		// state is cleared, since the orphans are going.
-		e.log.Warn("orphan removal forced above orphan_removal_limit", "iface", iface, "orphans", st.Orphans, "limit", st.Limit)
+		e.log.Warn("orphan removal forced above orphan_removal_limit", "iface", iface, "orphans", st.Orphans, "limit", st.Limit, "actor", ActorFrom(ctx))
 		st.Blocked = false
 	}
 	e.rememberOrphans(st)
@@ -293,7 +293,7 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 	e.obs.HousekeepingRun(s.Duration, errors.Join(errs...))
 	e.log.Info("housekeeping", "expired", s.Expired, "stale", s.Stale, "delivered", s.Delivery.Done,
 		"retried", s.Delivery.Retried, "failed", s.Delivery.Failed, "pruned", s.Pruned,
-		"errors", len(s.Errors), "duration", s.Duration.Round(time.Microsecond))
+		"errors", len(s.Errors), "duration", s.Duration.Round(time.Microsecond), "actor", ActorFrom(ctx))
 	return s, errors.Join(errs...)
 }
 

@@ -107,6 +107,9 @@ type Store interface {
 	// but due only at leaseUntil, when its connect script must have
 	// ended: a script never sees D before C.
 	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error)
+	// DeletePeersBy is DeletePeers recording actor on every D event it
+	// inserts (see Event.Actor); DeletePeers records none.
+	DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error)
 
 	// SetEventsBytes records the byte counters read from the device into
 	// pending D events, all or none. Errors: ErrNotFound if an event does

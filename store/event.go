@@ -66,6 +66,10 @@ type Event struct {
 	// StartedAt is when the connect script of a C event was started; zero
 	// when it never was (D events: always zero).
 	StartedAt time.Time
+	// Actor is who made the change: "api:admin@ADDRESS", "api:read@ADDRESS",
+	// "cli:UID" or "daemon"; empty when not recorded (events written
+	// before schema version 3, or by a caller that named no actor).
+	Actor string
 }
 
 // EventBytes are the byte counters of one D event.

@@ -52,6 +52,9 @@ type NewPeer struct {
 	// MaxPerUser limits the user's peers (pending and active) in this
 	// interface and profile; 0 = unlimited.
 	MaxPerUser int
+	// Actor is recorded on the C event: who asked for the config (see
+	// Event.Actor); empty = not recorded.
+	Actor string
 	// Avoid lists prefixes whose addresses must not be allocated: those
 	// that peers the store does not know hold on the device. Only their
 	// parts inside the profile's ranges matter; an index is skipped when

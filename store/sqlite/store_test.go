@@ -288,7 +288,7 @@ func TestUpgradeMarksOldConnectsStarted(t *testing.T) {
 	s := openAt(t, path, newClock())
 	p, c := mustInsert(t, s, staffPeer(1, "alice"))
 	// Back to schema 1, as the previous release left it.
-	for _, q := range []string{`ALTER TABLE events DROP COLUMN started_at`, `DELETE FROM schema_migrations WHERE version > 1`} {
+	for _, q := range []string{`ALTER TABLE events DROP COLUMN actor`, `ALTER TABLE events DROP COLUMN started_at`, `DELETE FROM schema_migrations WHERE version > 1`} {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
