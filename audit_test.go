@@ -168,6 +168,11 @@ func TestAuditTrail(t *testing.T) {
 		t.Fatalf("create: %d %s", st, body)
 	}
 	want["bob C created"] = "api:admin@" + api.local
+	// An expiry change records no event; the log names its actor.
+	if st, body := api.do("PATCH", "/v1/peers/"+url.PathEscape(bobKey(t, api, admin)), admin, `{"expires_in":"2d"}`); st != 200 {
+		t.Fatalf("patch: %d %s", st, body)
+	}
+	patchedBy := "api:admin@" + api.local
 	if st, body := api.do("DELETE", "/v1/users/bob/peers", admin, ""); st != 200 {
 		t.Fatalf("revoke: %d %s", st, body)
 	}
@@ -218,6 +223,7 @@ func TestAuditTrail(t *testing.T) {
 		{`msg="config created"`, "user=alice", "actor=" + want["alice C created"]},
 		{`msg="config removed"`, "user=alice", "actor=" + want["alice D deleted"]},
 		{`msg="config removed"`, "user=erin", "reason=expired", "actor=daemon"},
+		{`msg="expiry changed"`, "user=bob", "actor=" + patchedBy},
 	} {
 		if !logHas(d.log(), parts...) {
 			t.Errorf("the daemon logged no line with %q", parts)
@@ -247,6 +253,21 @@ func TestAuditTrail(t *testing.T) {
 	if !logHas(d.log(), "msg=housekeeping", "actor=api:admin@127.0.0.1:") || !logHas(d.log(), "msg=housekeeping", "actor=daemon") {
 		t.Errorf("housekeeping runs are not logged with their actor")
 	}
+}
+
+// bobKey returns the public key of bob's one config.
+func bobKey(t *testing.T, api *apiClient, token string) string {
+	t.Helper()
+	st, body := api.do("GET", "/v1/peers?user_id=bob", token, "")
+	var out struct {
+		Peers []struct {
+			PublicKey string `json:"public_key"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal(body, &out); st != 200 || err != nil || len(out.Peers) != 1 {
+		t.Fatalf("bob's configs: %d %s %v", st, body, err)
+	}
+	return out.Peers[0].PublicKey
 }
 
 // logHas reports whether one line of log holds every part.

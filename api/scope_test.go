@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -271,5 +274,38 @@ func TestActorRecorded(t *testing.T) {
 	evl, err := h.st.ListEvents(h.ctx, store.EventFilter{UserID: "carol"})
 	if want := fmt.Sprintf("api:admin@unix:uid=%d", 0); err != nil || len(evl) != 1 || evl[0].Actor != want {
 		t.Fatalf("carol's events %+v, %v; want one by %q", evl, err, want)
+	}
+}
+
+// TestLoadReadToken: no key, no read token; a set key follows the rules
+// of token_file, naming read_token_file in its errors.
+func TestLoadReadToken(t *testing.T) {
+	if tok, err := LoadReadToken("", nil); tok != "" || err != nil {
+		t.Fatalf("no key: %q, %v; want no token", tok, err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	path := filepath.Join(t.TempDir(), "read.token")
+	tok, err := LoadReadToken(path, log)
+	if err != nil || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(tok) {
+		t.Fatalf("missing file: %q, %v; want a new token", tok, err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("created file: %v %v", fi, err)
+	}
+	if !strings.Contains(logs.String(), "read_token_file="+path) || strings.Contains(logs.String(), tok) {
+		t.Fatalf("log: %s", logs.String())
+	}
+	if again, err := LoadReadToken(path, nil); err != nil || again != tok {
+		t.Fatalf("second load: %q, %v", again, err)
+	}
+	os.Chmod(path, 0o640)
+	if _, err := LoadReadToken(path, nil); err == nil || !strings.Contains(err.Error(), "api.read_token_file "+path) || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("mode 0640: %v", err)
+	}
+	os.Chmod(path, 0o600)
+	os.WriteFile(path, []byte("\n"), 0o600)
+	if _, err := LoadReadToken(path, nil); err == nil || !strings.Contains(err.Error(), "api.read_token_file") {
+		t.Fatalf("empty file: %v", err)
 	}
 }
