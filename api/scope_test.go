@@ -309,3 +309,36 @@ func TestLoadReadToken(t *testing.T) {
 		t.Fatalf("empty file: %v", err)
 	}
 }
+
+// TestAdminPageReadToken: the read token logs in to the page, which only
+// reads; the sessions end when a token changes, not when SetTokens is
+// given the tokens in use again.
+func TestAdminPageReadToken(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	if err := h.api.SetTokens(testToken, readToken); err != nil {
+		t.Fatal(err)
+	}
+	base := h.http.URL
+	c := browser(t, h.http)
+	if resp, _ := postForm(t, c, base+"/ui/login", url.Values{"token": {readToken}}); resp.StatusCode != http.StatusSeeOther || sessionCookie(resp) == nil {
+		t.Fatalf("login with the read token: %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, c, base+"/ui/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("page with the read token's session: %d", resp.StatusCode)
+	}
+	if err := h.api.SetTokens(testToken, readToken); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get(t, c, base+"/ui/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("page after a reload with the same tokens: %d, want the session kept", resp.StatusCode)
+	}
+	if err := h.api.SetTokens(testToken, readToken+"-2"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get(t, c, base+"/ui/"); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("page after the read token changed: %d, want the login", resp.StatusCode)
+	}
+	if resp, _ := postForm(t, c, base+"/ui/login", url.Values{"token": {readToken}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("login with the old read token: %d, want 401", resp.StatusCode)
+	}
+}
