@@ -6,52 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-
-	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/migrations"
 	"github.com/wgkeeper/wgkeeper/store"
 )
-
-// TestEventActor: the actor given to InsertPending and DeletePeersBy is on
-// the events they insert, as read back; DeletePeers records none (NULL).
-func TestEventActor(t *testing.T) {
-	ctx := context.Background()
-	s, _ := newStore(t)
-	np := staffPeer(1, "alice")
-	np.Actor = "api:admin@127.0.0.1:53412"
-	p, c := mustInsert(t, s, np)
-	if c.Actor != np.Actor {
-		t.Fatalf("C event actor %q, want %q", c.Actor, np.Actor)
-	}
-	if err := s.Activate(ctx, p.PublicKey, c.ID); err != nil {
-		t.Fatal(err)
-	}
-	ds, err := s.DeletePeersBy(ctx, "cli:0", []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "", time.Time{})
-	if err != nil || len(ds) != 1 || ds[0].Actor != "cli:0" {
-		t.Fatalf("DeletePeersBy = %+v, %v; want one D by cli:0", ds, err)
-	}
-	q := mustCreate(t, s, staffPeer(2, "bob"))
-	if _, err := s.DeletePeers(ctx, []wgtypes.Key{q.PublicKey}, store.ReasonExpired, "", time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	evs, err := s.ListEvents(ctx, store.EventFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[int64]string{}
-	for _, e := range evs {
-		got[e.ID] = e.Actor
-	}
-	if got[c.ID] != np.Actor || got[ds[0].ID] != "cli:0" || len(evs) != 4 {
-		t.Fatalf("actors read back %v (events %d)", got, len(evs))
-	}
-	var nulls int
-	if err := s.db.QueryRow(`SELECT count(*) FROM events WHERE actor IS NULL`).Scan(&nulls); err != nil || nulls != 2 {
-		t.Fatalf("events without an actor stored as NULL: %d, %v; want 2 (bob's C and D)", nulls, err)
-	}
-}
 
 // TestUpgradeFromVersion2KeepsEventsWithoutActor: a database at schema
 // version 2, as the previous release left it, upgrades with its events

@@ -69,6 +69,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"Disconnected", su.testDisconnected},
 		// Events, leases and the connection log.
 		{"DeletePeersLeasedEvents", su.testDeletePeersLeasedEvents},
+		{"EventActor", su.testEventActor},
 		{"MarkConnectStarted", su.testMarkConnectStarted},
 		{"StalePendingDelete", su.testStalePendingDelete},
 		{"StaleNeverStarted", su.testStaleNeverStarted},
