@@ -60,6 +60,10 @@ const (
 	CauseDamaged    = "the database file is damaged"
 	CauseCantOpen   = "the database file cannot be opened"
 	CauseReplaced   = "the database file was deleted or replaced"
+	// CauseUnreachable: a database server (PostgreSQL) cannot be reached,
+	// is shutting down or starting up. It goes away when the server is
+	// back.
+	CauseUnreachable = "the database server cannot be reached"
 )
 
 // UnavailableError is returned (wrapped, and matching ErrUnavailable) when

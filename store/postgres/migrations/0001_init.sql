@@ -212,11 +212,17 @@ CREATE TRIGGER events_node BEFORE INSERT ON events
 -- "wgkeeper:NODE"; PostgreSQL sends them at commit, folding repeats within
 -- a transaction into one. A daemon listens on its node's channel and so
 -- wakes at once when another node deletes one of its configs.
+-- wgk_changes counts changed rows: a handle's cheap "has anything
+-- changed" looks at its last value (sequences are not transactional, so
+-- the count moves without waiting for anyone's commit).
+CREATE SEQUENCE wgk_changes AS bigint CYCLE;
+
 CREATE FUNCTION wgk_notify() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     n text;
 BEGIN
+    PERFORM nextval('wgk_changes');
     PERFORM pg_notify('wgkeeper', '');
     IF TG_TABLE_NAME = 'events' THEN
         IF TG_OP = 'DELETE' THEN n := OLD.node; ELSE n := NEW.node; END IF;

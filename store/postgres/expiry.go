@@ -1,0 +1,66 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/jackc/pgx/v5"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+// SetExpiry sets expires_at to at (zero: never) on those of keys that are
+// active and not expired at the store's clock, in one transaction, and
+// returns them as updated, each once, in the order of keys. No event is
+// recorded: the config did not change hands.
+//
+// Keys that are missing, pending (their connect script still runs) or
+// already expired (about to be removed by the next expiry run, which may
+// already have listed them) are skipped and absent from the result; the
+// caller tells them apart with GetPeer. Skipping expired rows is what keeps
+// a change from racing an expiry run: a row that run may remove is never
+// given a new expiry. Errors: at outside the storable range, or a database
+// error (nothing changed then).
+func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error) {
+	atV, err := encTime(at)
+	if err != nil {
+		return nil, fmt.Errorf("set expiry: %w", err)
+	}
+	nowV, err := encTime(s.clock())
+	if err != nil {
+		return nil, fmt.Errorf("set expiry: %w", err)
+	}
+	var out []store.Peer
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		out = nil // a retried transaction starts over
+		seen := make(map[wgtypes.Key]bool, len(keys))
+		for _, key := range keys {
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			var r peerRow
+			if err := tx.QueryRow(ctx, `UPDATE peers SET expires_at = $1
+				WHERE public_key = $2 AND state = 'active' AND (expires_at IS NULL OR expires_at > $3)
+				RETURNING `+peerColumns, atV, key.String(), nowV).Scan(r.dest()...); err != nil {
+				if errors.Is(err, pgx.ErrNoRows) {
+					continue
+				}
+				return fmt.Errorf("peer %s: %w", key, convErr(err))
+			}
+			p, err := r.decode()
+			if err != nil {
+				return fmt.Errorf("peer %s: %w", key, err)
+			}
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set expiry: %w", err)
+	}
+	return out, nil
+}

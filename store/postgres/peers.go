@@ -1,0 +1,647 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+// poolQuery finds the lowest free host index of a profile at or above $3
+// in O(log n): the smallest such index on the free list, else the
+// high-water mark or $3, whichever is higher (every index below the
+// high-water mark is held or on the free list; see the ip_pools/ip_free
+// tables and their triggers in the schema).
+const poolQuery = `SELECT coalesce(
+	(SELECT min(ip_index) FROM ip_free WHERE interface = $1 AND profile_id = $2 AND ip_index >= $3),
+	greatest(coalesce((SELECT next_index FROM ip_pools WHERE interface = $1 AND profile_id = $2), 0), $3))`
+
+// InsertPending creates a peer in state pending together with its C event
+// (reason "created", status "running": the outbox never delivers it; the
+// caller runs the connect script and then calls Activate or RejectPending).
+// One immediate transaction checks the per-user limit, allocates the lowest
+// free host index of the profile (IPv4 and IPv6 paired: index i is net+2+i in
+// both), and inserts both rows; on any error nothing is written.
+//
+// Errors: ErrConflict if the key is already stored (for any user: the caller
+// inspects GetPeer to tell an idempotent retry from a conflict) or an
+// allocated address is taken on the interface (overlapping profiles);
+// ErrLimitReached when the user already holds MaxPerUser peers in the
+// profile; ErrPoolExhausted when no index is free. Indexes whose addresses
+// lie in np.Avoid are skipped; the cost grows with len(np.Avoid), not with
+// the number of peers.
+func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer, store.Event, error) {
+	if err := np.Validate(); err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	v4 := np.IPv4Range.Masked()
+	v6 := np.IPv6Range.Masked()
+	capacity, err := store.Capacity(v4, v6)
+	if err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	now := s.clock()
+	p := store.Peer{
+		PublicKey:     np.PublicKey,
+		Interface:     np.Interface,
+		ProfileID:     np.ProfileID,
+		UserID:        np.UserID,
+		DisplayName:   np.DisplayName,
+		OriginatingIP: np.OriginatingIP.Unmap().WithZone(""),
+		State:         store.StatePending,
+		CreatedAt:     now,
+		ExpiresAt:     np.ExpiresAt.UTC(),
+	}
+	if np.ExpiresAt.IsZero() {
+		p.ExpiresAt = time.Time{}
+	}
+	if np.PresharedKey != nil {
+		psk := *np.PresharedKey
+		p.PresharedKey = &psk
+	}
+	createdAt, err := encTime(now)
+	if err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
+	}
+	expiresAt, err := encTime(p.ExpiresAt)
+	if err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
+	}
+	var psk any
+	if p.PresharedKey != nil {
+		psk = p.PresharedKey.String()
+	}
+	key := np.PublicKey.String()
+	avoid := store.AvoidSpans(v4, v6, np.Avoid, capacity)
+
+	var ev store.Event
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		// Lock the profile's pool (creating its row if need be): from here
+		// to the commit no other transaction, on any node, counts the
+		// user's configs or picks an index in this pool.
+		var hw int64
+		if err := tx.QueryRow(ctx, `INSERT INTO ip_pools (interface, profile_id, next_index) VALUES ($1, $2, 0)
+			ON CONFLICT (interface, profile_id) DO UPDATE SET next_index = ip_pools.next_index
+			RETURNING next_index`, np.Interface, np.ProfileID).Scan(&hw); err != nil {
+			return convErr(err)
+		}
+		var one int
+		switch err := tx.QueryRow(ctx, `SELECT 1 FROM peers WHERE public_key = $1`, key).Scan(&one); {
+		case err == nil:
+			return fmt.Errorf("public key already in use: %w", store.ErrConflict)
+		case !errors.Is(err, pgx.ErrNoRows):
+			return convErr(err)
+		}
+		if np.MaxPerUser > 0 {
+			var n int
+			if err := tx.QueryRow(ctx,
+				`SELECT count(*) FROM peers WHERE user_id = $1 AND interface = $2 AND profile_id = $3`,
+				np.UserID, np.Interface, np.ProfileID).Scan(&n); err != nil {
+				return convErr(err)
+			}
+			if n >= np.MaxPerUser {
+				return fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
+					np.UserID, n, np.MaxPerUser, np.ProfileID, store.ErrLimitReached)
+			}
+		}
+		var idx int64
+		for from := int64(0); ; {
+			if err := tx.QueryRow(ctx, poolQuery, np.Interface, np.ProfileID, from).Scan(&idx); err != nil {
+				return convErr(err)
+			}
+			sp, skip := store.SpanOf(avoid, idx)
+			if !skip {
+				break
+			}
+			from = sp.Hi + 1
+		}
+		if idx >= capacity {
+			if len(avoid) > 0 {
+				return fmt.Errorf("all %d addresses of profile %q are in use or held by peers on the device that the store does not know: %w",
+					capacity, np.ProfileID, store.ErrPoolExhausted)
+			}
+			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, store.ErrPoolExhausted)
+		}
+		p.IPv4 = store.HostAddr(v4, idx)
+		p.IPv6 = store.HostAddr(v6, idx)
+		if _, err := tx.Exec(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
+			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
+			string(store.StatePending), createdAt, expiresAt); err != nil {
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "23505" {
+				return convErr(err)
+			}
+			switch pe.ConstraintName {
+			case "peers_pkey": // inserted by another transaction since the check
+				return fmt.Errorf("public key already in use: %w", store.ErrConflict)
+			case "peers_pool": // the last guard: never expected under the pool lock
+				return fmt.Errorf("host index %d of profile %q was taken concurrently: %w: %w",
+					idx, np.ProfileID, errRetry, store.ErrConflict)
+			}
+			// An address is taken on the interface by another profile's
+			// peer, which only overlapping profiles can cause.
+			addr := p.IPv6
+			if pe.ConstraintName == "peers_ip_four" {
+				addr = p.IPv4
+			}
+			return fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w",
+				addr, p.Interface, store.ErrConflict)
+		}
+		ev = eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
+		id, err := insertEvent(ctx, tx, &ev)
+		ev.ID = id
+		return err
+	})
+	if err != nil {
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
+	}
+	return p, ev, nil
+}
+
+// insertEvent inserts ev (its ID is ignored) and returns the new id.
+func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error) {
+	vals := make([]any, 0, len(eventColumnNames)-1)
+	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
+		v, err := encTime(t)
+		if err != nil {
+			return 0, err
+		}
+		vals = append(vals, v)
+	}
+	var id int64
+	err := tx.QueryRow(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
+		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
+		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		RETURNING id`,
+		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
+		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5]).Scan(&id)
+	if err != nil {
+		return 0, convErr(err)
+	}
+	return id, nil
+}
+
+// peerState reads a peer's state inside tx; ErrNotFound if it has no row.
+func peerState(ctx context.Context, tx pgx.Tx, key string) (store.State, error) {
+	var st string
+	if err := tx.QueryRow(ctx, `SELECT state FROM peers WHERE public_key = $1`, key).Scan(&st); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return "", fmt.Errorf("no such peer: %w", store.ErrNotFound)
+		}
+		return "", convErr(err)
+	}
+	return store.State(st), nil
+}
+
+// explainEvent says why an event update matched no row, as an error matching
+// ErrNotFound or ErrConflict.
+func explainEvent(ctx context.Context, q querier, id int64, wantKind, wantStatus, wantKey, wantOwner string) error {
+	var kind, status, key, owner string
+	err := q.QueryRow(ctx, `SELECT event, status, public_key, lease_owner FROM events WHERE id = $1`, id).
+		Scan(&kind, &status, &key, &owner)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("event %d: %w", id, store.ErrNotFound)
+	case err != nil:
+		return convErr(err)
+	case wantKind != "" && kind != wantKind:
+		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, store.ErrConflict)
+	case wantKey != "" && key != wantKey:
+		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, store.ErrConflict)
+	case wantStatus != "" && status != wantStatus:
+		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, store.ErrConflict)
+	case wantOwner != "" && owner != wantOwner:
+		if owner == "" {
+			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, store.ErrConflict)
+		}
+		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, store.ErrConflict)
+	}
+	return fmt.Errorf("event %d changed concurrently: %w", id, store.ErrConflict)
+}
+
+// Activate marks a pending peer active and its C event (cEventID, status
+// running) done, in one transaction, after the connect script accepted it.
+// Calling it again for an already active peer whose C event is done is a
+// no-op. Errors: ErrNotFound if the peer or event does not exist (a stale
+// cleanup may have removed it meanwhile); ErrConflict if the event is not
+// this peer's running C event.
+func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	doneAt, err := encTime(s.clock())
+	if err != nil {
+		return fmt.Errorf("activate peer %s: %w", key, err)
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		res, err := tx.Exec(ctx, `UPDATE events SET status = 'done', done_at = $1, attempts = attempts + 1
+			WHERE id = $2 AND event = 'C' AND public_key = $3 AND status = 'running'`, doneAt, cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n := res.RowsAffected(); n == 0 {
+			if st == store.StateActive {
+				var status string
+				err := tx.QueryRow(ctx, `SELECT status FROM events WHERE id = $1 AND event = 'C' AND public_key = $2`,
+					cEventID, k).Scan(&status)
+				if err == nil && status == store.StatusDone {
+					return nil // already activated
+				}
+			}
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
+		}
+		if _, err := tx.Exec(ctx, `UPDATE peers SET state = 'active' WHERE public_key = $1`, k); err != nil {
+			return convErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("activate peer %s: %w", key, err)
+	}
+	return nil
+}
+
+// MarkConnectStarted records, in the running C event cEventID of a pending
+// peer, that its connect script is about to start; the engine calls it right
+// before starting the script. Calling it again changes nothing. Errors:
+// ErrNotFound when the peer or the event no longer exists (the config was
+// removed while its create waited: the script must then not run);
+// ErrConflict when the peer is not pending or the event is not its running
+// C event.
+func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	now, err := encTime(s.clock())
+	if err != nil {
+		return fmt.Errorf("mark connect of %s started: %w", key, err)
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		if st != store.StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", st, store.ErrConflict)
+		}
+		res, err := tx.Exec(ctx, `UPDATE events SET started_at = coalesce(started_at, $1)
+			WHERE id = $2 AND event = 'C' AND public_key = $3 AND status = 'running'`, now, cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n := res.RowsAffected(); n == 0 {
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark connect of %s started: %w", key, err)
+	}
+	return nil
+}
+
+// RejectPending removes a pending peer and its running C event (cEventID) in
+// one transaction, after the connect script refused it; its addresses become
+// free. Errors: ErrNotFound if the peer or event does not exist; ErrConflict
+// if the peer is active or the event is not its running C event. Nothing is
+// changed on error.
+func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int64) error {
+	k := key.String()
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		st, err := peerState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		if st != store.StatePending {
+			return fmt.Errorf("peer is %s, only a pending peer can be rejected: %w", st, store.ErrConflict)
+		}
+		res, err := tx.Exec(ctx, `DELETE FROM events WHERE id = $1 AND event = 'C' AND public_key = $2 AND status = 'running'`,
+			cEventID, k)
+		if err != nil {
+			return convErr(err)
+		}
+		if n := res.RowsAffected(); n == 0 {
+			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM peers WHERE public_key = $1`, k); err != nil {
+			return convErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reject peer %s: %w", key, err)
+	}
+	return nil
+}
+
+// GetPeer returns the peer with this key, or an error matching ErrNotFound.
+func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error) {
+	var r peerRow
+	err := s.pool.QueryRow(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = $1`, key.String()).Scan(r.dest()...)
+	if err != nil {
+		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, convErr(err))
+	}
+	p, err := r.decode()
+	if err != nil {
+		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, err)
+	}
+	return p, nil
+}
+
+// ListPeers returns the peers matching f, ordered by interface, profile and
+// host index (that is, by address within a profile).
+func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error) {
+	var where []string
+	var args []any
+	add := func(cond string, arg any) { // cond holds one "?"
+		args = append(args, arg)
+		where = append(where, strings.Replace(cond, "?", fmt.Sprintf("$%d", len(args)), 1))
+	}
+	if f.Interface != "" {
+		add("interface = ?", f.Interface)
+	}
+	if f.ProfileID != "" {
+		add("profile_id = ?", f.ProfileID)
+	}
+	if f.UserID != "" {
+		add("user_id = ?", f.UserID)
+	}
+	if f.State != "" {
+		if f.State != store.StatePending && f.State != store.StateActive {
+			return nil, fmt.Errorf("list peers: unknown state %q (want pending or active)", f.State)
+		}
+		add("state = ?", string(f.State))
+	}
+	if !f.ExpiresBefore.IsZero() {
+		v, err := encTime(f.ExpiresBefore)
+		if err != nil {
+			return nil, fmt.Errorf("list peers: expires before: %w", err)
+		}
+		add("expires_at <= ?", v)
+	}
+	if !f.CreatedBefore.IsZero() {
+		v, err := encTime(f.CreatedBefore)
+		if err != nil {
+			return nil, fmt.Errorf("list peers: created before: %w", err)
+		}
+		add("created_at < ?", v)
+	}
+	q := `SELECT ` + peerColumns + ` FROM peers`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY interface, profile_id, ip_index"
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list peers: %w", convErr(err))
+	}
+	defer rows.Close()
+	var out []store.Peer
+	for rows.Next() {
+		var r peerRow
+		if err := rows.Scan(r.dest()...); err != nil {
+			return nil, fmt.Errorf("list peers: %w", convErr(err))
+		}
+		p, err := r.decode()
+		if err != nil {
+			return nil, fmt.Errorf("list peers: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list peers: %w", convErr(err))
+	}
+	return out, nil
+}
+
+// CountPeers counts peers per interface, profile and state (for metrics),
+// ordered by those three; combinations without peers are absent.
+func (s *Store) CountPeers(ctx context.Context) ([]store.PeerCount, error) {
+	rows, err := s.pool.Query(ctx, `SELECT interface, profile_id, state, count(*) FROM peers
+		GROUP BY interface, profile_id, state ORDER BY interface, profile_id, state`)
+	if err != nil {
+		return nil, fmt.Errorf("count peers: %w", convErr(err))
+	}
+	defer rows.Close()
+	var out []store.PeerCount
+	for rows.Next() {
+		var c store.PeerCount
+		var st string
+		if err := rows.Scan(&c.Interface, &c.ProfileID, &st, &c.Count); err != nil {
+			return nil, fmt.Errorf("count peers: %w", convErr(err))
+		}
+		c.State = store.State(st)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count peers: %w", convErr(err))
+	}
+	return out, nil
+}
+
+// PoolUsage returns how many host indexes of the profile are taken (pending
+// and active peers). See Capacity for the size of the pool.
+func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM peers WHERE interface = $1 AND profile_id = $2`,
+		iface, profile).Scan(&n); err != nil {
+		return 0, fmt.Errorf("pool usage of %s/%s: %w", iface, profile, convErr(err))
+	}
+	return n, nil
+}
+
+// eventOf is an event carrying the peer's identity at this moment.
+func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Event {
+	return store.Event{
+		Kind:          kind,
+		Reason:        reason,
+		PublicKey:     p.PublicKey,
+		Interface:     p.Interface,
+		ProfileID:     p.ProfileID,
+		UserID:        p.UserID,
+		IPv4:          p.IPv4,
+		IPv6:          p.IPv6,
+		OriginatingIP: p.OriginatingIP,
+		ExpiresAt:     p.ExpiresAt,
+		CreatedAt:     now,
+		Status:        status,
+	}
+}
+
+// CancelHeldDisconnect deletes the D events of key that DeletePeers held
+// back, unleased and never attempted, because the config was removed while
+// its connect script ran or waited to start; the engine calls it when that
+// script then refused the config or never started, so no disconnect is
+// announced for a connect that never happened. A C event of key whose
+// script never started goes too, as for a rejected create. It returns how
+// many D events were deleted.
+func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		res, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'D'
+			AND status = 'pending' AND attempts = 0 AND lease_owner = ''`, key.String())
+		if err != nil {
+			return convErr(err)
+		}
+		n = res.RowsAffected()
+		if _, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'C'
+			AND status = 'done' AND started_at IS NULL AND last_error = $2`, key.String(), store.NotePendingDeleted); err != nil {
+			return convErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cancel held disconnect of %s: %w", key, err)
+	}
+	return int(n), nil
+}
+
+// DeletePeers deletes the peers with these keys (any state) in one
+// transaction and inserts one D event each (status pending, due now) carrying
+// the peer's identity at that moment. Missing keys are skipped, so a retry is
+// harmless; the events of the rows actually deleted are returned in key order
+// of the input.
+//
+// With a non-empty owner the D events are born leased to owner until
+// leaseUntil: the caller reads byte counters, removes the peers from the
+// device, calls SetEventBytes and delivers the events itself; if it dies, the
+// lease runs out and ClaimDue hands them to another process. With an empty
+// owner they are immediately claimable.
+//
+// A pending peer removed as "stale" whose connect script never started
+// (MarkConnectStarted was not called) gets no D event: its running C event
+// is deleted, as for a rejected create, and it is absent from the result.
+//
+// For any other deleted pending peer its running C event is closed (status
+// done) with last_error NoteStaleConnect when reason is "stale", else
+// NotePendingDeleted;
+// in the latter case its connect script may still be running, so its D event
+// is not leased to owner but due only at leaseUntil, when that script must
+// have ended: a script never sees D before C.
+func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
+	switch reason {
+	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed:
+	default:
+		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed", reason)
+	}
+	now := s.clock()
+	if owner != "" && !leaseUntil.After(now) {
+		return nil, fmt.Errorf("delete peers: lease for %q must end after now (%s), got %s",
+			owner, now.Format(time.RFC3339Nano), leaseUntil.UTC().Format(time.RFC3339Nano))
+	}
+	if owner == "" {
+		leaseUntil = time.Time{}
+	}
+	nowV, err := encTime(now)
+	if err != nil {
+		return nil, fmt.Errorf("delete peers: %w", err)
+	}
+	note := store.NotePendingDeleted
+	if reason == store.ReasonStale {
+		note = store.NoteStaleConnect
+	}
+	var out []store.Event
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		out = nil // a retried transaction starts over
+		strs := make([]string, len(keys))
+		for i, k := range keys {
+			strs[i] = k.String()
+		}
+		// One statement deletes them all (in key order, so that two
+		// overlapping deletes lock their rows in one order).
+		rows, err := tx.Query(ctx, `DELETE FROM peers WHERE public_key IN (
+				SELECT public_key FROM peers WHERE public_key = ANY($1) ORDER BY public_key FOR UPDATE)
+			RETURNING `+peerColumns, strs)
+		if err != nil {
+			return convErr(err)
+		}
+		deleted := make(map[string]peerRow, len(keys))
+		for rows.Next() {
+			var r peerRow
+			if err := rows.Scan(r.dest()...); err != nil {
+				rows.Close()
+				return convErr(err)
+			}
+			deleted[r.PublicKey] = r
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return convErr(err)
+		}
+		for _, key := range keys {
+			r, ok := deleted[key.String()]
+			if !ok {
+				continue
+			}
+			delete(deleted, key.String()) // repeated keys count once
+			p, err := r.decode()
+			if err != nil {
+				return err
+			}
+			if p.State == store.StatePending && reason == store.ReasonStale {
+				var started *int64
+				err := tx.QueryRow(ctx, `SELECT started_at FROM events
+					WHERE event = 'C' AND public_key = $1 AND status = 'running' ORDER BY id DESC LIMIT 1`, r.PublicKey).Scan(&started)
+				if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+					return fmt.Errorf("peer %s: %w", key, convErr(err))
+				}
+				if err == nil && started == nil {
+					// Its connect script never started, and never will
+					// (starting needs this row, gone now): the script
+					// never saw a C, so there is no D either, and the C
+					// event goes as for a rejected create.
+					if _, err := tx.Exec(ctx, `DELETE FROM events WHERE event = 'C' AND public_key = $1 AND status = 'running'`,
+						r.PublicKey); err != nil {
+						return fmt.Errorf("peer %s: %w", key, convErr(err))
+					}
+					continue
+				}
+			}
+			if p.State == store.StatePending {
+				if _, err := tx.Exec(ctx, `UPDATE events SET status = 'done', done_at = $1, last_error = $2
+					WHERE event = 'C' AND public_key = $3 AND status = 'running'`, nowV, note, r.PublicKey); err != nil {
+					return fmt.Errorf("peer %s: %w", key, convErr(err))
+				}
+			}
+			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+			ev.NextAttemptAt = now
+			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
+			if leaseUntil.IsZero() {
+				ev.LeaseUntil = time.Time{}
+			}
+			if p.State == store.StatePending && reason != store.ReasonStale && !leaseUntil.IsZero() {
+				// Its connect script may still be running: the D event
+				// is not handed to the caller but waits, unleased, until
+				// that script must have ended, so a script never sees D
+				// before C.
+				ev.NextAttemptAt = leaseUntil.UTC()
+				ev.LeaseOwner, ev.LeaseUntil = "", time.Time{}
+			}
+			id, err := insertEvent(ctx, tx, &ev)
+			if err != nil {
+				return fmt.Errorf("peer %s: %w", key, err)
+			}
+			ev.ID = id
+			out = append(out, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete peers: %w", err)
+	}
+	return out, nil
+}
