@@ -16,8 +16,11 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/api"
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/internal/pgtest"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/postgres"
 	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
@@ -33,7 +36,7 @@ exit 0
 `
 
 const cliConfig = `
-database = "wgkeeper.db"
+%s
 [hooks]
 script = "hook.sh"
 timeout = "5s"
@@ -55,18 +58,31 @@ type cliEnv struct {
 	t   *testing.T
 	dir string
 	cfg string
+	db  string // the database value: a SQLite file name or a PostgreSQL URL
 	srv *wgtest.Server
 	dev *wg.Client
 }
 
 func newCLIEnv(t *testing.T, orphans string) *cliEnv {
 	t.Helper()
+	return newCLIEnvDB(t, orphans, "wgkeeper.db")
+}
+
+// newCLIEnvDB is newCLIEnv on the database db: a SQLite file name in the
+// test's directory, or a PostgreSQL URL (lock files then go to the
+// test's directory through lock_dir).
+func newCLIEnvDB(t *testing.T, orphans, db string) *cliEnv {
+	t.Helper()
 	wgtest.RequireRoot(t)
-	c := &cliEnv{t: t, dir: t.TempDir()}
+	c := &cliEnv{t: t, dir: t.TempDir(), db: db}
 	c.srv = wgtest.NewServer(t)
 	c.cfg = filepath.Join(c.dir, "wgkeeper.toml")
 	os.WriteFile(filepath.Join(c.dir, "hook.sh"), []byte(cliHook), 0o755)
-	os.WriteFile(c.cfg, []byte(fmt.Sprintf(cliConfig, c.srv.Name, c.srv.Port, orphans, c.srv.Name)), 0o600)
+	top := fmt.Sprintf("database = %q", db)
+	if config.IsPostgresURL(db) {
+		top += fmt.Sprintf("\nlock_dir = %q", c.dir)
+	}
+	os.WriteFile(c.cfg, []byte(fmt.Sprintf(cliConfig, top, c.srv.Name, c.srv.Port, orphans, c.srv.Name)), 0o600)
 	var err error
 	if c.dev, err = wg.NewClient(); err != nil {
 		t.Fatal(err)
@@ -101,7 +117,13 @@ func (c *cliEnv) json(v any, args ...string) {
 // counts is the number of rows and events in the store.
 func (c *cliEnv) counts() string {
 	c.t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{Create: true})
+	var st store.Store
+	var err error
+	if config.IsPostgresURL(c.db) {
+		st, err = postgres.Open(context.Background(), c.db, postgres.Options{})
+	} else {
+		st, err = sqlite.Open(context.Background(), filepath.Join(c.dir, c.db), sqlite.Options{Create: true})
+	}
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -130,8 +152,17 @@ func stateOf(s statusJSON, key string) string {
 
 var privRe = regexp.MustCompile(`(?m)^PrivateKey = (\S+)$`)
 
-func TestCommandsEndToEnd(t *testing.T) {
-	c := newCLIEnv(t, "remove")
+// backends runs fn on a SQLite file and on a PostgreSQL database (skipped
+// without a test server, never in CI).
+func backends(t *testing.T, fn func(t *testing.T, db string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, "wgkeeper.db") })
+	t.Run("postgres", func(t *testing.T) { fn(t, pgtest.NewDatabase(t)) })
+}
+
+func TestCommandsEndToEnd(t *testing.T) { backends(t, testCommandsEndToEnd) }
+
+func testCommandsEndToEnd(t *testing.T, db string) {
+	c := newCLIEnvDB(t, "remove", db)
 	ak, _ := wgtypes.GeneratePrivateKey()
 	alice := ak.PublicKey().String()
 	out := c.ok("peer", "add", "-user", "alice", "-profile", "staff", "-public-key", alice, "-name", "laptop", "-originating-ip", "192.0.2.1")
@@ -269,8 +300,10 @@ func TestCommandsEndToEnd(t *testing.T) {
 	}
 }
 
-func TestCommandsRejectAndRetry(t *testing.T) {
-	c := newCLIEnv(t, "remove")
+func TestCommandsRejectAndRetry(t *testing.T) { backends(t, testCommandsRejectAndRetry) }
+
+func testCommandsRejectAndRetry(t *testing.T, db string) {
+	c := newCLIEnvDB(t, "remove", db)
 	os.WriteFile(filepath.Join(c.dir, "always_fail_C"), nil, 0o644)
 	code, _, errOut := c.run("peer", "add", "-user", "alice", "-profile", "staff")
 	// The script's last stderr line, as the API's 403 says it.

@@ -229,7 +229,7 @@ func (d *daemon) run() error {
 	}
 	defer func() { <-sched.Stop().Done() }()
 
-	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.Database, "interfaces", len(p.cfg.Interfaces))
+	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.DatabaseName(), "interfaces", len(p.cfg.Interfaces))
 	housekeep()
 	sdNotify("READY=1")
 
@@ -278,7 +278,7 @@ func (d *daemon) run() error {
 					// the service manager starts wgkeeper on the file now
 					// at the path.
 					d.log.Error("the database file was deleted or replaced; stopping all writes and exiting to be restarted",
-						"database", p.cfg.Database, "err", err)
+						"database", p.cfg.DatabaseName(), "err", err)
 					sdNotify("STOPPING=1")
 					if d.api != nil {
 						// Keep answering (503, /healthz failing) until the
@@ -290,7 +290,7 @@ func (d *daemon) run() error {
 						}
 						cancel()
 					}
-					return fmt.Errorf("database %s: %w", p.cfg.Database, err)
+					return fmt.Errorf("database %s: %w", p.cfg.DatabaseName(), err)
 				}
 			}
 		case _, ok := <-changes:

@@ -12,7 +12,7 @@ import (
 func cmdMigrate(e *env, args []string) error {
 	fs := newFlags("migrate")
 	if err := parseFlags(e, fs, args, "migrate",
-		"Open the database, creating it (mode 0600) when missing, check it with\nPRAGMA quick_check, and apply the schema migrations this wgkeeper knows.\nPrints the schema version. Only migrate and daemon create a database.",
+		"Open the database, creating it (mode 0600) when missing, check it with\nPRAGMA quick_check, and apply the schema migrations this wgkeeper knows.\nWith a PostgreSQL URL: apply the schema to the (existing) database.\nPrints the schema version. Only migrate and daemon create a database.",
 		"wgkeeper -config /etc/wgkeeper/wgkeeper.toml migrate"); err != nil {
 		return err
 	}
@@ -22,7 +22,7 @@ func cmdMigrate(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "database %s is at schema version %d\n", cfg.Database, v)
+		fmt.Fprintf(e.stdout, "database %s is at schema version %d\n", cfg.DatabaseName(), v)
 		return nil
 	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/postgres"
 	"github.com/wgkeeper/wgkeeper/store/sqlite"
 )
 
@@ -24,7 +25,21 @@ func (e *env) loadConfig() (*config.Config, error) {
 // first; every other command fails on a missing database and creates
 // nothing, so a mistyped path never turns into an empty store that a
 // reconcile would make the devices match.
+//
+// The database value picks the backend: a postgres:// or postgresql://
+// URL is PostgreSQL (where "create" applies the schema to an empty
+// database the administrator made), anything else a SQLite file.
 func (e *env) openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
+	if cfg.PostgreSQL() {
+		st, err := postgres.Open(e.ctx, cfg.Database, postgres.Options{Logger: log, Create: e.createDB})
+		if errors.Is(err, store.ErrNoDatabase) {
+			return nil, fmt.Errorf("database %s has no wgkeeper schema (create it with: wgkeeper migrate)", cfg.DatabaseName())
+		}
+		if err != nil {
+			return nil, err // it names the database already
+		}
+		return st, nil
+	}
 	st, err := sqlite.Open(e.ctx, cfg.Database, sqlite.Options{Logger: log, Create: e.createDB, QuickCheck: e.createDB})
 	if errors.Is(err, store.ErrNoDatabase) {
 		return nil, fmt.Errorf("no database at %s (create it with: wgkeeper migrate)", cfg.Database)
@@ -57,6 +72,8 @@ func unavailableHint(err error) string {
 		return "restart wgkeeper so that it opens the file now at that path"
 	case store.CauseIO, store.CauseCantOpen:
 		return "check the disk and the file system holding the database"
+	case store.CauseUnreachable:
+		return "check that the PostgreSQL server is running and reachable from this host"
 	}
 	return ""
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,9 @@ import (
 const (
 	// DefaultDatabase is the SQLite file (key database).
 	DefaultDatabase = "/var/lib/wgkeeper/wgkeeper.db"
+	// DefaultLockDir holds lock and owner files when the database is
+	// PostgreSQL (key lock_dir); with SQLite they live beside the file.
+	DefaultLockDir = "/var/lib/wgkeeper"
 
 	// DefaultHookTimeout bounds one run of the script (hooks.timeout).
 	DefaultHookTimeout = 30 * time.Second
@@ -122,8 +126,13 @@ const (
 type Config struct {
 	// Path is the absolute path of the file loaded; "" when parsed from bytes.
 	Path string
-	// Database is the SQLite file (absolute).
-	Database     string
+	// Database is the SQLite file (absolute), or a PostgreSQL URL
+	// (postgres:// or postgresql://, kept as written; see PostgreSQL).
+	Database string
+	// LockDir holds the lock and owner files of the processes working on
+	// this host: the SQLite file's directory, or with PostgreSQL the key
+	// lock_dir (default DefaultLockDir). Absolute.
+	LockDir      string
 	Hooks        Hooks
 	Housekeeping Housekeeping
 	API          API
@@ -372,4 +381,28 @@ func Parse(data []byte, dir string) (*Config, error) {
 		return nil, fmt.Errorf("resolve config directory %q: %w", dir, err)
 	}
 	return parse(data, absDir)
+}
+
+// IsPostgresURL reports whether a database value is a PostgreSQL URL
+// (postgres:// or postgresql://, in any case); anything else is a SQLite
+// path.
+func IsPostgresURL(database string) bool {
+	l := strings.ToLower(database)
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+}
+
+// PostgreSQL reports whether the configured database is a PostgreSQL URL.
+func (c *Config) PostgreSQL() bool { return IsPostgresURL(c.Database) }
+
+// DatabaseName is the database for messages and logs: the SQLite path, or
+// the PostgreSQL URL with its password replaced by "xxxxx".
+func (c *Config) DatabaseName() string {
+	if !c.PostgreSQL() {
+		return c.Database
+	}
+	u, err := url.Parse(c.Database)
+	if err != nil {
+		return "(a PostgreSQL URL)"
+	}
+	return u.Redacted()
 }

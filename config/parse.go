@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -333,10 +334,23 @@ func parse(data []byte, dir string) (*Config, error) {
 	}
 	ps := &problems{}
 	top := newTable(raw, "", ps)
-	top.unknown("database", "hooks", "housekeeping", "api", "interface", "profile")
+	top.unknown("database", "lock_dir", "hooks", "housekeeping", "api", "interface", "profile")
 
 	c := &Config{}
-	c.Database = top.path("database", DefaultDatabase, dir, true)
+	if s, ok := top.m["database"].(string); ok && IsPostgresURL(s) {
+		if _, err := url.Parse(s); err != nil {
+			// The error would quote the URL, password and all.
+			top.bad("database", "(a PostgreSQL URL)", "is not a valid URL; write postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...")
+		}
+		c.Database = s
+		c.LockDir = top.path("lock_dir", DefaultLockDir, dir, true)
+	} else {
+		c.Database = top.path("database", DefaultDatabase, dir, true)
+		if _, present := top.m["lock_dir"]; present {
+			top.bad("lock_dir", top.m["lock_dir"], "is only for a PostgreSQL database; with SQLite the lock files live beside the database file")
+		}
+		c.LockDir = filepath.Dir(c.Database)
+	}
 	c.Hooks = parseHooks(top.section("hooks"), dir)
 	c.Housekeeping = parseHousekeeping(top.section("housekeeping"))
 	c.API = parseAPI(top.section("api"), dir)

@@ -208,6 +208,9 @@ func New(o Options) (*Engine, error) {
 	}
 	e.owner, e.ownerToken = newOwnerName()
 	if e.lockDir == "" {
+		e.lockDir = o.Config.LockDir
+	}
+	if e.lockDir == "" {
 		e.lockDir = dirOf(o.Config.Database)
 	}
 	e.noteTimeout(o.Config)

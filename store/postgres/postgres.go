@@ -206,10 +206,20 @@ func (s *Store) migrate(ctx context.Context, create bool) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
 				return convErr(err)
 			}
-			// Another node may have applied it since we looked.
-			v, err := schemaVersion(ctx, tx)
-			if err != nil {
-				return err
+			// Another node may have applied it since we looked. (Creating
+			// the table first, rather than asking the catalog whether it
+			// exists, also makes this session see another's new tables:
+			// an advisory lock does not refresh its view of the catalog.)
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+				version    integer NOT NULL PRIMARY KEY,
+				name       text    NOT NULL,
+				applied_at bigint  NOT NULL
+			)`); err != nil {
+				return convErr(err)
+			}
+			var v int
+			if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+				return convErr(err)
 			}
 			if v > known {
 				return &store.SchemaTooNewError{Version: v, Known: known}
@@ -219,13 +229,6 @@ func (s *Store) migrate(ctx context.Context, create bool) error {
 			}
 			if v != m.Version-1 {
 				return fmt.Errorf("database is at version %d, cannot apply %d", v, m.Version)
-			}
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-				version    integer NOT NULL PRIMARY KEY,
-				name       text    NOT NULL,
-				applied_at bigint  NOT NULL
-			)`); err != nil {
-				return convErr(err)
 			}
 			// Simple protocol: a file holds many statements.
 			if _, err := tx.Exec(ctx, m.SQL, pgx.QueryExecModeSimpleProtocol); err != nil {
