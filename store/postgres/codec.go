@@ -235,7 +235,8 @@ func (r *peerRow) decode() (store.Peer, error) {
 // table alias through eventColumnsOf.
 var eventColumnNames = []string{"id", "event", "reason", "public_key", "interface", "profile_id", "user_id",
 	"ip_four", "ip_six", "originating_ip", "expires_at", "bytes_in", "bytes_out", "created_at",
-	"status", "attempts", "next_attempt_at", "last_error", "done_at", "lease_owner", "lease_until", "started_at"}
+	"status", "attempts", "next_attempt_at", "last_error", "done_at", "lease_owner", "lease_until", "started_at",
+	"actor"}
 
 func eventColumnsOf(alias string) string {
 	out := ""
@@ -278,12 +279,14 @@ type eventRow struct {
 	LeaseOwner    sql.NullString
 	LeaseUntil    sql.NullInt64
 	StartedAt     sql.NullInt64
+	Actor         sql.NullString
 }
 
 func (r *eventRow) dest() []any {
 	return []any{&r.ID, &r.Kind, &r.Reason, &r.PublicKey, &r.Interface, &r.ProfileID, &r.UserID,
 		&r.IPFour, &r.IPSix, &r.OriginatingIP, &r.ExpiresAt, &r.BytesIn, &r.BytesOut, &r.CreatedAt,
-		&r.Status, &r.Attempts, &r.NextAttemptAt, &r.LastError, &r.DoneAt, &r.LeaseOwner, &r.LeaseUntil, &r.StartedAt}
+		&r.Status, &r.Attempts, &r.NextAttemptAt, &r.LastError, &r.DoneAt, &r.LeaseOwner, &r.LeaseUntil, &r.StartedAt,
+		&r.Actor}
 }
 
 // decode turns a stored row into an Event, or returns an error matching
@@ -331,6 +334,7 @@ func (r *eventRow) decode() (store.Event, error) {
 		LeaseOwner:    r.LeaseOwner.String,
 		LeaseUntil:    decTime(r.LeaseUntil),
 		StartedAt:     decTime(r.StartedAt),
+		Actor:         r.Actor.String,
 	}
 	d.family("ip_four", e.IPv4, true)
 	d.family("ip_six", e.IPv6, false)

@@ -156,6 +156,7 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 				addr, p.Interface, store.ErrConflict)
 		}
 		ev = eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
+		ev.Actor = np.Actor
 		id, err := insertEvent(ctx, tx, &ev)
 		ev.ID = id
 		return err
@@ -179,16 +180,24 @@ func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error)
 	var id int64
 	err := tx.QueryRow(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
 		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
-		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at, actor)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 		RETURNING id`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
-		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5]).Scan(&id)
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], encActor(ev.Actor)).Scan(&id)
 	if err != nil {
 		return 0, convErr(err)
 	}
 	return id, nil
+}
+
+// encActor stores an empty actor as NULL: not recorded.
+func encActor(a string) any {
+	if a == "" {
+		return nil
+	}
+	return a
 }
 
 // peerState reads a peer's state inside tx; ErrNotFound if it has no row.
@@ -532,7 +541,15 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 // in the latter case its connect script may still be running, so its D event
 // is not leased to owner but due only at leaseUntil, when that script must
 // have ended: a script never sees D before C.
+//
+// The events record no actor; DeletePeersBy records one.
 func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
+	return s.DeletePeersBy(ctx, "", keys, reason, owner, leaseUntil)
+}
+
+// DeletePeersBy is DeletePeers recording actor (see store.Event.Actor) on
+// every D event it inserts; an empty actor is not recorded.
+func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	switch reason {
 	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed:
 	default:
@@ -618,6 +635,7 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 				}
 			}
 			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+			ev.Actor = actor
 			ev.NextAttemptAt = now
 			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
 			if leaseUntil.IsZero() {

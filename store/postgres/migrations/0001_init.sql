@@ -182,6 +182,9 @@ CREATE TABLE events (
     lease_until     bigint,
     -- when a C event's connect script was started (NULL: it never was)
     started_at      bigint,
+    -- who made the change: "api:admin@ADDRESS", "api:read@ADDRESS",
+    -- "cli:UID" or "daemon"; NULL: not recorded
+    actor           text,
     node            text   NOT NULL DEFAULT ''
 );
 
