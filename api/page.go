@@ -231,6 +231,9 @@ func matchAny(filter, user, key string, addrs ...string) bool {
 func pageEvent(e EventJSON) ui.Event {
 	ev := ui.Event{ID: e.ID, Kind: e.Event, Reason: e.Reason, Status: e.Status, User: e.UserID, PublicKey: e.PublicKey,
 		Interface: e.Interface, Attempts: e.Attempts, LastError: e.LastError, CreatedAt: e.CreatedAt}
+	if e.Actor != nil {
+		ev.Actor = *e.Actor
+	}
 	if e.NextAttemptAt != nil {
 		ev.NextAttemptAt = *e.NextAttemptAt
 	}

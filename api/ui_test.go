@@ -305,6 +305,17 @@ func TestAdminPageContent(t *testing.T) {
 	if strings.Count(ev, `<tr class="event"`) < 6 {
 		t.Errorf("events: %d rows", strings.Count(ev, `<tr class="event"`))
 	}
+	// Each event names its actor: the API client that made the change, or
+	// unknown for an event recorded without one (erin's, put in the store
+	// directly).
+	if !strings.Contains(first, `<td class="actor">api:admin@127.0.0.1:`) {
+		t.Errorf("the failed event's row does not name its actor (the API client):\n%s", first)
+	}
+	erin := ev[strings.Index(ev, `title="`+esc(keys["erin"])+`"`):]
+	erin = erin[:strings.Index(erin, "</tr>")]
+	if !strings.Contains(erin, `<td class="actor"><span class="muted">unknown</span></td>`) {
+		t.Errorf("erin's event, recorded without an actor, does not say unknown:\n%s", erin)
+	}
 
 	// Past the online window, alice is offline.
 	h.clock.Advance(wg.OnlineWindow + time.Second)

@@ -85,9 +85,12 @@ type Config struct {
 type Event struct {
 	ID                                               int64
 	Kind, Reason, Status, User, PublicKey, Interface string
-	Attempts                                         int
-	LastError                                        string
-	CreatedAt, NextAttemptAt                         time.Time
+	// Actor is who made the change (api:admin@ADDRESS, cli:UID, daemon);
+	// empty for events recorded before actors were.
+	Actor                    string
+	Attempts                 int
+	LastError                string
+	CreatedAt, NextAttemptAt time.Time
 }
 
 // Chart is an interface's traffic picture: one bar pair per peer (received
