@@ -713,3 +713,7 @@ func (r *Runner) logResult(v Vars, res Result) {
 	}
 	r.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
+
+// KillGrace is the time this runner gives a script's process group between
+// SIGTERM and SIGKILL (Config.KillGrace, or DefaultKillGrace).
+func (r *Runner) KillGrace() time.Duration { return r.grace }

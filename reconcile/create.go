@@ -80,7 +80,7 @@ const startSlack = 5 * time.Second
 
 func startBudget(queue time.Duration) time.Duration { return queue + startSlack }
 
-func runBound(timeout time.Duration) time.Duration {
+func runBound(timeout, killGrace time.Duration) time.Duration {
 	return hooks.StartLimit + timeout + 2*killGrace + time.Second
 }
 

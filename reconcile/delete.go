@@ -320,8 +320,9 @@ func (e *Engine) maxT() time.Duration { return time.Duration(e.maxTimeout.Load()
 // maxQ is the longest hooks.queue_timeout this engine has run with.
 func (e *Engine) maxQ() time.Duration { return time.Duration(e.maxQueue.Load()) }
 
-// killGrace is the script runner's SIGTERM-to-SIGKILL grace.
-const killGrace = 2 * time.Second
+// killGrace is the longest SIGTERM-to-SIGKILL grace of the script runners
+// this engine has run with.
+func (e *Engine) killGrace() time.Duration { return time.Duration(e.maxGrace.Load()) }
 
 // staleAge is how old a pending row must be before the stale cleanup takes
 // it: twice the script timeout, and at least long enough for a connect
@@ -329,5 +330,5 @@ const killGrace = 2 * time.Second
 // gone (runBound). With the defaults (30s, 5s) that is twice the timeout.
 func (e *Engine) staleAge() time.Duration {
 	t := e.maxT()
-	return max(2*t, startBudget(e.maxQ())+runBound(t)+time.Second)
+	return max(2*t, startBudget(e.maxQ())+runBound(t, e.killGrace())+time.Second)
 }

@@ -113,7 +113,7 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event, owner string) o
 	}
 	// Waiting for a free script slot must not outlive the lease: the run,
 	// slot wait included, ends (a kill included) before the lease does.
-	rctx, cancel := context.WithTimeout(ctx, e.leaseFor()-e.maxT()-killGrace-5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, e.leaseFor()-e.maxT()-e.killGrace()-5*time.Second)
 	res := e.runScript(rctx, ev, hooks.RunOptions{})
 	cancel()
 	e.point("deliver:script-ran")

@@ -155,6 +155,7 @@ type Engine struct {
 	claims      atomic.Int64             // numbers the lease tokens of this engine
 	maxTimeout  atomic.Int64             // longest hooks.timeout configured so far (ns)
 	maxQueue    atomic.Int64             // longest hooks.queue_timeout configured so far (ns)
+	maxGrace    atomic.Int64             // longest kill grace of the runners so far (ns)
 
 	ownerMu    sync.Mutex // guards the four fields below
 	owner      string     // host:pid:token, the name leases carry before "/claim"
@@ -214,6 +215,7 @@ func New(o Options) (*Engine, error) {
 		e.lockDir = dirOf(o.Config.Database)
 	}
 	e.noteTimeout(o.Config)
+	raise(&e.maxGrace, graceOf(o.Runner))
 	e.cfg.Store(o.Config)
 	e.run.Store(&runnerBox{o.Runner})
 	return e, nil
@@ -225,6 +227,7 @@ func New(o Options) (*Engine, error) {
 // interface has now is accepted as its expected one.
 func (e *Engine) SetConfig(c *config.Config, r Runner) {
 	if r != nil {
+		raise(&e.maxGrace, graceOf(r))
 		e.run.Store(&runnerBox{r})
 	}
 	e.mu.Lock()
@@ -269,6 +272,15 @@ func queueTimeout(c *config.Config) time.Duration {
 
 // runnerBox lets the runner be swapped atomically.
 type runnerBox struct{ Runner }
+
+// graceOf is r's SIGTERM-to-SIGKILL grace, as the runner reports it
+// (*hooks.Runner does); hooks.DefaultKillGrace for a runner that does not.
+func graceOf(r Runner) time.Duration {
+	if g, ok := r.(interface{ KillGrace() time.Duration }); ok {
+		return g.KillGrace()
+	}
+	return hooks.DefaultKillGrace
+}
 
 // Config returns the configuration in force.
 func (e *Engine) Config() *config.Config { return e.cfg.Load() }
