@@ -132,6 +132,19 @@ func testDaemonHeals(t *testing.T, interval string) {
 	took = healed(t, "after ip link set down")
 	t.Logf("up with its addresses %v after ip link set down", took)
 
+	if interval == "1s" {
+		// A listen port changed behind the daemon's back (no link event)
+		// is set again by the periodic reconcile; the device client logs
+		// it through the daemon's logger.
+		other := freeUDPPort(t)
+		if err := c.SetDevice(ctx, name, nil, &other); err != nil {
+			t.Fatal(err)
+		}
+		took = healed(t, "after a listen port change")
+		t.Logf("listen port set again %v after a change", took)
+		d.waitLog(t, "set device fields", 5*time.Second)
+	}
+
 	if after, _ := os.ReadFile(filepath.Join(dir, "events.log")); string(after) != string(events) {
 		t.Fatalf("the script ran while the interface was repaired:\nbefore:\n%s\nafter:\n%s", events, after)
 	}

@@ -97,7 +97,7 @@ func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconci
 	if p.store, err = e.openStore(cfg, log); err != nil {
 		return nil, err
 	}
-	if p.dev, err = wg.NewClient(); err != nil {
+	if p.dev, err = wg.NewClient(wg.WithLogger(log)); err != nil {
 		p.close()
 		return nil, fmt.Errorf("open WireGuard control: %w", err)
 	}

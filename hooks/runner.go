@@ -691,7 +691,7 @@ func (r *Runner) logResult(v Vars, res Result) {
 		attrs = append(attrs, slog.Int64("stderr_dropped", res.StderrDropped))
 	}
 	if res.Err != nil {
-		attrs = append(attrs, slog.String("error", res.Err.Error()))
+		attrs = append(attrs, slog.String("err", res.Err.Error()))
 	}
 	level, msg := slog.LevelInfo, "hook script succeeded"
 	var ue *UnsafeError

@@ -47,6 +47,9 @@ func TestRunRefusesUntrustedPath(t *testing.T) {
 	if !strings.Contains(log, "level=WARN") || !strings.Contains(log, "path="+top) || !strings.Contains(log, "mode=0777") {
 		t.Errorf("log does not say which path and why:\n%s", log)
 	}
+	if !strings.Contains(log, " err=") || strings.Contains(log, " error=") {
+		t.Errorf("log does not carry the error under the key err:\n%s", log)
+	}
 
 	chmod(t, top, 0o755)
 	if res := r.Run(context.Background(), connectVars()); !res.OK() {
