@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 // daemonProc is a wgkeeper daemon running as a child process.
 type daemonProc struct {
 	cmd    *exec.Cmd
-	mu     sync.Mutex
+	mu     sync.Mutex // guards logs
 	logs   strings.Builder
 	done   chan error
 	exited chan struct{} // closed once the process is reaped

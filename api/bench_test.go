@@ -94,7 +94,7 @@ func createLoad(tb testing.TB, url string, n, clients int, tag string) loadResul
 	}
 	close(next)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
+	var mu sync.Mutex // guards firstErr
 	var firstErr error
 	start := time.Now()
 	for c := 0; c < clients; c++ {

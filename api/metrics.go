@@ -39,7 +39,7 @@ type Metrics struct {
 	expired          prometheus.Counter
 	deviceReadErrors *prometheus.CounterVec
 
-	mu  sync.Mutex
+	mu  sync.Mutex // guards src
 	src *source
 }
 

@@ -109,16 +109,6 @@ var routes = []route{
 	{"GET /metrics", (*Server).serveMetrics},
 }
 
-// Routes returns the patterns served, "METHOD /path/{param}", in the order
-// they are registered.
-func Routes() []string {
-	out := make([]string, len(routes))
-	for i, r := range routes {
-		out[i] = r.pattern
-	}
-	return out
-}
-
 // New returns a Server.
 func New(o Options) (*Server, error) {
 	switch {

@@ -63,7 +63,7 @@ func TestConcurrentClients(t *testing.T) {
 		stop                                 atomic.Bool
 		created, retried, limited, inProg    atomic.Int64
 		deleted, notFound                    atomic.Int64
-		failMu                               sync.Mutex
+		failMu                               sync.Mutex // guards failures
 		failures                             []string
 		wg                                   sync.WaitGroup
 		monitorViolations, monitorIterations atomic.Int64

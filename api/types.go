@@ -421,15 +421,8 @@ func planOut(r reconcile.Report) InterfacePlan {
 // which needs no escaping.
 func keyPath(k wgtypes.Key) string { return base64.URLEncoding.EncodeToString(k[:]) }
 
-// PeerView is a config in the API's JSON shape; the CLI's -json output uses
-// it too, so both speak the same field names.
-func PeerView(p store.Peer) PeerJSON { return peerOut(p) }
-
 // EventView is an event in the API's JSON shape.
 func EventView(e store.Event) EventJSON { return eventOut(e) }
-
-// PlanView is a dry-run reconcile report in the API's JSON shape.
-func PlanView(r reconcile.Report) InterfacePlan { return planOut(r) }
 
 // PlanOf is the answer of GET /v1/plan (and `reconcile -json`) for
 // reconcile reports; the reports that failed are left out (the endpoint

@@ -282,7 +282,9 @@ func cmdPeerList(e *env, args []string) error {
 	})
 }
 
-// withStore opens only the config and the store (read commands).
+// withStore opens only the config and the store, with no device, script
+// runner or engine: for the commands that read the store, and for migrate.
+// The store is closed when fn returns.
 func (e *env) withStore(fn func(cfg *config.Config, st store.Store) error) error {
 	cfg, err := e.loadConfig()
 	if err != nil {

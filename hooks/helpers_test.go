@@ -117,7 +117,7 @@ func requireNoSurvivors(tb testing.TB, pgid int) {
 
 // syncBuffer is a bytes.Buffer safe for a slog handler used concurrently.
 type syncBuffer struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards b
 	b  bytes.Buffer
 }
 

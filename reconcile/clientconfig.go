@@ -45,18 +45,6 @@ func clientConfig(p store.Peer, prof config.Profile, ifc config.Interface, serve
 	return c
 }
 
-// ClientConfigFor rebuilds the client config of a stored peer (without the
-// private key, which is never stored).
-func (e *Engine) ClientConfigFor(p store.Peer, serverKey wgtypes.Key) (ClientConfig, error) {
-	cfg := e.Config()
-	prof, ok := cfg.Profile(p.ProfileID)
-	if !ok {
-		return ClientConfig{}, fmt.Errorf("profile %q of peer %s is no longer configured", p.ProfileID, p.PublicKey)
-	}
-	ifc, _ := cfg.Interface(p.Interface)
-	return clientConfig(p, prof, ifc, serverKey, nil), nil
-}
-
 // WGQuick renders the config in wg-quick(8) format. Without a private key
 // (the client brought its own) the PrivateKey line is a comment telling the
 // user to fill it in.

@@ -64,7 +64,7 @@ func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
 // whoever holds it now.
 func (e *Engine) deliverBatch(ctx context.Context, evs []store.Event, owner string) Delivery {
 	var (
-		mu  sync.Mutex
+		mu  sync.Mutex // guards out
 		out Delivery
 		wg  sync.WaitGroup
 	)

@@ -8,7 +8,39 @@
 // script, and every config whose connect succeeded gets a disconnect event
 // once it is removed, whichever process removes it and whenever a process
 // dies. It does not speak SQL, wgctrl or os/exec itself: it consumes the
-// small interfaces below, satisfied by the store, wg and hooks packages.
+// small interfaces below, satisfied by every backend of store.Store, by
+// *wg.Client and by *hooks.Runner.
+//
+// Lock order. Locks are taken in this order and released in reverse; none
+// is waited for while a later one is held:
+//
+//  1. The housekeeping lock: flock(2) on .wgkeeper-housekeeping.lock in the
+//     lock directory, held for a whole Housekeeping run, its scripts
+//     included, so two runs never overlap, across processes too.
+//  2. The device locks, one per interface: first the in-process channel
+//     semaphore (Engine.devSems), then flock(2) on .wgkeeper-IFACE.lock.
+//     Held across one read-plan-write sequence: the store reads and writes
+//     it needs, the device read and write, the repair of an owned link
+//     (wg.Link's mutex). Several are taken in interface-name order (remove).
+//     Never held while a script runs: a connect script runs before its
+//     device lock is taken, disconnect scripts after the locks are released.
+//  3. Engine.ownerMu, and under it, on first use, this engine's owner file
+//     (flock(2) on .wgkeeper-owner-TOKEN.lock, held for the engine's life
+//     and inherited by its scripts). The owner files of others are only
+//     tried, never waited for (ReclaimDead).
+//  4. A script slot of the runner (a channel semaphore in hooks), held by
+//     one run; a run may write to the store (its start is recorded).
+//  5. The store: the SQLite backend's write mutex (one write transaction of
+//     this process at a time), then SQLite's own file lock (BEGIN
+//     IMMEDIATE, waited for with the busy timeout). The store calls nothing
+//     back.
+//
+// Engine.mu guards the engine's maps only; it is a leaf, never held across
+// I/O or while waiting. Event leases in the database are not waited for:
+// a claim skips leased events, a delivery runs a script holding only its
+// event's lease (renewed just before), and a lease lost is left to its new
+// holder. A lease is taken in the same store write as the delete that makes
+// the event, under the device locks of 2.
 package reconcile
 
 import (
@@ -144,7 +176,7 @@ type Engine struct {
 
 	links atomic.Pointer[linksBox] // interfaces this process owns; nil = none
 
-	mu          sync.Mutex               // guards the maps below; never held across I/O
+	mu          sync.Mutex               // guards the seven maps below (firstKeys to orphans); a leaf, never held across I/O
 	firstKeys   map[string]wgtypes.Key   // interface -> first public key seen (since start or reload)
 	snaps       map[string]devSnap       // interface -> last full read, with the link it was read through
 	keyFiles    map[string]wgtypes.Key   // private_key_file -> its key, read once per config

@@ -246,7 +246,10 @@ type Summary struct {
 // log_retention. Two runs never overlap, across processes too: with wait the
 // call waits for a running one to end; without, it returns ErrBusy.
 // Failures of one step are recorded in Summary.Errors and the later steps
-// still run; the error returned is the first of them.
+// still run; the error returned joins them all (errors.Join), each wrapped
+// with its step ("expire: ...", "reconcile wg0: ..."). A run that could not
+// take the lock returns ErrBusy (without wait) or the lock's error, with a
+// zero Summary.
 func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 	l, err := e.housekeepingLock(ctx, wait)
 	if err != nil {

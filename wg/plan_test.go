@@ -291,15 +291,11 @@ func fmtWanted(w wg.Wanted) string {
 	return fmt.Sprintf("%s psk=%s ka=%v ips=%v", w.PublicKey, w.PresharedKey, w.Keepalive, w.AllowedIPs)
 }
 
-func TestOrphansParse(t *testing.T) {
-	for _, s := range []string{"remove", "keep"} {
-		o, err := wg.ParseOrphans(s)
-		if err != nil || o.String() != s {
-			t.Fatalf("ParseOrphans(%q) = %v, %v", s, o, err)
+func TestOrphansString(t *testing.T) {
+	for o, want := range map[wg.Orphans]string{wg.OrphansRemove: "remove", wg.OrphansKeep: "keep", 0: "Orphans(0)"} {
+		if got := o.String(); got != want {
+			t.Errorf("Orphans(%d).String() = %q, want %q", int(o), got, want)
 		}
-	}
-	if _, err := wg.ParseOrphans("delete"); err == nil || !strings.Contains(err.Error(), `want "remove" or "keep"`) {
-		t.Fatalf("ParseOrphans(delete) error = %v", err)
 	}
 }
 

@@ -60,18 +60,6 @@ const (
 	OrphansKeep
 )
 
-// ParseOrphans parses the config spelling of an orphan policy:
-// "remove" or "keep".
-func ParseOrphans(s string) (Orphans, error) {
-	switch s {
-	case "remove":
-		return OrphansRemove, nil
-	case "keep":
-		return OrphansKeep, nil
-	}
-	return 0, fmt.Errorf("parse orphan policy %q: want \"remove\" or \"keep\"", s)
-}
-
 // String returns "remove", "keep", or "Orphans(N)" for an invalid value.
 func (o Orphans) String() string {
 	switch o {

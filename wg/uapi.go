@@ -26,8 +26,8 @@ type UAPIServer struct {
 	dev  *device.Device
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	mu     sync.Mutex            // guards conns and closed
+	conns  map[net.Conn]struct{} // open client connections, closed by Close
 	closed bool
 	wg     sync.WaitGroup // connection handlers
 	done   chan struct{}  // closed when the accept loop ends

@@ -10,7 +10,7 @@ import (
 
 // Clock is a fake clock; its zero value reads as the zero time.
 type Clock struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards t
 	t  time.Time
 }
 

@@ -15,7 +15,7 @@
 // cannot race.
 //
 // Beside store.Store, a *Store offers what only the wiring needs: Open's
-// file options (create, quick_check), Path, Fault and Optimize.
+// file options (create, quick_check), Path and Fault.
 package sqlite
 
 import (
@@ -71,7 +71,7 @@ type Store struct {
 	path   string
 	now    func() time.Time
 	log    *slog.Logger
-	wmu    sync.Mutex    // serialises this process's write transactions
+	wmu    sync.Mutex    // held through each write transaction: one at a time in this process
 	poll   time.Duration // Options.ChangePoll
 	dvMu   sync.Mutex    // guards the use of dvConn
 	dvConn *sql.Conn     // dedicated connection: PRAGMA data_version is per connection
@@ -89,8 +89,8 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 const (
-	// maxOpenConns bounds the pool, one connection of which DataVersion
-	// keeps. Writers queue on SQLite's lock anyway; readers rarely need more.
+	// maxOpenConns bounds the pool, one connection of which Version and
+	// the Changes channels keep (dvConn). Writers queue on SQLite's lock anyway; readers rarely need more.
 	maxOpenConns = 16
 	maxIdleConns = 4
 )
@@ -322,10 +322,9 @@ func (s *Store) open(ctx context.Context, quickCheck bool) error {
 	return nil
 }
 
-// Optimize lets SQLite refresh the statistics its query planner uses
-// (PRAGMA optimize; cheap when nothing changed). Run it now and then in a
-// long-lived process, e.g. after housekeeping; Close runs it too.
-func (s *Store) Optimize(ctx context.Context) error {
+// optimize lets SQLite refresh the statistics its query planner uses
+// (PRAGMA optimize; cheap when nothing changed). Close runs it.
+func (s *Store) optimize(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, "PRAGMA optimize"); err != nil {
 		return fmt.Errorf("optimize database: %w", convErr(err))
 	}
@@ -340,7 +339,7 @@ func (s *Store) Close() error {
 		// Never on a database Open refused (it must stay untouched), nor
 		// on one deleted, replaced or damaged.
 		if s.ready && s.Fault() == nil {
-			if err := s.Optimize(context.Background()); errors.Is(err, store.ErrUnavailable) {
+			if err := s.optimize(context.Background()); errors.Is(err, store.ErrUnavailable) {
 				s.log.Debug("optimize before close", "err", err) // said already, by whoever met it
 			} else if err != nil {
 				s.log.Warn("optimize before close", "err", err)
@@ -574,11 +573,13 @@ func isBusy(err error) bool {
 	return strings.Contains(err.Error(), "database is locked")
 }
 
-// convErr maps driver errors to the package's own: unique and primary-key
-// violations become ErrConflict, sql.ErrNoRows ErrNotFound, the
-// environment's faults (full, read-only, I/O, damaged, cannot open) an
-// *UnavailableError, and any other SQLite error a plain error with the
-// same text.
+// convErr maps driver errors to the store contract's: unique and
+// primary-key violations wrap store.ErrConflict, sql.ErrNoRows becomes
+// store.ErrNotFound, busy and locked wrap errBusy (Open retries
+// those), the environment's faults (full, read-only, permission, I/O,
+// damaged, cannot open) become a *store.UnavailableError, and any other
+// SQLite error a plain error with the same text, so no driver type leaves
+// the package. Errors that are not SQLite's pass unchanged.
 func convErr(err error) error {
 	if err == nil {
 		return nil

@@ -290,7 +290,7 @@ func (su *suite) testClaimDueConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := clock.Now()
-	var mu sync.Mutex
+	var mu sync.Mutex // guards owner
 	owner := map[int64]string{}
 	var wg sync.WaitGroup
 	for w := range 4 {

@@ -248,7 +248,7 @@ func (su *suite) testAllocateConcurrent(t *testing.T) {
 	v6 := netip.MustParsePrefix("fd50::/64")
 
 	var (
-		mu      sync.Mutex
+		mu      sync.Mutex // guards made, limited and errs
 		made    = map[netip.Addr]wgtypes.Key{}
 		limited int
 		errs    []error

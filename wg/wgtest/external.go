@@ -71,7 +71,7 @@ func (e *External) Recreate(tb testing.TB) {
 }
 
 type lockedBuffer struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards b
 	b  bytes.Buffer
 }
 

@@ -55,7 +55,7 @@ type Server struct {
 	Addr4      netip.Prefix // the server's own IPv4 address and client range, e.g. 10.99.0.1/16; zero = none
 	Addr6      netip.Prefix // same for IPv6, e.g. fd00:99::1/64; zero = none
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards the fields below
 	peers    []wg.Wanted
 	inst     *instance
 	nextHost uint32
