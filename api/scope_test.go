@@ -113,7 +113,7 @@ func TestReadToken(t *testing.T) {
 	read := map[string]string{"Authorization": "Bearer " + readToken}
 	wrong := map[string]string{"Authorization": "Bearer " + readToken + "-wrong"}
 	gets, writes := 0, 0
-	for _, pattern := range Routes() {
+	for _, pattern := range routePatterns() {
 		method, path, _ := strings.Cut(pattern, " ")
 		path = fill.Replace(path)
 		if method == http.MethodGet {

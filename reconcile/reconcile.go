@@ -12,11 +12,12 @@
 // *wg.Client and by *hooks.Runner.
 //
 // Lock order. Locks are taken in this order and released in reverse; none
-// is waited for while a later one is held:
+// is waited for while a later one is held. The lock files live in the lock
+// directory (Options.LockDir):
 //
-//  1. The housekeeping lock: flock(2) on .wgkeeper-housekeeping.lock in the
-//     lock directory, held for a whole Housekeeping run, its scripts
-//     included, so two runs never overlap, across processes too.
+//  1. The housekeeping lock: flock(2) on .wgkeeper-housekeeping.lock, held
+//     for a whole Housekeeping run, its scripts included, so two runs never
+//     overlap, across processes too.
 //  2. The device locks, one per interface: first the in-process channel
 //     semaphore (Engine.devSems), then flock(2) on .wgkeeper-IFACE.lock.
 //     Held across one read-plan-write sequence: the store reads and writes
@@ -30,10 +31,11 @@
 //     tried, never waited for (ReclaimDead).
 //  4. A script slot of the runner (a channel semaphore in hooks), held by
 //     one run; a run may write to the store (its start is recorded).
-//  5. The store: the SQLite backend's write mutex (one write transaction of
-//     this process at a time), then SQLite's own file lock (BEGIN
-//     IMMEDIATE, waited for with the busy timeout). The store calls nothing
-//     back.
+//  5. The store's own locks, inside one of its calls: SQLite's write mutex
+//     (one write transaction of this process at a time), then its file
+//     lock (BEGIN IMMEDIATE, waited for with the busy timeout);
+//     PostgreSQL's row locks (FOR UPDATE) within one transaction. The store
+//     calls nothing back.
 //
 // Engine.mu guards the engine's maps only; it is a leaf, never held across
 // I/O or while waiting. Event leases in the database are not waited for:
