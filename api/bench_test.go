@@ -152,14 +152,14 @@ func BenchmarkCreateAPI(b *testing.B) {
 	b.ResetTimer()
 	for _, tc := range []struct{ name, script string }{{"none", ""}, {"script", trivial}} {
 		b.StopTimer()
-		h := newHarness(b, harnessOpts{})
+		h := newHarness(b, harnessOpts{real: true})
 		url := h.serverWith(b, tc.script).URL
 		createLoad(b, url, 50, clients, "warm-"+tc.name) // warm caches and connections
 		b.StartTimer()
 		results[tc.name+"@0"] = createLoad(b, url, n, clients, "at0-"+tc.name)
 	}
 	b.StopTimer()
-	h := newHarness(b, harnessOpts{})
+	h := newHarness(b, harnessOpts{real: true})
 	t0 := time.Now()
 	h.seed(b, existing)
 	b.Logf("seeded %d configs in %s", existing, time.Since(t0).Round(time.Millisecond))

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
-	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
 func escKey(k string) string { return url.PathEscape(k) }
@@ -97,13 +95,7 @@ func TestEndpoints(t *testing.T) {
 
 	// A real client handshakes with alice's config: live fields follow.
 	a4, a6 := netip.MustParseAddr(*alice.Peer.IPFour), netip.MustParseAddr(*alice.Peer.IPSix)
-	cl := h.srv.NewClient(t, wgtest.WithClientKey(priv), wgtest.WithClientAddrs(a4, a6),
-		wgtest.WithPresharedKey(mustKey(t, configLine(t, alice.Config, "PresharedKey"))))
-	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Handshake(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h.handshake(t, priv, a4, a6, mustKey(t, configLine(t, alice.Config, "PresharedKey")))
 	h.clock.Advance(time.Second)
 	for _, path := range []string{"/v1/peers/" + escKey(aliceKey.String()), "/v1/peers/" + urlKey(aliceKey)} {
 		r := h.do("GET", path, nil)

@@ -9,9 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
+	"net/netip"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +19,9 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/enginetest"
 	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/store/sqlite"
@@ -47,43 +48,34 @@ exit 0
 
 const testToken = "s3cret-token-for-tests"
 
-const testConfig = `
-database = "wgkeeper.db"
-
-[hooks]
-%s
+// testConfig is the harness's configuration: the "staff" profile and a
+// "tiny" one of two addresses on the interface name.
+func testConfig(name string, port int, hooks, ifaceExtra string, noScript bool, maxPerUser int, extra string) string {
+	return testenv.Config{
+		Interface: name,
+		Port:      port,
+		NoScript:  noScript,
+		Hooks: hooks + `
 concurrency = 4
 max_attempts = 1
 retry_base = "10s"
-retry_max = "1m"
-
-[api]
-listen = ""
-
-[[interface]]
-name = "%s"
-endpoint = "127.0.0.1:%d"
-%s
-
-[[profile]]
-id = "staff"
-interface = "%s"
-ipv4_range = "10.99.0.0/16"
-ipv6_range = "fd00:99::/64"
-dns = ["10.99.0.1"]
+retry_max = "1m"`,
+		InterfaceLines: ifaceExtra,
+		ProfileLines: fmt.Sprintf(`dns = ["10.99.0.1"]
 expiry = "30d"
 max_expiry = "365d"
 max_configs_per_user = %d
-preshared_keys = true
-
+preshared_keys = true`, maxPerUser),
+		Extra: fmt.Sprintf(`
 [[profile]]
 id = "tiny"
-interface = "%s"
+interface = %q
 ipv4_range = "10.98.0.0/30"
 expiry = "0"
 max_expiry = "0"
-%s
-`
+%s`, name, extra),
+	}.TOML()
+}
 
 // ghostConfig adds an interface that does not exist, for 503 answers.
 const ghostConfig = `
@@ -104,15 +96,17 @@ type harnessOpts struct {
 	ghost      bool
 	logger     bool
 	ifaceExtra string // more lines of the [[interface]] section
+	real       bool   // a real device and the real script (needs root)
 }
 
 type harness struct {
 	t       testing.TB
 	dir     string
-	srv     *wgtest.Server
+	srv     *server
 	cfg     *config.Config
 	st      *sqlite.Store
-	dev     *wg.Client
+	dev     testDevice
+	fake    *enginetest.Device // the in-memory device; nil on a real one
 	eng     *reconcile.Engine
 	metrics *Metrics
 	api     *Server
@@ -121,52 +115,115 @@ type harness struct {
 	ctx     context.Context
 }
 
+// testDevice is what the tests do to a device (wg.Client and
+// enginetest.Device both do it).
+type testDevice interface {
+	reconcile.Device
+	RemovePeers(ctx context.Context, name string, keys []wgtypes.Key) error
+}
+
+// server is the interface under test: a real userspace device (wgtest) or
+// one of the in-memory device.
+type server struct {
+	Name      string
+	Port      int
+	PublicKey wgtypes.Key
+	real      *wgtest.Server
+}
+
+// NewClient starts a real client of the real device; it needs
+// harnessOpts.real.
+func (s *server) NewClient(t testing.TB, opts ...wgtest.ClientOption) *wgtest.ClientDev {
+	t.Helper()
+	if s.real == nil {
+		t.Fatal("a client needs a real device: give the harness real: true")
+	}
+	return s.real.NewClient(t, opts...)
+}
+
+// handshake makes the config of key (with its addresses and preshared
+// key) online: a real client handshakes and pings on a real device; on the
+// in-memory one the peer gets what such a client leaves there (a handshake
+// now, bytes both ways, an endpoint on loopback).
+func (h *harness) handshake(t testing.TB, priv wgtypes.Key, a4, a6 netip.Addr, psk wgtypes.Key) {
+	t.Helper()
+	if h.fake != nil {
+		if err := h.fake.SetTraffic(h.srv.Name, priv.PublicKey(), enginetest.Traffic{LastHandshake: time.Now(), RxBytes: 212, TxBytes: 92,
+			Endpoint: netip.MustParseAddrPort("127.0.0.1:40000")}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	cl := h.srv.NewClient(t, wgtest.WithClientKey(priv), wgtest.WithClientAddrs(a4, a6), wgtest.WithPresharedKey(psk))
+	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
+	defer cancel()
+	if err := cl.Handshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newHarness serves the API of an engine on a store in a temporary file,
+// with the in-memory device and runner when testenv.Fakes says so, else
+// on a real userspace device and the real hook script. Tests that are
+// about the real device or script set harnessOpts.real and skip without
+// root.
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	wgtest.RequireRoot(t)
+	fakes := !o.real && testenv.Fakes()
+	if !fakes {
+		wgtest.RequireRoot(t)
+	}
 	if o.maxPerUser == 0 {
 		o.maxPerUser = 3
 	}
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	h.srv = wgtest.NewServer(t)
-	script := `script = "hook.sh"`
-	if o.noScript {
-		script = ""
+	var key wgtypes.Key
+	if fakes {
+		var err error
+		if key, err = wgtypes.GeneratePrivateKey(); err != nil {
+			t.Fatal(err)
+		}
+		h.srv = &server{Name: wgtest.UniqueName("wgf"), Port: 51820, PublicKey: key.PublicKey()}
+	} else {
+		srv := wgtest.NewServer(t)
+		h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
 	}
 	if o.hooks == "" {
 		o.hooks = `timeout = "5s"`
-	}
-	script += "\n" + o.hooks
-	if err := os.WriteFile(filepath.Join(h.dir, "hook.sh"), []byte(hookScript), 0o755); err != nil {
-		t.Fatal(err)
 	}
 	ghost := ""
 	if o.ghost {
 		ghost = ghostConfig
 	}
-	toml := fmt.Sprintf(testConfig, script, h.srv.Name, h.srv.Port, o.ifaceExtra, h.srv.Name, o.maxPerUser, h.srv.Name, ghost)
-	if err := os.WriteFile(filepath.Join(h.dir, "wgkeeper.toml"), []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(filepath.Join(h.dir, "wgkeeper.toml"))
-	if err != nil {
-		t.Fatalf("test config: %v", err)
-	}
+	cfg := testenv.Load(t, h.dir, testConfig(h.srv.Name, h.srv.Port, o.hooks, o.ifaceExtra, o.noScript, o.maxPerUser, ghost), hookScript)
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC())
+	var err error
 	h.st, err = sqlite.Open(h.ctx, cfg.Database, sqlite.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.st.Close() })
-	h.dev, err = wg.NewClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.dev.Close() })
-	runner, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
-	if err != nil {
-		t.Fatal(err)
+	var runner reconcile.Runner
+	if fakes {
+		h.fake = enginetest.NewDevice()
+		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port})
+		h.dev = h.fake
+		var script enginetest.Script
+		if !o.noScript {
+			script = h.hook
+		}
+		runner = enginetest.NewRunner(enginetest.RunnerConfig{Script: script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
+	} else {
+		dev, err := wg.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dev.Close() })
+		h.dev = dev
+		if runner, err = hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	h.metrics = NewMetrics()
 	h.eng, err = reconcile.New(reconcile.Options{Config: cfg, Store: h.st, Device: h.dev, Runner: runner, Now: h.clock.Now, Observer: h.metrics})
@@ -184,6 +241,35 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.http = httptest.NewServer(h.api)
 	t.Cleanup(h.http.Close)
 	return h
+}
+
+// hook is hookScript in Go, for the in-memory runner: the same log line,
+// the same answers per user.
+func (h *harness) hook(ctx context.Context, env map[string]string) enginetest.Exit {
+	ev, user := env["VPN_EVENT"], env["VPN_USER_ID"]
+	line := fmt.Sprintf("%s %s %s %s\n", ev, user, env["VPN_CONNECTION_ID"], env["VPN_REASON"])
+	if err := testenv.Append(filepath.Join(h.dir, "events.log"), line); err != nil {
+		return enginetest.Exit{Code: 1, Stderr: err.Error()}
+	}
+	sleep := func(d time.Duration) enginetest.Exit {
+		if !enginetest.Sleep(ctx, d) {
+			return enginetest.Exit{Code: -1}
+		}
+		return enginetest.Exit{}
+	}
+	switch {
+	case ev == "C" && strings.HasPrefix(user, "reject"):
+		return enginetest.Exit{Code: 7, Stderr: "user is blocked\n"}
+	case ev == "C" && strings.HasPrefix(user, "loud"):
+		return enginetest.Exit{Code: 7, Stderr: "user is blocked\n" + strings.Repeat("x", 320000)}
+	case ev == "C" && strings.HasPrefix(user, "slow"):
+		return sleep(2 * time.Second)
+	case ev == "C" && strings.HasPrefix(user, "queue"):
+		return sleep(1500 * time.Millisecond)
+	case ev == "D" && strings.HasPrefix(user, "faild"):
+		return enginetest.Exit{Code: 5}
+	}
+	return enginetest.Exit{}
 }
 
 // response is a decoded answer.
@@ -327,37 +413,14 @@ func (a snapshot) equal(b snapshot) bool {
 // scriptRuns returns the lines of events.log: "EVENT USER KEY REASON".
 func (h *harness) scriptRuns() []string {
 	h.t.Helper()
-	data, err := os.ReadFile(filepath.Join(h.dir, "events.log"))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return strings.Split(strings.TrimSpace(string(data)), "\n")
+	return testenv.Lines(h.t, filepath.Join(h.dir, "events.log"))
 }
 
 // assertInSync checks device peers == active store peers, with their
 // allowed IPs.
 func (h *harness) assertInSync() {
 	h.t.Helper()
-	peers, err := h.st.ListPeers(h.ctx, store.PeerFilter{Interface: h.srv.Name, State: store.StateActive})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var want, got []string
-	for _, p := range peers {
-		w := reconcile.WantedPeer(p)
-		want = append(want, fmt.Sprintf("%s=%v", w.PublicKey, w.AllowedIPs))
-	}
-	for _, p := range h.read().Peers {
-		got = append(got, fmt.Sprintf("%s=%v", p.PublicKey, p.AllowedIPs))
-	}
-	sort.Strings(want)
-	sort.Strings(got)
-	if strings.Join(want, ",") != strings.Join(got, ",") {
-		h.t.Fatalf("store and device disagree:\nstore active: %v\ndevice:       %v", want, got)
-	}
+	testenv.AssertInSync(h.t, h.st, h.dev, h.srv.Name)
 }
 
 func newKey(t testing.TB) wgtypes.Key {

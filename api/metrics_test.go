@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"net/netip"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
 // scrape fetches /metrics and parses it with the Prometheus text parser.
@@ -91,13 +89,7 @@ func TestMetrics(t *testing.T) {
 
 	// A real client makes alice online.
 	a4, a6 := netip.MustParseAddr(*alice.Peer.IPFour), netip.MustParseAddr(*alice.Peer.IPSix)
-	cl := h.srv.NewClient(t, wgtest.WithClientKey(mustKey(t, alice.PrivateKey)), wgtest.WithClientAddrs(a4, a6),
-		wgtest.WithPresharedKey(mustKey(t, configLine(t, alice.Config, "PresharedKey"))))
-	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Handshake(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h.handshake(t, mustKey(t, alice.PrivateKey), a4, a6, mustKey(t, configLine(t, alice.Config, "PresharedKey")))
 	h.clock.Set(time.Now().UTC())
 
 	mfs := h.scrape()

@@ -119,7 +119,7 @@ func TestFullScriptQueueIsBusy(t *testing.T) {
 // everyone, a create answers 503 script_unsafe naming that directory and its
 // mode, runs nothing and keeps nothing; once fixed, creates work again.
 func TestCreateScriptUnsafe(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	h := newHarness(t, harnessOpts{real: true})
 	above := filepath.Dir(h.dir)
 	fi, err := os.Stat(above)
 	if err != nil {

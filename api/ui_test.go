@@ -19,7 +19,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/api/ui"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
-	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
 // evilUser is a user id the page must show as text.
@@ -58,13 +57,7 @@ func pageFixture(t *testing.T, h *harness) map[string]string {
 	}
 	// Online: a real client with alice's config.
 	a4, a6 := netip.MustParseAddr(*alice.Peer.IPFour), netip.MustParseAddr(*alice.Peer.IPSix)
-	cl := h.srv.NewClient(t, wgtest.WithClientKey(mustKey(t, alice.PrivateKey)), wgtest.WithClientAddrs(a4, a6),
-		wgtest.WithPresharedKey(mustKey(t, configLine(t, alice.Config, "PresharedKey"))))
-	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Handshake(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h.handshake(t, mustKey(t, alice.PrivateKey), a4, a6, mustKey(t, configLine(t, alice.Config, "PresharedKey")))
 	h.clock.Set(time.Now().UTC()) // handshakes are stamped with real time
 	return keys
 }

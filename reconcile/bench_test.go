@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -52,7 +51,7 @@ func (h *harness) seed(tb testing.TB, n int, exp time.Time) []store.Peer {
 // with nothing to do, against one raw wgctrl Device() read of the same
 // device, measured alternately in the same run. Target ratio <= 1.5.
 func BenchmarkHousekeepingNoop10k(b *testing.B) {
-	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	h := newHarness(b, harnessOpts{real: true, maxPerUser: 100000})
 	h.seed(b, 10000, time.Time{})
 	raw, err := wgctrl.New()
 	if err != nil {
@@ -100,7 +99,7 @@ func (d *timedDevice) Apply(ctx context.Context, name string, p wg.Plan) (wg.Cou
 // script at concurrency 4; reports total time, D events/s and the share of
 // the time spent writing the device.
 func BenchmarkExpire10pctOf10k(b *testing.B) {
-	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	h := newHarness(b, harnessOpts{real: true, maxPerUser: 100000})
 	trivial := filepath.Join(h.dir, "true.sh")
 	if err := os.WriteFile(trivial, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		b.Fatal(err)
@@ -158,7 +157,7 @@ func BenchmarkCreateCheck10k(b *testing.B) {
 	}
 	b.Cleanup(func() { l.Close() })
 	h := &harness{t: b, dir: b.TempDir(), ctx: context.Background()}
-	h.open(fmt.Sprintf(testConfig, name, 51820, "remove", "", name, 100000, false))
+	h.open(testConfig(name, 51820, "remove", "", 100000, false))
 	h.seed(b, 10000, time.Time{})
 	ifc, _ := h.cfg.Interface(name)
 	raw, err := wgctrl.New()

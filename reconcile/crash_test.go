@@ -96,7 +96,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.op+"@"+tc.at, func(t *testing.T) {
-			h := newHarness(t, harnessOpts{})
+			h := newHarness(t, harnessOpts{real: true})
 			keepA := h.create("alice")
 			victim := h.create("bob")
 			cl := h.connect(keepA)

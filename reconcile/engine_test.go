@@ -19,7 +19,7 @@ import (
 )
 
 func TestCreateEndToEnd(t *testing.T) {
-	h := newHarness(t, harnessOpts{psk: true})
+	h := newHarness(t, harnessOpts{real: true, psk: true})
 	c := h.create("alice", func(r *CreateRequest) {
 		r.OriginatingIP = mustAddr("192.0.2.7")
 		r.DisplayName = "laptop"
@@ -170,7 +170,7 @@ func TestCreateRejectedByScript(t *testing.T) {
 }
 
 func TestDeleteRevokeExpire(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	h := newHarness(t, harnessOpts{real: true})
 	a1 := h.create("alice")
 	a2 := h.create("alice")
 	a3 := h.create("alice")
@@ -255,7 +255,7 @@ func TestDeleteRevokeExpire(t *testing.T) {
 }
 
 func TestReconcileRestoresWithoutResettingSessions(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	h := newHarness(t, harnessOpts{real: true})
 	a := h.create("alice")
 	b := h.create("bob")
 	c := h.create("carol")

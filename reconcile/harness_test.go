@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +15,9 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/enginetest"
 	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
-	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
@@ -51,40 +52,26 @@ if [ -f "$d/always_fail_$VPN_EVENT" ]; then exit 4; fi
 exit 0
 `
 
-const testConfig = `
-database = "wgkeeper.db"
-
-[hooks]
-script = "hook.sh"
-timeout = "5s"
+// testConfig is the harness's configuration for the interface name.
+func testConfig(name string, port int, orphans, ifaceExtra string, maxPerUser int, psk bool) string {
+	return testenv.Config{
+		Interface: name,
+		Port:      port,
+		Hooks: `timeout = "5s"
 concurrency = 4
 max_attempts = 3
 retry_base = "10s"
-retry_max = "1m"
-
-[housekeeping]
-log_retention = "90d"
-
-[api]
-listen = ""
-
-[[interface]]
-name = "%s"
-endpoint = "127.0.0.1:%d"
-orphans = "%s"
-%s
-[[profile]]
-id = "staff"
-interface = "%s"
-ipv4_range = "10.99.0.0/16"
-ipv6_range = "fd00:99::/64"
-dns = ["10.99.0.1"]
+retry_max = "1m"`,
+		InterfaceLines: fmt.Sprintf("orphans = %q\n%s", orphans, ifaceExtra),
+		ProfileLines: fmt.Sprintf(`dns = ["10.99.0.1"]
 expiry = "0"
 max_expiry = "0"
 max_configs_per_user = %d
 persistent_keepalive = "25s"
-preshared_keys = %t
-`
+preshared_keys = %t`, maxPerUser, psk),
+		Extra: "\n[housekeeping]\nlog_retention = \"90d\"\n",
+	}.TOML()
+}
 
 type harnessOpts struct {
 	orphans    string
@@ -92,24 +79,73 @@ type harnessOpts struct {
 	psk        bool
 	peers      []wg.Wanted // preset on the server
 	ifaceExtra string      // more lines of the [[interface]] section
+	real       bool        // a real device and the real script (needs root)
+	link       bool        // the in-memory interface has a kernel link (up)
 }
 
 type harness struct {
 	t      testing.TB
 	dir    string
-	srv    *wgtest.Server
+	srv    *server
 	cfg    *config.Config
 	st     *sqlite.Store
-	dev    *wg.Client
-	runner *hooks.Runner
+	dev    testDevice
+	fake   *enginetest.Device // the in-memory device; nil on a real one
+	runner Runner
+	script *enginetest.Runner // the in-memory runner; nil with the real script
 	eng    *Engine
 	clock  *fakeclock.Clock
 	ctx    context.Context
 }
 
+// testDevice is what the tests do to a device: the engine's Device and
+// RemovePeers (wg.Client and enginetest.Device both have them).
+type testDevice interface {
+	Device
+	RemovePeers(ctx context.Context, name string, keys []wgtypes.Key) error
+}
+
+// server is the interface under test: a real userspace device (wgtest) or
+// one of the in-memory device.
+type server struct {
+	Name      string
+	Port      int
+	PublicKey wgtypes.Key
+	real      *wgtest.Server
+	fake      *enginetest.Device
+}
+
+// Close removes the interface.
+func (s *server) Close() {
+	if s.real != nil {
+		s.real.Close()
+		return
+	}
+	s.fake.DeleteInterface(s.Name)
+}
+
+// Restart restarts the implementation: same key and port, no peers, a new
+// UAPI socket.
+func (s *server) Restart(t testing.TB) {
+	t.Helper()
+	if s.real != nil {
+		s.real.Restart(t)
+		return
+	}
+	if err := s.fake.Restart(s.Name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newHarness opens a store on a temporary file and an engine on it, with
+// the in-memory device and runner when testenv.Fakes says so, else on a
+// real userspace device and the real hook script. Tests that are about
+// the real device or script set harnessOpts.real and skip without root.
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	wgtest.RequireRoot(t)
+	if o.real || !testenv.Fakes() {
+		wgtest.RequireRoot(t)
+	}
 	if o.orphans == "" {
 		o.orphans = "remove"
 	}
@@ -117,46 +153,86 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		o.maxPerUser = 3
 	}
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	h.srv = wgtest.NewServer(t, wgtest.WithPeers(o.peers...))
-	h.open(fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, h.srv.Name, o.maxPerUser, o.psk))
+	if o.real || !testenv.Fakes() {
+		srv := wgtest.NewServer(t, wgtest.WithPeers(o.peers...))
+		h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
+	} else {
+		key, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.fake = enginetest.NewDevice()
+		h.srv = &server{Name: wgtest.UniqueName("wgf"), Port: 51820, PublicKey: key.PublicKey(), fake: h.fake}
+		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port, Peers: o.peers, Link: o.link})
+	}
+	h.open(testConfig(h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, o.maxPerUser, o.psk))
 	return h
 }
 
 // open writes the hook script and the config text into h.dir and opens
-// store, device client, runner and engine on them.
+// store, device, runner and engine on them: the in-memory device and
+// runner when h.fake is set, else a device client and the real script.
 func (h *harness) open(toml string) {
 	t := h.t
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(h.dir, "hook.sh"), []byte(hookScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(filepath.Join(h.dir, "hook.sh"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(h.dir, "wgkeeper.toml"), []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(filepath.Join(h.dir, "wgkeeper.toml"))
-	if err != nil {
-		t.Fatalf("test config: %v", err)
-	}
+	cfg := testenv.Load(t, h.dir, toml, hookScript)
 	h.cfg = cfg
 	h.clock = fakeclock.New(time.Now().UTC().Truncate(time.Second))
+	var err error
 	h.st, err = sqlite.Open(h.ctx, cfg.Database, sqlite.Options{Create: true, Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.st.Close() })
-	h.dev, err = wg.NewClient()
+	if h.fake != nil {
+		h.dev = h.fake
+		h.script = enginetest.NewRunner(enginetest.RunnerConfig{Script: h.hook, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
+		h.runner = h.script
+		h.eng = h.newEngine(nil)
+		return
+	}
+	dev, err := wg.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.dev.Close() })
+	t.Cleanup(func() { dev.Close() })
+	h.dev = dev
 	h.runner, err = hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.eng = h.newEngine(nil)
+}
+
+// hook is hookScript in Go, for the in-memory runner: it logs the same
+// record and obeys the same files (linkdel_C deletes the in-memory
+// interface).
+func (h *harness) hook(ctx context.Context, env map[string]string) enginetest.Exit {
+	file := func(name string) string { return filepath.Join(h.dir, name+"_"+env["VPN_EVENT"]) }
+	if err := testenv.Append(filepath.Join(h.dir, "events.log"), testenv.FormatEnv(env)); err != nil {
+		return enginetest.Exit{Code: 1, Stderr: err.Error()}
+	}
+	if err := os.Remove(file("linkdel")); err == nil {
+		h.fake.DeleteInterface(env["VPN_INTERFACE"])
+	}
+	if b, err := os.ReadFile(file("sleep")); err == nil {
+		secs, _ := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+		if !enginetest.Sleep(ctx, time.Duration(secs*float64(time.Second))) {
+			return enginetest.Exit{Code: -1}
+		}
+	}
+	stderr, _ := os.ReadFile(file("stderr"))
+	b, _ := os.ReadFile(file("fail"))
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n > 0 {
+		if err := os.WriteFile(file("fail"), []byte(strconv.Itoa(n-1)+"\n"), 0o644); err != nil {
+			return enginetest.Exit{Code: 1, Stderr: err.Error()}
+		}
+		return enginetest.Exit{Code: 3, Stderr: string(stderr) + "failing on purpose\n"}
+	}
+	if _, err := os.Stat(file("always_fail")); err == nil {
+		return enginetest.Exit{Code: 4, Stderr: string(stderr)}
+	}
+	return enginetest.Exit{Stderr: string(stderr)}
 }
 
 func (h *harness) newEngine(crash func(string)) *Engine {
@@ -182,34 +258,10 @@ func (h *harness) rm(name string) {
 	}
 }
 
-// shellVars are set by /bin/sh itself, not by wgkeeper.
-var shellVars = map[string]bool{"PWD": true, "SHLVL": true, "_": true, "OLDPWD": true}
-
 // scriptRuns parses events.log: one map per script run, in order.
 func (h *harness) scriptRuns() []map[string]string {
 	h.t.Helper()
-	data, err := os.ReadFile(filepath.Join(h.dir, "events.log"))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []map[string]string
-	for _, rec := range strings.Split(string(data), "---\n") {
-		if strings.TrimSpace(rec) == "" {
-			continue
-		}
-		m := map[string]string{}
-		for _, line := range strings.Split(strings.TrimRight(rec, "\n"), "\n") {
-			k, v, _ := strings.Cut(line, "=")
-			if !shellVars[k] {
-				m[k] = v
-			}
-		}
-		out = append(out, m)
-	}
-	return out
+	return testenv.EnvRuns(h.t, filepath.Join(h.dir, "events.log"))
 }
 
 // runsOf returns the script runs of one event kind for one key.
@@ -250,13 +302,17 @@ func (h *harness) create(user string, mod ...func(*CreateRequest)) *Created {
 }
 
 // connect starts a real client with the created config and handshakes.
+// It needs a real device (harnessOpts.real).
 func (h *harness) connect(c *Created) *wgtest.ClientDev {
 	h.t.Helper()
+	if h.srv.real == nil {
+		h.t.Fatal("connect needs a real device: give the harness real: true")
+	}
 	opts := []wgtest.ClientOption{wgtest.WithClientKey(*c.PrivateKey), wgtest.WithClientAddrs(c.Peer.IPv4, c.Peer.IPv6)}
 	if c.Peer.PresharedKey != nil {
 		opts = append(opts, wgtest.WithPresharedKey(*c.Peer.PresharedKey))
 	}
-	cl := h.srv.NewClient(h.t, opts...)
+	cl := h.srv.real.NewClient(h.t, opts...)
 	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
 	defer cancel()
 	if err := cl.Handshake(ctx); err != nil {
@@ -268,23 +324,7 @@ func (h *harness) connect(c *Created) *wgtest.ClientDev {
 // assertInSync checks device peers == active store peers, exactly.
 func (h *harness) assertInSync() {
 	h.t.Helper()
-	peers, err := h.st.ListPeers(h.ctx, store.PeerFilter{Interface: h.srv.Name, State: store.StateActive})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var want []string
-	for _, p := range peers {
-		want = append(want, p.PublicKey.String())
-	}
-	var got []string
-	for _, p := range h.read().Peers {
-		got = append(got, p.PublicKey.String())
-	}
-	sort.Strings(want)
-	sort.Strings(got)
-	if strings.Join(want, ",") != strings.Join(got, ",") {
-		h.t.Fatalf("store and device disagree:\nstore active: %v\ndevice:       %v", want, got)
-	}
+	testenv.AssertInSync(h.t, h.st, h.dev, h.srv.Name)
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -14,6 +14,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
@@ -30,7 +31,7 @@ func newExternalHarness(t *testing.T, extra string) (*harness, *wgtest.External)
 	ext := wgtest.StartWireguardGo(t)
 	run(t, "ip", "link", "set", "up", "dev", ext.Name) // as wg-quick does
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	h.open(fmt.Sprintf(testConfig, ext.Name, ext.Port, "remove", extra, ext.Name, 10, false))
+	h.open(testConfig(ext.Name, ext.Port, "remove", extra, 10, false))
 	return h, ext
 }
 
@@ -130,7 +131,12 @@ func TestCreateChecksInterface(t *testing.T) {
 // deletes it). The create answers ErrDeviceUnavailable, the row is gone,
 // and the script, which saw C, gets a D with VPN_REASON=failed.
 func TestCreateRollsBackWhenDeviceRefuses(t *testing.T) {
-	h, ext := newExternalHarness(t, "")
+	var h *harness
+	if testenv.Fakes() {
+		h = newHarness(t, harnessOpts{link: true})
+	} else {
+		h, _ = newExternalHarness(t, "")
+	}
 	h.create("alice")
 	h.touch("linkdel_C", "")
 	c, err := h.eng.Create(h.ctx, CreateRequest{UserID: "bob", ProfileID: "staff"})
@@ -162,7 +168,6 @@ func TestCreateRollsBackWhenDeviceRefuses(t *testing.T) {
 	if !slices.Equal(got, []string{"C created done", "D failed done"}) {
 		t.Fatalf("bob's events %v", got)
 	}
-	_ = ext
 }
 
 // TestExistingReappliesKeyAndPort: an existing interface whose config
@@ -276,7 +281,7 @@ func TestCreateHealsOwnedInterface(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	h.open(fmt.Sprintf(testConfig, name, port, "remove", fmt.Sprintf("mode = \"userspace\"\nprivate_key_file = %q\nlisten_port = %d\n", kf, port), name, 10, false))
+	h.open(testConfig(name, port, "remove", fmt.Sprintf("mode = \"userspace\"\nprivate_key_file = %q\nlisten_port = %d\n", kf, port), 10, false))
 	prof, _ := h.cfg.Profile("staff")
 	l, err := wg.Up(h.ctx, wg.Spec{Name: name, Mode: wg.ModeUserspace, PrivateKey: key, ListenPort: port, Addresses: prof.ServerAddrs()})
 	if err != nil {

@@ -48,7 +48,7 @@ func leaseSetup(t *testing.T, n int) (*harness, *config.Config) {
 	if _, err := exec.LookPath("setsid"); err != nil {
 		t.Skip("setsid(1) from util-linux is needed")
 	}
-	h := newHarness(t, harnessOpts{maxPerUser: n})
+	h := newHarness(t, harnessOpts{real: true, maxPerUser: n})
 	for range n {
 		h.create("batch")
 	}

@@ -17,7 +17,7 @@ import (
 // nothing on the device), and a D delivery counts as a failed attempt
 // naming the directory; both work again once the directory is fixed.
 func TestUntrustedScriptPath(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	h := newHarness(t, harnessOpts{real: true})
 	alice := h.create("alice")
 	runsBefore := len(h.scriptRuns())
 	above := filepath.Dir(h.dir)

@@ -43,7 +43,7 @@ type RunnerConfig struct {
 // contract: Concurrency slots shared by every caller, RunOptions.QueueTimeout
 // (then an error matching hooks.ErrBusy), RunOptions.Starting, the timeout
 // (the Script's context ends; a Script that returns after it counts as timed
-// out). It records every run that started. It is safe for concurrent use.
+// out), stderr kept up to hooks.OutputLimit. It records every run that started. It is safe for concurrent use.
 type Runner struct {
 	script  Script
 	timeout time.Duration
@@ -111,6 +111,9 @@ func (r *Runner) RunWith(ctx context.Context, v hooks.Vars, o hooks.RunOptions) 
 	start := time.Now()
 	exit := r.script(rctx, maps.Clone(env))
 	res := hooks.Result{Ran: true, Started: true, ExitCode: exit.Code, Duration: time.Since(start), Stderr: []byte(exit.Stderr)}
+	if n := len(res.Stderr); n > hooks.OutputLimit { // kept as hooks.Runner keeps it
+		res.Stderr, res.StderrDropped = res.Stderr[:hooks.OutputLimit], int64(n-hooks.OutputLimit)
+	}
 	if rctx.Err() != nil {
 		res.ExitCode, res.TimedOut = -1, true
 		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
