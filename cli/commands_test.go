@@ -18,6 +18,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/internal/pgtest"
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/store/postgres"
@@ -35,24 +36,18 @@ if [ -f "$d/always_fail_$VPN_EVENT" ]; then echo "not today" >&2; exit 4; fi
 exit 0
 `
 
-const cliConfig = `
-%s
-[hooks]
-script = "hook.sh"
-timeout = "5s"
-[api]
-listen = ""
-[[interface]]
-name = "%s"
-endpoint = "127.0.0.1:%d"
-orphans = "%s"
-[[profile]]
-id = "staff"
-interface = "%s"
-ipv4_range = "10.99.0.0/16"
-ipv6_range = "fd00:99::/64"
-max_configs_per_user = 2
-`
+// cliConfig is the configuration of the CLI's tests; top holds the
+// database (and lock_dir) lines.
+func cliConfig(top, name string, port int, orphans string) string {
+	return testenv.Config{
+		Top:            top,
+		Interface:      name,
+		Port:           port,
+		Hooks:          `timeout = "5s"`,
+		InterfaceLines: fmt.Sprintf("orphans = %q", orphans),
+		ProfileLines:   "max_configs_per_user = 2",
+	}.TOML()
+}
 
 type cliEnv struct {
 	t   *testing.T
@@ -77,12 +72,11 @@ func newCLIEnvDB(t *testing.T, orphans, db string) *cliEnv {
 	c := &cliEnv{t: t, dir: t.TempDir(), db: db}
 	c.srv = wgtest.NewServer(t)
 	c.cfg = filepath.Join(c.dir, "wgkeeper.toml")
-	os.WriteFile(filepath.Join(c.dir, "hook.sh"), []byte(cliHook), 0o755)
 	top := fmt.Sprintf("database = %q", db)
 	if config.IsPostgresURL(db) {
 		top += fmt.Sprintf("\nlock_dir = %q", c.dir)
 	}
-	os.WriteFile(c.cfg, []byte(fmt.Sprintf(cliConfig, top, c.srv.Name, c.srv.Port, orphans, c.srv.Name)), 0o600)
+	testenv.Load(t, c.dir, cliConfig(top, c.srv.Name, c.srv.Port, orphans), cliHook)
 	var err error
 	if c.dev, err = wg.NewClient(); err != nil {
 		t.Fatal(err)

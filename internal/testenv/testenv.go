@@ -34,6 +34,9 @@ func Fakes() bool {
 // hook.sh beside the database wgkeeper.db, no API listener. The fields
 // add lines to its sections.
 type Config struct {
+	// Top replaces the first line, database = "wgkeeper.db" (another
+	// database, lock_dir...).
+	Top       string
 	Interface string
 	Port      int
 	// Hooks are more lines of [hooks] (script = "hook.sh" is always
@@ -51,7 +54,11 @@ type Config struct {
 // TOML returns the configuration's text.
 func (c Config) TOML() string {
 	var b strings.Builder
-	b.WriteString("database = \"wgkeeper.db\"\n\n[hooks]\n")
+	top := "database = \"wgkeeper.db\""
+	if c.Top != "" {
+		top = strings.TrimSpace(c.Top)
+	}
+	b.WriteString(top + "\n\n[hooks]\n")
 	if !c.NoScript {
 		b.WriteString("script = \"hook.sh\"\n")
 	}
