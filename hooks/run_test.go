@@ -325,17 +325,28 @@ func TestStderrOnSuccessIsWarned(t *testing.T) {
 	}
 }
 
-func TestExitWatchLeavesZombie(t *testing.T) {
+// TestWaitidLeavesZombie: the supervisor's wait for a script's exit
+// (waitid with WNOWAIT) returns at the exit but leaves the script
+// unreaped, so its group can still be killed safely.
+func TestWaitidLeavesZombie(t *testing.T) {
 	cmd := exec.Command("/bin/sleep", "0.1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	w := watchExit(cmd.Process.Pid)
-	if w.wait(context.Background(), 10*time.Millisecond) {
-		t.Fatal("reported an exit before the process ended")
+	done := make(chan error, 1)
+	go func() { done <- waitid(pPID, cmd.Process.Pid, syscall.WEXITED|syscall.WNOWAIT) }()
+	select {
+	case err := <-done:
+		t.Fatalf("reported an exit (%v) before the process ended", err)
+	case <-time.After(10 * time.Millisecond):
 	}
-	if !w.wait(context.Background(), 5*time.Second) || w.err != nil {
-		t.Fatalf("no exit reported (err %v)", w.err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit reported")
 	}
 	// Not reaped yet: the process stays a zombie, holding its PID and
 	// process group ID, until Wait.

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -402,42 +401,33 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting 
 		res.Err = fmt.Errorf("run hook script %s: stderr pipe: %w", r.script, err)
 		return res
 	}
-	repR, repW, err := reportPipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		res.Err = fmt.Errorf("run hook script %s: report pipe: %w", r.script, err)
-		return res
-	}
-	defer repR.Close()
 	if starting != nil {
 		if err := starting(); err != nil {
 			outR.Close()
 			outW.Close()
 			errR.Close()
 			errW.Close()
-			repW.Close()
 			res.Err = fmt.Errorf("hook script %s not started: %w", r.script, err)
 			return res
 		}
 	}
-	cmd := supervisorCmd(r.script, hold, script, repW, env, outW, errW)
-	err = startLocked(cmd)
+	sup, err := currentSupervisor()
+	var sr *supervisedRun
+	if err == nil {
+		sr, err = sup.start(r.script, env, script, outW, errW, hold)
+	} else {
+		err = fmt.Errorf("start the hook supervisor: %w", err)
+	}
 	outW.Close()
 	errW.Close()
-	repW.Close()
 	script.Close()
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		res.Err = fmt.Errorf("run hook script %s: start its supervisor: %w", r.script, err)
+		res.Err = fmt.Errorf("run hook script %s: %w", r.script, err)
 		return res
 	}
-	res.Started = true
-	pid := cmd.Process.Pid
-	res.PID = pid
+	defer sr.close()
 
 	var stdout, stderr capture
 	outDone := make(chan struct{})
@@ -445,84 +435,73 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting 
 	go stdout.readFrom(outR, outDone)
 	go stderr.readFrom(errR, errDone)
 
-	// The timeout starts when the script does: the supervisor's own start
-	// (bounded by StartLimit) is not the script's time.
-	rs := readReports(repR)
-	w := watchExit(pid)
-	exited := w.waitOr(ctx, StartLimit, rs.started)
-	if !exited && ctx.Err() == nil {
-		select {
-		case <-rs.started:
-			exited = w.wait(ctx, r.timeout)
-		default: // StartLimit passed
+	// The reports are read with deadlines: the timeout starts when the
+	// script does (the time the supervisor takes to start it, bounded by
+	// StartLimit, is not the script's time), and ctx ends a read at once.
+	deadline := func(d time.Duration) {
+		_ = sr.report.SetReadDeadline(time.Now().Add(d))
+		if ctx.Err() != nil { // the AfterFunc below may have run before
+			_ = sr.report.SetReadDeadline(time.Unix(1, 0))
 		}
 	}
-	if !exited {
+	stopAfter := context.AfterFunc(ctx, func() { _ = sr.report.SetReadDeadline(time.Unix(1, 0)) })
+	defer stopAfter()
+	deadline(StartLimit)
+	rep, err := sr.next()
+	if err == nil && rep.op == opStarted {
+		res.Started = true
+		res.PID = int(rep.arg)
+		deadline(r.timeout)
+		rep, err = sr.next()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
 		if err := ctx.Err(); err != nil {
 			res.TimedOut = errors.Is(err, context.DeadlineExceeded)
 			res.Err = fmt.Errorf("hook script %s stopped: %w", r.script, err)
 		} else {
 			res.TimedOut = true
 		}
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		w.wait(context.Background(), r.grace)
-	}
-	if w.err == nil {
-		// The supervisor is still alive or an unreaped zombie, so -pid is
-		// still the group: whatever is left in it, including the script
-		// when it outlived the grace, is killed now.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-	}
-	if !w.wait(context.Background(), r.grace) {
-		// Stuck in an uninterruptible sleep; reap it whenever it ends.
-		go func() {
-			_ = waitid(pPID, pid, syscall.WEXITED|syscall.WNOWAIT)
-			_ = cmd.Wait()
-		}()
-		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (process group %d) did not exit after SIGKILL", r.script, pid))
-	} else {
-		// The supervisor is gone: its reports are in the pipe, unless a
-		// process forked meanwhile still holds the write end for a moment.
-		select {
-		case <-rs.done:
-		case <-time.After(drainWait):
-			repR.Close()
-			<-rs.done
+		// The supervisor signals the group while its leader is unreaped,
+		// and kills whatever is left of it once the leader exits.
+		stopAfter()
+		sr.signal(syscall.SIGTERM)
+		_ = sr.report.SetReadDeadline(time.Now().Add(r.grace))
+		rep, err = sr.nextEnd(&res)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			sr.signal(syscall.SIGKILL)
+			_ = sr.report.SetReadDeadline(time.Now().Add(r.grace))
+			rep, err = sr.nextEnd(&res)
 		}
-		rep, reported := rs.final, rs.ok
-		err := cmd.Wait()
-		var exitErr *exec.ExitError
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// Stuck in an uninterruptible sleep; the supervisor reaps it
+		// whenever it ends.
+		res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s (process group %d) did not exit after SIGKILL", r.script, res.PID))
+	case errors.Is(err, errSupervisorLost):
+		// The script got SIGKILL from its Pdeathsig; the rest of its
+		// group gets it here. The group keeps its ID while a member
+		// lives, even with its leader reaped.
+		if res.PID > 0 {
+			_ = syscall.Kill(-res.PID, syscall.SIGKILL)
+		}
+		res.Err = errors.Join(res.Err, fmt.Errorf("run hook script %s: %w", r.script, err))
+	case err != nil:
+		res.Err = errors.Join(res.Err, fmt.Errorf("run hook script %s: %w", r.script, err))
+	case rep.op == opExecErr:
+		res.ExitCode, res.Err = r.startError(syscall.Errno(rep.arg))
+	case rep.op == opExited:
+		ws := syscall.WaitStatus(rep.arg)
 		switch {
-		case reported && rep.kind == reportExecError:
-			// The supervisor ran, the script never did.
-			res.ExitCode, res.Err = r.startError(syscall.Errno(rep.value))
-			res.Started = false
-			res.PID = 0
-		case reported && rep.kind == reportWaitStatus:
-			ws := syscall.WaitStatus(rep.value)
-			switch {
-			case ws.Exited():
-				res.ExitCode = ws.ExitStatus()
-			case ws.Signaled():
-				res.Signal = ws.Signal()
-			}
-		case err == nil || errors.As(err, &exitErr):
-			// No report: the supervisor itself was killed (the SIGKILL
-			// after the grace) or failed.
-			ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-			switch {
-			case ws.Signaled():
-				res.Signal = ws.Signal()
-			default:
-				res.Err = errors.Join(res.Err, fmt.Errorf("hook script %s: its supervisor exited with status %d without reporting how the script ended", r.script, ws.ExitStatus()))
-			}
-		default:
-			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, err))
+		case ws.Exited():
+			res.ExitCode = ws.ExitStatus()
+		case ws.Signaled():
+			res.Signal = ws.Signal()
 		}
-		if w.err != nil {
-			res.Err = errors.Join(res.Err, fmt.Errorf("wait for hook script %s: %w", r.script, w.err))
-		}
+	default:
+		res.Err = errors.Join(res.Err, fmt.Errorf("run hook script %s: unexpected report %d from the hook supervisor", r.script, rep.op))
 	}
+	pid := res.PID
 
 	// Every process of the group is gone now, so the pipes are closed unless
 	// a process that left the group still holds them.
