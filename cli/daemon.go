@@ -182,6 +182,12 @@ func (d *daemon) run() error {
 	}
 	d.p = p
 	defer p.close()
+	// After everything that runs scripts has stopped (the defers below).
+	defer func() {
+		if err := hooks.Close(); err != nil {
+			d.log.Error("stop the hook supervisor", "err", err)
+		}
+	}()
 	if err := d.upInterfaces(ctx, p.cfg); err != nil {
 		d.downInterfaces()
 		return err

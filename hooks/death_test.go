@@ -33,12 +33,12 @@ func TestDeathHelper(t *testing.T) {
 
 // TestScriptDiesWithParent: a wgkeeper process killed with SIGKILL while its
 // script runs takes the script and everything in its process group along
-// (here a background child the script started), within seconds.
+// (here a child the script started and that child's own child), within
+// seconds.
 func TestScriptDiesWithParent(t *testing.T) {
 	dir := realTempDir(t)
 	pids := filepath.Join(dir, "pids")
-	script := writeScript(t, dir, "hook.sh", "#!/bin/sh\n/bin/sleep 300 &\necho \"$$ $!\" > "+quote(pids+".tmp")+
-		"\n/bin/mv "+quote(pids+".tmp")+" "+quote(pids)+"\n/bin/sleep 300\n")
+	script := familyScript(t, dir, pids)
 
 	helper := exec.Command(os.Args[0], "-test.run=^TestDeathHelper$", "-test.count=1")
 	helper.Env = append(os.Environ(), envDeathScript+"="+script)
@@ -47,29 +47,15 @@ func TestScriptDiesWithParent(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
 
-	var scriptPID, childPID int
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, err := os.ReadFile(pids)
-		if err == nil {
-			f := strings.Fields(string(b))
-			if len(f) == 2 {
-				scriptPID, _ = strconv.Atoi(f[0])
-				childPID, _ = strconv.Atoi(f[1])
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the script never started")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	pgid, err := syscall.Getpgid(scriptPID)
+	p := waitPIDs(t, pids, 3)
+	pgid, err := syscall.Getpgid(p[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cpg, err := syscall.Getpgid(childPID); err != nil || cpg != pgid || pgid == helper.Process.Pid {
-		t.Fatalf("script group %d, child's %d (%v), helper %d", pgid, cpg, err, helper.Process.Pid)
+	for _, pid := range p[1:] {
+		if pg, err := syscall.Getpgid(pid); err != nil || pg != pgid || pgid == helper.Process.Pid {
+			t.Fatalf("script group %d, %d's %d (%v), helper %d", pgid, pid, pg, err, helper.Process.Pid)
+		}
 	}
 	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
 
@@ -77,21 +63,28 @@ func TestScriptDiesWithParent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = helper.Wait()
+	requireGone(t, 5*time.Second, pgid, p...)
 
-	deadline = time.Now().Add(5 * time.Second)
+	// The helper's supervisor is gone too.
+	want := supervisorArg0 + "\x00" + strconv.Itoa(helper.Process.Pid) + "\x00"
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		left := groupMembers(t, pgid)
+		var left []string
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err == nil && string(b) == want {
+				if st, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); !strings.Contains(string(st), ") Z ") {
+					left = append(left, e.Name())
+				}
+			}
+		}
 		if len(left) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("5s after its parent was killed, processes of the script's group live on: %v", left)
+			t.Fatalf("the dead helper's supervisor lives on: %v", left)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err := syscall.Kill(childPID, 0); err == nil {
-		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(childPID) + "/stat"); !strings.Contains(string(b), ") Z ") {
-			t.Fatalf("the script's background child %d lives on", childPID)
-		}
 	}
 }

@@ -12,9 +12,10 @@
 // of the store or of WireGuard devices: callers hand it the values of one
 // event and get back a Result saying what happened.
 //
-// Importing it installs a check in its init: a process started as a run's
-// supervisor (this program re-executed, see supervise.go) does that job
-// and exits there, before the program's main runs.
+// Importing it installs a check in its init: a process started as the
+// hook supervisor (this program re-executed once per process, see
+// supervise.go) does that job and exits there, before the program's main
+// runs. Close stops the supervisor.
 //
 // The script is executed directly, never through a shell, with no arguments,
 // stdin from /dev/null and "/" as its working directory. Values reach it only

@@ -164,9 +164,8 @@ type Result struct {
 	TimedOut bool
 	// Duration is the wall time of the run, from start to the end of output.
 	Duration time.Duration
-	// PID is the process group ID of the run: the process ID of the
-	// supervisor that started the script (see RunWith); 0 when the script
-	// never started.
+	// PID is the script's process ID, which is also the ID of the run's
+	// process group; 0 when the script never started.
 	PID int
 	// Stdout and Stderr hold at most OutputLimit bytes each; the numbers of
 	// bytes read beyond that and dropped are in StdoutDropped/StderrDropped.
@@ -174,7 +173,9 @@ type Result struct {
 	StdoutDropped, StderrDropped int64
 	// Err is set when the script could not be started, the event's values
 	// were refused, waiting for a free slot or the run itself was ended by
-	// the caller's context, or the script could not be reaped. It is an
+	// the caller's context, the script could not be reaped, or the hook
+	// supervisor ended while the script ran (its process group is killed
+	// then; see RunWith). It is an
 	// *UnsafeError when the script's path failed the trust check before
 	// the run (nothing ran), matches ErrBusy when no slot came free within
 	// RunOptions.QueueTimeout (nothing ran), and wraps the error of
@@ -287,10 +288,12 @@ func (r *Runner) Run(ctx context.Context, v Vars) Result {
 // with no arguments, stdin from /dev/null, working directory "/", in its
 // own process group.
 //
-// The script dies with wgkeeper: its process group is led by a small
-// supervisor (this program re-executed) that the kernel signals when
-// wgkeeper dies, even by SIGKILL, and that then kills the group; see
-// supervise.go.
+// The script dies with wgkeeper: it is started by the hook supervisor
+// (this program re-executed, one per process, started by the first run)
+// that the kernel signals when wgkeeper dies, even by SIGKILL, and that
+// then kills every script's group; see supervise.go. When the supervisor
+// itself dies, the runs in flight end with an error, their groups are
+// killed, and the next run starts a new supervisor.
 //
 // The run ends when the script exits: whatever it left running in its
 // process group is then killed with SIGKILL, so a script wanting a

@@ -10,48 +10,56 @@ package hooks
 //
 //   - It fires when the *thread* that forked the child exits, not the
 //     process. Go forks on whatever thread the calling goroutine runs on,
-//     and retires idle threads. So every fork that sets it is done from
-//     one goroutine locked to its OS thread for the life of the process
-//     (startLocked here, the forker in the supervisor): that thread exits
-//     only when the process does.
+//     and a thread ends when a goroutine exits while locked to it (code
+//     anywhere in the program may do that). So every fork that sets it is
+//     done from a goroutine locked to its OS thread for the life of the
+//     process: startLocked here, the event loops in the supervisor. Those
+//     threads exit only when their process does.
 //   - It reaches only the direct child, not the rest of its process group:
 //     a script's background children would live on. So scripts are not
 //     wgkeeper's children but a supervisor's: this program re-executed
 //     (/proc/self/exe) with argv[0] supervisorArg0, caught in this
 //     package's init before anything else runs. One supervisor serves
-//     every run of the process. It starts each script in a process group
-//     of its own, tracks those groups, and kills every one of them with
-//     SIGKILL when wgkeeper dies: it gets deathSignal (Pdeathsig), and its
-//     control socket reaches end of file, whichever it sees first.
+//     every run of the process; the first run starts it. It starts each
+//     script in a process group of its own, with Pdeathsig too, tracks
+//     those groups, and kills every one of them with SIGKILL when
+//     wgkeeper dies: it gets deathSignal (Pdeathsig), and its control
+//     socket reaches end of file, whichever it sees first.
 //
 // wgkeeper talks to the supervisor over a unix socketpair of SOCK_SEQPACKET
-// (one message per request, never split or merged). A start request carries
-// a run's tag, the script's argv[0] and environment, and, as SCM_RIGHTS,
-// the checked script, the write ends of the stdout and stderr pipes and the
-// hold descriptor. The supervisor answers with the script's process ID (or
-// the errno of executing it) and later its exact wait status. Right after
-// the script exits, and before it is reaped, the supervisor kills what is
-// left of its group: while the script is an unreaped zombie its process
-// group ID cannot be reused, and only the supervisor knows when it reaps.
-// That is also why wgkeeper does not signal a group itself at a timeout
-// but asks the supervisor to (a signal request): the supervisor signals a
-// group only while its leader is unreaped.
+// (one message per request, never split or merged, so runs in flight share
+// it). A start request carries the run's tag, the script's argv[0] and
+// environment, and, as SCM_RIGHTS, the checked script, the write ends of
+// the stdout and stderr pipes and of the run's report pipe, and the hold
+// descriptor. On the report pipe, which only this run's goroutine reads
+// (no hand-off between goroutines), the supervisor answers with the
+// script's process ID (or the errno of executing it) and later its exact
+// wait status. Right after the script exits, and before it is reaped, the
+// supervisor kills what is left of its group: while the script is an
+// unreaped zombie its process group ID cannot be reused, and only the
+// supervisor knows when it reaps. That is also why wgkeeper does not
+// signal a group itself at a timeout but asks the supervisor to (a signal
+// request with the run's tag): the supervisor signals a group only while
+// its leader is unreaped.
 //
 // When the supervisor dies (killed, say, by an operator's kill -9), its
-// scripts get SIGKILL from their own Pdeathsig, and wgkeeper, seeing its
-// control socket break, kills every group it was told about and ends the
-// runs in flight with an error. The next run starts a new supervisor.
+// scripts get SIGKILL from their own Pdeathsig, and every run in flight
+// sees its report pipe end: it kills the group it was told about and ends
+// with an error. The next run starts a new supervisor. (A script that had
+// started but not yet been reported has no known group: only its own
+// Pdeathsig stops it, a window of moments between fork and report.)
 //
 // Other ways were weighed. A supervisor per run (this program re-executed
 // for every run) gives the same guarantees but costs a Go program's start,
-// several milliseconds, on every run: about a seventh of the rate of a
-// plain exec. PR_SET_CHILD_SUBREAPER on wgkeeper itself would let it
-// adopt and kill a script's orphans, but not when wgkeeper itself dies,
-// which is the case that matters. A cgroup per run (cgroup.kill) needs a
-// delegated cgroup tree that plain installs do not have; a shell as the
-// supervisor depends on its trap and wait semantics and loses exact wait
-// statuses; making the script a direct child of wgkeeper leaves its
-// children behind.
+// several milliseconds, on every run: about a sixth of the rate of a plain
+// exec. PR_SET_CHILD_SUBREAPER on wgkeeper would let it adopt and kill a
+// script's orphans, but not when wgkeeper itself dies, which is the case
+// that matters, and a subreaper must reap every orphan of the tree, which
+// Go's os/exec does not. A cgroup per run (cgroup.kill) needs a delegated
+// cgroup tree that plain installs do not have; a shell as the supervisor
+// depends on its trap and wait semantics and loses exact wait statuses;
+// making the script a direct child of wgkeeper leaves its children
+// behind.
 //
 // The supervisor executes the script by descriptor: the script inherits
 // the descriptor of the file the runner checked as fd 4 (without
@@ -106,10 +114,11 @@ const (
 // be waiting for.
 const deathSignal = syscall.SIGUSR1
 
-// StartLimit bounds how long the supervisor may take to start the script,
-// before the script's own timeout begins: the start of a process is not
-// the script's time, but it cannot take forever either. A run that does
-// not start within it is stopped as timed out.
+// StartLimit bounds how long the script may take to start after a run
+// asked the supervisor for it (the supervisor's own start included, when
+// the run is the first), before the script's own timeout begins: the
+// start of a process is not the script's time, but it cannot take forever
+// either. A run that does not start within it is stopped as timed out.
 const StartLimit = 5 * time.Second
 
 // The control protocol. Every message starts with a header: op and arg,
