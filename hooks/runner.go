@@ -414,12 +414,19 @@ func (r *Runner) run(ctx context.Context, env []string, hold *os.File, starting 
 			return res
 		}
 	}
-	sup, err := currentSupervisor()
+	var sup *supervisorConn
 	var sr *supervisedRun
-	if err == nil {
+	for attempt := 0; ; attempt++ {
+		if sup, err = currentSupervisor(); err != nil {
+			err = fmt.Errorf("start the hook supervisor: %w", err)
+			break
+		}
 		sr, err = sup.start(r.script, env, script, outW, errW, hold)
-	} else {
-		err = fmt.Errorf("start the hook supervisor: %w", err)
+		// A supervisor found broken on the way (nothing started) is
+		// replaced once.
+		if err == nil || attempt == 1 || !sup.lost.Load() {
+			break
+		}
 	}
 	outW.Close()
 	errW.Close()

@@ -766,6 +766,8 @@ func (s *supervisorConn) start(argv0 string, env []string, script, stdout, stder
 	_, _, err = s.conn.WriteMsgUnix(msg, syscall.UnixRights(fds...), nil)
 	runtime.KeepAlive(files)
 	if err != nil {
+		// The socket is broken: the supervisor is gone or going.
+		s.lost.Store(true)
 		repR.Close()
 		return nil, fmt.Errorf("send the start request: %w", err)
 	}
