@@ -26,9 +26,11 @@ package hooks
 //     wgkeeper dies: it gets deathSignal (Pdeathsig), and its control
 //     socket reaches end of file, whichever it sees first.
 //
-// wgkeeper talks to the supervisor over a unix socketpair of SOCK_SEQPACKET
-// (one message per request, never split or merged, so runs in flight share
-// it). A start request carries the run's tag, the script's argv[0] and
+// wgkeeper talks to the supervisor over unix socketpairs of SOCK_SEQPACKET
+// (one message per request, never split or merged, so runs in flight
+// share them; one per event loop of the supervisor, taken in turn, so that
+// concurrent runs are started concurrently). A start request carries the
+// run's tag, the script's argv[0] and
 // environment, and, as SCM_RIGHTS, the checked script, the write ends of
 // the stdout and stderr pipes and of the run's report pipe, and the hold
 // descriptor. On the report pipe, which only this run's goroutine reads
@@ -90,15 +92,14 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // supervisorArg0 is argv[0] of a process started as the supervisor;
 // argv[1] is the process ID of the wgkeeper that started it.
 const supervisorArg0 = "wgkeeper-hook-supervisor"
 
-// controlFD is the supervisor's end of the control socket.
+// controlFD is the supervisor's end of the first control socket; the
+// others (one per event loop, servers in all) follow it.
 const controlFD = 3
 
 // Descriptors of a script.
@@ -230,39 +231,30 @@ func init() {
 
 // server is the supervisor's state. A few threads, each locked for the
 // life of the supervisor, do all the work, each in an event loop of its
-// own (serve): it takes one request at a time from the control socket,
-// forks the script, and reaps its own scripts when their pidfds become
-// readable. Every event wakes one thread directly (EPOLLEXCLUSIVE), and
-// nothing is handed from one thread to another on the way, so a run costs
-// the supervisor about what a plain fork, exec and wait would; several
-// threads fork at once, as concurrent exec.Commands would.
+// own (serve) with a control socket of its own: it takes the requests of
+// its socket one at a time, forks the scripts, and reaps them when their
+// pidfds become readable. Every event wakes the one thread it concerns
+// directly, and nothing is handed from one thread to another on the way,
+// so a run costs the supervisor about what a plain fork, exec and wait
+// would; wgkeeper spreads runs over the sockets, so several threads fork
+// at once, as concurrent exec.Commands would. A run's requests all go
+// over one socket, so its signal requests are read after its start.
 type server struct {
 	ppid    int
 	devnull int
 
-	mu    sync.Mutex            // guards runs, early, dying and every serverRun's pid and sig
+	mu    sync.Mutex            // guards runs, dying and every serverRun's pid and sig
 	runs  map[uint64]*serverRun // runs registered and not yet reaped
 	dying bool                  // wgkeeper is gone: start nothing more
-	// early holds signal requests read before their run's start request
-	// (another thread read the start and has not registered it yet).
-	early map[uint64]earlySignal
 }
 
-type earlySignal struct {
-	sig syscall.Signal
-	at  time.Time
-}
-
-// earlyTTL is how long an early signal waits for its start request. The
-// start request was sent before the signal, so it is read within moments;
-// an entry this old belongs to a run that ended before its signal came.
-const earlyTTL = 10 * time.Second
-
-// servers is how many event loops the supervisor runs.
+// servers is how many event loops (and control sockets) the supervisor
+// has.
 const servers = 4
 
 // loop is one event loop's own state.
 type loop struct {
+	ctl     int // its control socket
 	epfd    int
 	byPidfd map[int32]*serverRun // scripts this loop started and reaps
 }
@@ -286,12 +278,19 @@ type serverRun struct {
 // status, after killing every script's group when wgkeeper is gone.
 func supervise(parent string) int {
 	ppid, err := strconv.Atoi(parent)
-	var st syscall.Stat_t
-	if err != nil || syscall.Fstat(controlFD, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+	for fd := controlFD; fd < controlFD+servers && err == nil; fd++ {
+		var st syscall.Stat_t
+		if syscall.Fstat(fd, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+			err = errors.New("not a socket")
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "wgkeeper: the hook supervisor is started only by wgkeeper itself")
 		return 125
 	}
-	syscall.CloseOnExec(controlFD)
+	for fd := controlFD; fd < controlFD+servers; fd++ {
+		syscall.CloseOnExec(fd)
+	}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, deathSignal, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	// wgkeeper may have died before the handler existed: its signal was
@@ -299,17 +298,16 @@ func supervise(parent string) int {
 	if os.Getppid() != ppid {
 		return 125
 	}
-	s := &server{ppid: ppid, runs: make(map[uint64]*serverRun), early: make(map[uint64]earlySignal)}
+	s := &server{ppid: ppid, runs: make(map[uint64]*serverRun)}
 	s.devnull, err = syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	loops := make([]*loop, servers)
 	for i := range loops {
 		if err != nil {
 			break
 		}
-		l := &loop{byPidfd: make(map[int32]*serverRun)}
+		l := &loop{ctl: controlFD + i, byPidfd: make(map[int32]*serverRun)}
 		if l.epfd, err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC); err == nil {
-			err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, controlFD,
-				&syscall.EpollEvent{Events: syscall.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: controlFD})
+			err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, l.ctl, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.ctl)})
 		}
 		loops[i] = l
 	}
@@ -359,7 +357,7 @@ func (s *server) serve(l *loop) error {
 			return fmt.Errorf("epoll: %w", err)
 		}
 		for _, ev := range events[:n] {
-			if ev.Fd != controlFD {
+			if ev.Fd != int32(l.ctl) {
 				s.reap(l, l.byPidfd[ev.Fd])
 				continue
 			}
@@ -370,10 +368,10 @@ func (s *server) serve(l *loop) error {
 	}
 }
 
-// request handles one request waiting on the control socket, if another
-// loop did not take it first. It reports whether the socket has ended.
+// request handles one request waiting on the loop's control socket, if
+// any. It reports whether the socket has ended.
 func (s *server) request(l *loop, buf, oob []byte) (bool, error) {
-	n, oobn, flags, _, err := syscall.Recvmsg(controlFD, buf, oob, syscall.MSG_CMSG_CLOEXEC|syscall.MSG_DONTWAIT)
+	n, oobn, flags, _, err := syscall.Recvmsg(l.ctl, buf, oob, syscall.MSG_CMSG_CLOEXEC|syscall.MSG_DONTWAIT)
 	if err == syscall.EAGAIN || err == syscall.EINTR {
 		return false, nil
 	}
@@ -432,10 +430,6 @@ func (s *server) register(h header, body []byte, fds []int) (*serverRun, error) 
 		return nil, fmt.Errorf("start request for run %d, already running", h.id)
 	}
 	s.runs[h.id] = run
-	if e, ok := s.early[h.id]; ok {
-		run.sig = e.sig
-		delete(s.early, h.id)
-	}
 	return run, nil
 }
 
@@ -568,17 +562,6 @@ func (s *server) signal(id uint64, sig syscall.Signal) {
 	run := s.runs[id]
 	switch {
 	case run == nil:
-		// Not registered yet, or reaped already: kept for a while in
-		// case its start request is still being read.
-		now := time.Now()
-		for id, e := range s.early {
-			if now.Sub(e.at) > earlyTTL {
-				delete(s.early, id)
-			}
-		}
-		if e := s.early[id]; e.sig != syscall.SIGKILL {
-			s.early[id] = earlySignal{sig: sig, at: now}
-		}
 	case run.pid == 0:
 		if run.sig != syscall.SIGKILL {
 			run.sig = sig
@@ -649,15 +632,17 @@ var supervisor struct {
 	nextID uint64
 }
 
-// supervisorConn is one supervisor process and its control socket. The
-// socket carries requests only; each run gets its reports on a pipe of its
+// supervisorConn is one supervisor process and its control sockets, one
+// per event loop of the supervisor, taken in turn by the runs. The
+// sockets carry requests only; each run gets its reports on a pipe of its
 // own, read by the run's goroutine without a hand-off. One goroutine reads
-// the socket only to learn of the supervisor's end.
+// the first socket only to learn of the supervisor's end.
 type supervisorConn struct {
-	cmd  *exec.Cmd
-	conn *net.UnixConn
-	lost atomic.Bool   // the socket ended: start no run there
-	gone chan struct{} // closed once the supervisor has exited and been reaped
+	cmd   *exec.Cmd
+	conns [servers]*net.UnixConn
+	turn  atomic.Uint32 // the socket of the next run, modulo servers
+	lost  atomic.Bool   // the sockets ended: start no run there
+	gone  chan struct{} // closed once the supervisor has exited and been reaped
 }
 
 // currentSupervisor returns the running supervisor, starting one when there
@@ -677,17 +662,35 @@ func currentSupervisor() (*supervisorConn, error) {
 }
 
 func startSupervisor() (*supervisorConn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+	s := &supervisorConn{gone: make(chan struct{})}
+	var remotes []*os.File
+	defer func() {
+		for _, f := range remotes {
+			f.Close()
+		}
+	}()
+	dropConns := func() {
+		for _, c := range s.conns {
+			if c != nil {
+				c.Close()
+			}
+		}
 	}
-	local := os.NewFile(uintptr(fds[0]), "hook-supervisor")
-	remote := os.NewFile(uintptr(fds[1]), "hook-supervisor-remote")
-	defer remote.Close()
-	c, err := net.FileConn(local)
-	local.Close()
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+	for i := range s.conns {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			dropConns()
+			return nil, fmt.Errorf("control socket: %w", err)
+		}
+		local := os.NewFile(uintptr(fds[0]), "hook-supervisor")
+		remotes = append(remotes, os.NewFile(uintptr(fds[1]), "hook-supervisor-remote"))
+		c, err := net.FileConn(local)
+		local.Close()
+		if err != nil {
+			dropConns()
+			return nil, fmt.Errorf("control socket: %w", err)
+		}
+		s.conns[i] = c.(*net.UnixConn)
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
@@ -695,17 +698,17 @@ func startSupervisor() (*supervisorConn, error) {
 		Env:        []string{},
 		Dir:        "/",
 		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{remote}, // controlFD
+		ExtraFiles: remotes, // from controlFD on
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: deathSignal,
 		},
 	}
 	if err := startLocked(cmd); err != nil {
-		c.Close()
+		dropConns()
 		return nil, err
 	}
-	s := &supervisorConn{cmd: cmd, conn: c.(*net.UnixConn), gone: make(chan struct{})}
+	s.cmd = cmd
 	go s.watch()
 	return s, nil
 }
@@ -715,20 +718,28 @@ func startSupervisor() (*supervisorConn, error) {
 func (s *supervisorConn) watch() {
 	var b [headerSize]byte
 	for {
-		n, err := s.conn.Read(b[:])
+		n, err := s.conns[0].Read(b[:])
 		if err != nil || n == 0 {
 			break
 		}
 	}
 	s.lost.Store(true)
-	s.conn.Close()
+	s.closeConns()
 	_ = s.cmd.Wait()
 	close(s.gone)
+}
+
+// closeConns closes the control sockets: the supervisor reads their end.
+func (s *supervisorConn) closeConns() {
+	for _, c := range s.conns {
+		c.Close()
+	}
 }
 
 // supervisedRun is one run in flight.
 type supervisedRun struct {
 	sup    *supervisorConn
+	conn   *net.UnixConn // the control socket its requests go over
 	id     uint64
 	report *os.File // read end of the run's report pipe, served by the poller
 }
@@ -763,7 +774,8 @@ func (s *supervisorConn) start(argv0 string, env []string, script, stdout, stder
 		repR.Close()
 		return nil, errSupervisorLost
 	}
-	_, _, err = s.conn.WriteMsgUnix(msg, syscall.UnixRights(fds...), nil)
+	conn := s.conns[s.turn.Add(1)%servers]
+	_, _, err = conn.WriteMsgUnix(msg, syscall.UnixRights(fds...), nil)
 	runtime.KeepAlive(files)
 	if err != nil {
 		// The socket is broken: the supervisor is gone or going.
@@ -771,13 +783,13 @@ func (s *supervisorConn) start(argv0 string, env []string, script, stdout, stder
 		repR.Close()
 		return nil, fmt.Errorf("send the start request: %w", err)
 	}
-	return &supervisedRun{sup: s, id: id, report: repR}, nil
+	return &supervisedRun{sup: s, conn: conn, id: id, report: repR}, nil
 }
 
 // signal asks the supervisor to send sig to the run's process group. When
 // the supervisor is gone the group was killed already.
 func (r *supervisedRun) signal(sig syscall.Signal) {
-	_, _ = r.sup.conn.Write(appendHeader(make([]byte, 0, headerSize), header{op: opSignal, arg: uint32(sig), id: r.id}))
+	_, _ = r.conn.Write(appendHeader(make([]byte, 0, headerSize), header{op: opSignal, arg: uint32(sig), id: r.id}))
 }
 
 // next reads the run's next report. It returns an error wrapping
@@ -827,7 +839,7 @@ func Close() error {
 		return nil
 	}
 	s.lost.Store(true)
-	s.conn.Close()
+	s.closeConns()
 	select {
 	case <-s.gone:
 		return nil

@@ -223,33 +223,6 @@ func TestConcurrentRunsKeepTheirOwn(t *testing.T) {
 	}
 }
 
-// TestSignalBeforeStart: a signal request read before its run's start
-// request (possible when two event loops read them) is applied when the
-// run registers; one for a run that never comes expires.
-func TestSignalBeforeStart(t *testing.T) {
-	s := &server{runs: make(map[uint64]*serverRun), early: make(map[uint64]earlySignal)}
-	s.signal(7, syscall.SIGTERM)
-	s.signal(7, syscall.SIGKILL)
-	s.signal(7, syscall.SIGTERM) // SIGKILL stays
-	fds := []int{-1, -1, -1, -1}
-	body, err := encodeStart(7, false, "/hook", []string{"PATH=/bin"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := s.register(header{op: opStart, id: 7}, body[headerSize:], fds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if run.sig != syscall.SIGKILL || len(s.early) != 0 {
-		t.Fatalf("run.sig %v, early %v", run.sig, s.early)
-	}
-	s.early[8] = earlySignal{sig: syscall.SIGTERM, at: time.Now().Add(-2 * earlyTTL)}
-	s.signal(9, syscall.SIGTERM)
-	if _, ok := s.early[8]; ok {
-		t.Fatal("an expired early signal was kept")
-	}
-}
-
 // TestSupervisorRefusesManualStart: the supervisor's argv[0] alone does not
 // make a process serve: without wgkeeper's control socket it exits 125.
 func TestSupervisorRefusesManualStart(t *testing.T) {
