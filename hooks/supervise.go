@@ -53,8 +53,8 @@ package hooks
 //
 // Other ways were weighed. A supervisor per run (this program re-executed
 // for every run) gives the same guarantees but costs a Go program's start,
-// several milliseconds, on every run: about a sixth of the rate of a plain
-// exec. PR_SET_CHILD_SUBREAPER on wgkeeper would let it adopt and kill a
+// several milliseconds, on every run: a sixth to an eighth of the rate of
+// a plain exec. PR_SET_CHILD_SUBREAPER on wgkeeper would let it adopt and kill a
 // script's orphans, but not when wgkeeper itself dies, which is the case
 // that matters, and a subreaper must reap every orphan of the tree, which
 // Go's os/exec does not. A cgroup per run (cgroup.kill) needs a delegated
