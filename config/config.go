@@ -57,6 +57,21 @@ const (
 	// (housekeeping.log_retention); "0" keeps them forever.
 	DefaultLogRetention = 90 * Day
 
+	// DefaultPollInterval is how often the daemon reads each interface to
+	// track sessions (sessions.poll_interval).
+	DefaultPollInterval = 10 * time.Second
+	// DefaultOfflineAfter is how long a session lasts without a newer
+	// handshake or received bytes (sessions.offline_after). WireGuard
+	// re-handshakes every 2 minutes while traffic flows; a shorter
+	// threshold flaps.
+	DefaultOfflineAfter = 3 * time.Minute
+	// DefaultOnReject is what a failed session connect script does
+	// (sessions.on_reject).
+	DefaultOnReject = OnRejectIgnore
+	// DefaultIdleExpiry reclaims configs without a handshake for this long
+	// ([[profile]] idle_expiry); "0" = off.
+	DefaultIdleExpiry time.Duration = 0
+
 	// DefaultAPIListen is the API's address (api.listen); "" turns the API off.
 	DefaultAPIListen = "127.0.0.1:8470"
 	// DefaultAPITokenFile holds the API's bearer token (api.token_file).
@@ -109,6 +124,15 @@ const (
 	OrphansKeep   = "keep"   // reconcile leaves them and reports them
 )
 
+// What a session connect script's failure does (sessions.on_reject).
+const (
+	OnRejectIgnore = "ignore" // the failure is recorded, nothing else
+	OnRejectRevoke = "revoke" // the config is revoked
+)
+
+// MinPollInterval is the shortest sessions.poll_interval.
+const MinPollInterval = time.Second
+
 // Limits on address ranges.
 const (
 	// MaxIPv4Bits is the longest IPv4 prefix a profile may have: a /30 holds
@@ -135,6 +159,7 @@ type Config struct {
 	LockDir      string
 	Hooks        Hooks
 	Housekeeping Housekeeping
+	Sessions     Sessions
 	API          API
 	Interfaces   []Interface
 	Profiles     []Profile
@@ -168,6 +193,21 @@ type Housekeeping struct {
 	Schedule          string
 	ReconcileInterval time.Duration // 0 = off
 	LogRetention      time.Duration // 0 = keep done events forever
+}
+
+// Sessions configures session tracking: connects and disconnects seen
+// from the devices' handshakes and traffic.
+type Sessions struct {
+	// Script is the absolute path of the session script; "" = no session
+	// events. Never the same events as Hooks.Script.
+	Script string
+	// PollInterval is how often each interface is read (>= MinPollInterval).
+	PollInterval time.Duration
+	// OfflineAfter ends a session without activity for this long
+	// (>= 2 × PollInterval).
+	OfflineAfter time.Duration
+	// OnReject is OnRejectIgnore or OnRejectRevoke.
+	OnReject string
 }
 
 // API configures the HTTP API.
@@ -230,6 +270,10 @@ type Profile struct {
 	// request may ask for (0 = no maximum); PersistentKeepalive is written
 	// into client configs (0 = off).
 	Expiry, MaxExpiry, PersistentKeepalive time.Duration
+	// IdleExpiry removes an active config without a handshake for this long
+	// (counted from its creation when it never had one); 0 = off. When set
+	// it is at least Sessions.OfflineAfter.
+	IdleExpiry time.Duration
 	// MaxConfigsPerUser limits a user's configs in the profile (0 = none).
 	MaxConfigsPerUser int
 	// PresharedKeys generates a preshared key per config.

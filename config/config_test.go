@@ -129,6 +129,36 @@ func TestInvalidFiles(t *testing.T) {
 			[]string{`housekeeping.schedule = "CRON_TZ=UTC": a time zone must be followed by a space and a schedule`}},
 		{"cron minute out of range", "[housekeeping]\nschedule = \"61 * * * *\"\n",
 			[]string{`housekeeping.schedule = "61 * * * *": end of range (61) above maximum (59): 61`}},
+		{"poll interval too short", "[sessions]\npoll_interval = \"500ms\"\n",
+			[]string{`sessions.poll_interval = "500ms": must be at least 1s`}},
+		{"poll interval zero", "[sessions]\npoll_interval = \"0\"\n",
+			[]string{`sessions.poll_interval = "0": must be at least 1s`}},
+		{"poll interval not a duration", "[sessions]\npoll_interval = 10\n",
+			[]string{`sessions.poll_interval = 10: must be a duration string such as "30s", "1h30m" or "90d"`}},
+		{"offline after zero", "[sessions]\noffline_after = \"0\"\n",
+			[]string{`sessions.offline_after = "0": must be greater than 0`}},
+		{"offline after below twice the poll", "[sessions]\npoll_interval = \"1m\"\noffline_after = \"1m59s\"\n",
+			[]string{`sessions.offline_after = "1m59s": must be at least twice sessions.poll_interval = "1m"`}},
+		{"offline after below twice the default poll", "[sessions]\noffline_after = \"15s\"\n",
+			[]string{`sessions.offline_after = "15s": must be at least twice sessions.poll_interval (default "10s")`}},
+		{"poll above half the default offline_after", "[sessions]\npoll_interval = \"2m\"\n",
+			[]string{`sessions.poll_interval = "2m": must be at most half of sessions.offline_after (default "3m")`}},
+		{"on_reject", "[sessions]\non_reject = \"deny\"\n",
+			[]string{`sessions.on_reject = "deny": must be "ignore" or "revoke"`}},
+		{"on_reject not a string", "[sessions]\non_reject = true\n",
+			[]string{`sessions.on_reject = true: must be a string`}},
+		{"session script a directory", "[sessions]\nscript = \"/usr/local/bin/\"\n",
+			[]string{`sessions.script = "/usr/local/bin/": must name a file, not a directory`}},
+		{"sessions unknown key", "[sessions]\nscript_timeout = \"1s\"\n",
+			[]string{`unknown key "sessions.script_timeout"`}},
+		{"sessions not a table", "sessions = 1\n",
+			[]string{`sessions = 1: must be a table ([sessions])`}},
+		{"idle expiry below offline_after", iface + profile + "idle_expiry = \"1m\"\n",
+			[]string{`profile "staff": idle_expiry = "1m": must be at least sessions.offline_after (default "3m"), or "0" (off)`}},
+		{"idle expiry below a set offline_after", "[sessions]\noffline_after = \"1h\"\n" + iface + profile + "idle_expiry = \"59m\"\n",
+			[]string{`profile "staff": idle_expiry = "59m": must be at least sessions.offline_after = "1h", or "0" (off)`}},
+		{"idle expiry negative", iface + profile + "idle_expiry = \"-1d\"\n",
+			[]string{`profile "staff": idle_expiry = "-1d": must not be negative`}},
 		{"reconcile interval too short", "[housekeeping]\nreconcile_interval = \"10ms\"\n",
 			[]string{`housekeeping.reconcile_interval = "10ms": must be at least 1s, or "0" (off)`}},
 		{"tls_cert without tls_key", "[api]\ntls_cert = \"cert.pem\"\n",
@@ -357,6 +387,7 @@ func TestDefaults(t *testing.T) {
 			RetryBase: 10 * time.Second, RetryMax: time.Hour,
 		},
 		Housekeeping: Housekeeping{Schedule: "@every 1m", ReconcileInterval: 30 * time.Second, LogRetention: 90 * Day},
+		Sessions:     Sessions{PollInterval: 10 * time.Second, OfflineAfter: 3 * time.Minute, OnReject: "ignore"},
 		API:          API{Listen: "127.0.0.1:8470", TokenFile: "/etc/wgkeeper/api.token"},
 		Interfaces: []Interface{
 			{Name: "wg0", Mode: "existing", Orphans: "remove", OrphanRemovalLimit: OrphanLimit{Percent: 10}},
@@ -420,6 +451,11 @@ pass_env = ["HTTPS_PROXY", "LANG"]
 schedule = ""
 reconcile_interval = "0"
 log_retention = "1d12h"
+[sessions]
+script = "session-hook"
+poll_interval = "1s"
+offline_after = "2s"
+on_reject = "revoke"
 [api]
 listen = "[::]:8443"
 tls_cert = "/etc/ssl/wgk.pem"
@@ -445,6 +481,7 @@ max_expiry = "0"
 max_configs_per_user = 3
 persistent_keepalive = "0"
 preshared_keys = true
+idle_expiry = "30d"
 `
 	c, err := Parse([]byte(file), "/srv/wgk")
 	if err != nil {
@@ -458,6 +495,7 @@ preshared_keys = true
 			RetryBase: time.Second, RetryMax: Day, PassEnv: []string{"HTTPS_PROXY", "LANG"},
 		},
 		Housekeeping: Housekeeping{LogRetention: 36 * time.Hour},
+		Sessions:     Sessions{Script: "/srv/wgk/session-hook", PollInterval: time.Second, OfflineAfter: 2 * time.Second, OnReject: "revoke"},
 		API: API{
 			Listen: "[::]:8443", TokenFile: "/etc/wgkeeper/api.token",
 			TLSCert: "/etc/ssl/wgk.pem", TLSKey: "/srv/wgk/tls/wgk.key", MetricsPublic: true,
@@ -471,7 +509,7 @@ preshared_keys = true
 			IPv4Range: netip.MustParsePrefix("10.42.0.0/24"), IPv6Range: netip.MustParsePrefix("fd42::/64"),
 			ClientAllowedIPs:  []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::1/128")},
 			DNS:               []string{"10.42.0.1", "fd42::1", "corp.example."},
-			MaxConfigsPerUser: 3, PresharedKeys: true,
+			MaxConfigsPerUser: 3, PresharedKeys: true, IdleExpiry: 30 * Day,
 		}},
 	}
 	if !reflect.DeepEqual(c, want) {

@@ -35,6 +35,8 @@ func FuzzParse(f *testing.F) {
 		iface + "[[profile]]\nid = \"x\"\ninterface = \"wg0\"\nipv4_range = \"10.42.0.5/31\"\nipv6_range = \"::ffff:1.2.3.4/128\"\n",
 		iface + profile + "dns = [\"a\\nb\", \"1.2.3.4\"]\nclient_allowed_ips = []\nexpiry = \"0\"\nmax_expiry = \"1d\"\n",
 		"\"a\\nb\" = 1\n[\"hooks\"]\n\"x.y\" = 2\n",
+		"[sessions]\nscript = \"s\"\npoll_interval = \"1s\"\noffline_after = \"2s\"\non_reject = \"revoke\"\n" + iface + profile + "idle_expiry = \"2s\"\n",
+		"[sessions]\npoll_interval = \"2m\"\non_reject = 1\n" + iface + profile + "idle_expiry = \"1s\"\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -72,6 +74,10 @@ func checkValid(t *testing.T, c *Config) {
 	}
 	if c.Hooks.Timeout <= 0 || c.Hooks.QueueTimeout <= 0 || c.Hooks.Concurrency < 1 || c.Hooks.MaxAttempts < 1 || c.Hooks.RetryBase > c.Hooks.RetryMax {
 		t.Fatalf("hooks: %+v", c.Hooks)
+	}
+	if s := c.Sessions; s.PollInterval < MinPollInterval || s.OfflineAfter < 2*s.PollInterval ||
+		s.OnReject != OnRejectIgnore && s.OnReject != OnRejectRevoke || s.Script != "" && !filepath.IsAbs(s.Script) {
+		t.Fatalf("sessions: %+v", s)
 	}
 	if (c.API.TLSCert == "") != (c.API.TLSKey == "") {
 		t.Fatalf("api tls: %+v", c.API)
@@ -128,6 +134,9 @@ func checkValid(t *testing.T, c *Config) {
 			if !r.Contains(s.Addr()) {
 				t.Fatalf("profile %q: server address %v outside %v", p.ID, s, r)
 			}
+		}
+		if p.IdleExpiry < 0 || p.IdleExpiry != 0 && p.IdleExpiry < c.Sessions.OfflineAfter {
+			t.Fatalf("profile %q: idle_expiry %v, offline_after %v", p.ID, p.IdleExpiry, c.Sessions.OfflineAfter)
 		}
 		if p.MaxExpiry != 0 && (p.Expiry == 0 || p.MaxExpiry < p.Expiry) {
 			t.Fatalf("profile %q: expiry %v, max %v", p.ID, p.Expiry, p.MaxExpiry)

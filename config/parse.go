@@ -334,7 +334,7 @@ func parse(data []byte, dir string) (*Config, error) {
 	}
 	ps := &problems{}
 	top := newTable(raw, "", ps)
-	top.unknown("database", "lock_dir", "hooks", "housekeeping", "api", "interface", "profile")
+	top.unknown("database", "lock_dir", "hooks", "housekeeping", "sessions", "api", "interface", "profile")
 
 	c := &Config{}
 	if s, ok := top.m["database"].(string); ok && IsPostgresURL(s) {
@@ -353,9 +353,11 @@ func parse(data []byte, dir string) (*Config, error) {
 	}
 	c.Hooks = parseHooks(top.section("hooks"), dir)
 	c.Housekeeping = parseHousekeeping(top.section("housekeeping"))
+	sessions := top.section("sessions")
+	c.Sessions = parseSessions(sessions, dir)
 	c.API = parseAPI(top.section("api"), dir)
 	c.Interfaces = parseInterfaces(top, dir)
-	c.Profiles = parseProfiles(top, c.Interfaces)
+	c.Profiles = parseProfiles(top, c.Interfaces, sessions, c.Sessions)
 
 	if len(ps.list) > 0 {
 		return nil, &Error{Problems: ps.list}
@@ -447,6 +449,33 @@ func parseHousekeeping(t *table) Housekeeping {
 	}
 	h.LogRetention, _ = t.duration("log_retention", DefaultLogRetention)
 	return h
+}
+
+func parseSessions(t *table, dir string) Sessions {
+	t.unknown("script", "poll_interval", "offline_after", "on_reject")
+	s := Sessions{OnReject: DefaultOnReject}
+	s.Script = t.path("script", "", dir, false)
+	var ok bool
+	if s.PollInterval, ok = t.duration("poll_interval", DefaultPollInterval); ok && s.PollInterval < MinPollInterval {
+		t.bad("poll_interval", t.m["poll_interval"], "must be at least %s", FormatDuration(MinPollInterval))
+	}
+	if s.OfflineAfter, ok = t.duration("offline_after", DefaultOfflineAfter); ok && s.OfflineAfter == 0 {
+		t.bad("offline_after", t.m["offline_after"], "must be greater than 0")
+	}
+	if t.ok("poll_interval", "offline_after") && s.OfflineAfter < 2*s.PollInterval {
+		if t.has("offline_after") {
+			t.bad("offline_after", t.m["offline_after"], "must be at least twice %s", t.shownDuration("poll_interval", DefaultPollInterval))
+		} else {
+			t.bad("poll_interval", t.m["poll_interval"], "must be at most half of %s", t.shownDuration("offline_after", DefaultOfflineAfter))
+		}
+	}
+	if v, ok := t.str("on_reject"); ok {
+		s.OnReject = v
+		if v != OnRejectIgnore && v != OnRejectRevoke {
+			t.bad("on_reject", v, `must be "ignore" or "revoke"`)
+		}
+	}
+	return s
 }
 
 func parseAPI(t *table, dir string) API {
@@ -790,7 +819,7 @@ func profileIDProblem(s string) string {
 	return ""
 }
 
-func parseProfiles(top *table, ifaces []Interface) []Profile {
+func parseProfiles(top *table, ifaces []Interface, sessTable *table, sess Sessions) []Profile {
 	entries := top.entries("profile")
 	ids := entryNames(entries, "id")
 	labels := entryLabels("profile", ids, func(s string) bool { return profileIDProblem(s) == "" })
@@ -807,7 +836,7 @@ func parseProfiles(top *table, ifaces []Interface) []Profile {
 		t := newTable(m, "", top.ps)
 		t.array, t.label = "profile", label
 		t.unknown("id", "interface", "display_name", "ipv4_range", "ipv6_range", "client_allowed_ips",
-			"dns", "expiry", "max_expiry", "max_configs_per_user", "persistent_keepalive", "preshared_keys")
+			"dns", "expiry", "max_expiry", "idle_expiry", "max_configs_per_user", "persistent_keepalive", "preshared_keys")
 
 		p := Profile{MaxConfigsPerUser: DefaultMaxConfigsPerUser}
 		if s, ok := t.str("id"); ok {
@@ -910,6 +939,11 @@ func parseProfiles(top *table, ifaces []Interface) []Profile {
 				t.bad("persistent_keepalive", t.m["persistent_keepalive"],
 					`must be whole seconds from 1s to 65535s (18h12m15s), or "0" (off)`)
 			}
+		}
+		if p.IdleExpiry, ok = t.duration("idle_expiry", DefaultIdleExpiry); ok && p.IdleExpiry != 0 &&
+			sessTable.ok("offline_after") && p.IdleExpiry < sess.OfflineAfter {
+			t.bad("idle_expiry", t.m["idle_expiry"], `must be at least %s, or "0" (off)`,
+				sessTable.shownDuration("offline_after", DefaultOfflineAfter))
 		}
 		if n, ok := t.integer("max_configs_per_user"); ok {
 			if n < 0 || n > 1<<31-1 {
