@@ -94,7 +94,14 @@ type Store interface {
 	// keys are skipped, so a retry is harmless; the events of the rows
 	// deleted are returned in the order of keys. reason is one of
 	// ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale,
-	// ReasonFailed.
+	// ReasonFailed, ReasonIdle.
+	//
+	// A deleted peer's open session ends now with the same reason; when
+	// its start had a session C event, a session D event (scope
+	// ScopeSession, the session's bytes) is recorded and returned right
+	// before the config's D, leased alike. The config's D carries the
+	// peer's persisted traffic totals (SaveActivity); SetEventsBytes adds
+	// the device's last counters to them.
 	//
 	// With a non-empty owner the D events are born leased to owner until
 	// leaseUntil (which must be after now); with an empty owner they are
@@ -111,8 +118,10 @@ type Store interface {
 	// inserts (see Event.Actor); DeletePeers records none.
 	DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error)
 
-	// SetEventsBytes records the byte counters read from the device into
-	// pending D events, all or none. Errors: ErrNotFound if an event does
+	// SetEventsBytes adds the byte counters read from the device to
+	// pending config D events, as deltas against the counter bases
+	// persisted with the config (a counter below its base was reset and
+	// counts whole), all or none. Call it once per event. Errors: ErrNotFound if an event does
 	// not exist; ErrConflict if one is not a pending D event; a plain
 	// error for a negative counter.
 	SetEventsBytes(ctx context.Context, bs []EventBytes) error
@@ -181,6 +190,24 @@ type Store interface {
 	// UserSessions returns every recorded session of the user's configs,
 	// oldest first.
 	UserSessions(ctx context.Context, user string) ([]Session, error)
+
+	// ListActivity returns the session-tracking activity (Activity) of
+	// every active config on iface, by key, with its open session.
+	ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]Activity, error)
+	// SaveActivity writes one poll of one interface atomically: the
+	// activity of u.Configs; for each change in u.Changes, a session
+	// started (recorded with its first endpoint and, when u.Events, a
+	// session C event: reason ReasonHandshake, OriginatingIP the
+	// endpoint's address), roamed (the endpoint appended) or ended at its
+	// last activity (reason ReasonOffline, its final bytes, and a session
+	// D event when its start had a C). Configs no longer active on
+	// u.Interface are skipped with their changes. It returns the session
+	// events recorded (status pending, due now, scope ScopeSession), in id
+	// order. Errors: a negative counter (nothing is written).
+	SaveActivity(ctx context.Context, u ActivityUpdate) ([]Event, error)
+	// ListClientSessions returns the recorded sessions matching f, newest
+	// first.
+	ListClientSessions(ctx context.Context, f ClientSessionFilter) ([]ClientSession, error)
 
 	// SchemaVersion returns the version of the schema the database is at.
 	SchemaVersion(ctx context.Context) (int, error)

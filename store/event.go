@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math"
 	"net/netip"
 	"time"
 
@@ -21,6 +22,7 @@ const (
 	ReasonRevoked = "revoked" // D: all of a user's configs removed
 	ReasonStale   = "stale"   // D: a pending row outlived its connect script
 	ReasonFailed  = "failed"  // D: the device refused the peer after a successful connect script
+	ReasonIdle    = "idle"    // D: no handshake for the profile's idle_expiry
 )
 
 // Event delivery statuses.
@@ -70,6 +72,37 @@ type Event struct {
 	// "cli:UID" or "daemon"; empty when not recorded (events written
 	// before schema version 3, or by a caller that named no actor).
 	Actor string
+	// Scope is ScopeConfig (the config's lifecycle, for hooks.script) or
+	// ScopeSession (a session of the config, for sessions.script).
+	Scope string
+	// SessionID is the session of a session event (0 for config events).
+	SessionID int64
+	// RxBase and TxBase are, in a config's D, the device counters its
+	// traffic totals (BytesIn, BytesOut as recorded) were last brought up
+	// to: SetEventsBytes adds counters as deltas against them.
+	RxBase, TxBase int64
+}
+
+// AddCounters returns the event's traffic with the device's counters in
+// and out added as deltas against RxBase and TxBase (a counter below its
+// base was reset and counts whole), saturating: what SetEventsBytes
+// stores.
+func (e Event) AddCounters(in, out int64) (int64, int64) {
+	return satAdd(e.BytesIn, counterDelta(e.RxBase, in)), satAdd(e.BytesOut, counterDelta(e.TxBase, out))
+}
+
+func counterDelta(base, cur int64) int64 {
+	if cur < base {
+		return cur
+	}
+	return cur - base
+}
+
+func satAdd(a, b int64) int64 {
+	if b > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // EventBytes are the byte counters of one D event.

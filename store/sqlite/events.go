@@ -56,8 +56,13 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []store.EventBytes) error
 		return nil
 	}
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `UPDATE events SET bytes_in = ?, bytes_out = ?
-			WHERE id = ? AND event = 'D' AND status = 'pending'`)
+		// The counters are added to the totals recorded with the event as
+		// deltas against the bases recorded with it; a counter below its
+		// base was reset and counts whole.
+		st, err := tx.PrepareContext(ctx, `UPDATE events
+			SET bytes_in = min(bytes_in + CASE WHEN ?1 >= rx_base THEN ?1 - rx_base ELSE ?1 END, 9223372036854775807),
+			    bytes_out = min(bytes_out + CASE WHEN ?2 >= tx_base THEN ?2 - tx_base ELSE ?2 END, 9223372036854775807)
+			WHERE id = ?3 AND event = 'D' AND scope = 'config' AND status = 'pending'`)
 		if err != nil {
 			return s.note(convErr(err))
 		}
@@ -110,7 +115,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `UPDATE events SET lease_owner = ?1, lease_until = ?2
 			WHERE id IN (SELECT id FROM events
-				WHERE status = 'pending' AND event = 'D' AND next_attempt_at <= ?3
+				WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND next_attempt_at <= ?3
 				  AND (lease_owner = '' OR lease_until IS NULL OR lease_until < ?3)
 				ORDER BY id LIMIT ?4)
 			RETURNING `+eventColumns, owner, untilV, nowV, limit)
@@ -145,7 +150,7 @@ func (s *Store) ReleaseLeases(ctx context.Context, holder string) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE events SET lease_owner = '', lease_until = NULL
-			WHERE status = 'pending' AND event = 'D'
+			WHERE status = 'pending' AND (event = 'D' OR scope = 'session')
 			  AND (lease_owner = ?1 OR substr(lease_owner, 1, length(?1) + 1) = ?1 || '/')`, holder)
 		if err != nil {
 			return convErr(err)
@@ -175,12 +180,12 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE events SET status = 'done', done_at = ?, attempts = attempts + 1,
 				last_error = '', next_attempt_at = NULL, lease_owner = '', lease_until = NULL
-			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ?`, doneAt, id, owner)
+			WHERE id = ? AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = ?`, doneAt, id, owner)
 		if err != nil {
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, "", store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -205,7 +210,7 @@ func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until ti
 	}
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE events SET lease_until = ?
-			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ? AND lease_until >= ?`,
+			WHERE id = ? AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = ? AND lease_until >= ?`,
 			untilV, id, owner, nowV)
 		if err != nil {
 			return s.note(convErr(err))
@@ -246,13 +251,13 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE events SET status = ?, attempts = attempts + 1, last_error = ?,
 				next_attempt_at = ?, lease_owner = '', lease_until = NULL
-			WHERE id = ? AND event = 'D' AND status = 'pending' AND lease_owner = ?`,
+			WHERE id = ? AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = ?`,
 			status, truncateError(errMsg), nextV, id, owner)
 		if err != nil {
 			return s.note(convErr(err))
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, "", store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -399,7 +404,7 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 		for _, k := range chunk {
 			args = append(args, k.String())
 		}
-		q := `SELECT DISTINCT public_key FROM events WHERE event = ? AND public_key IN (?` + strings.Repeat(", ?", n-1) + `)`
+		q := `SELECT DISTINCT public_key FROM events WHERE event = ? AND scope = 'config' AND public_key IN (?` + strings.Repeat(", ?", n-1) + `)`
 		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("find disconnected keys: %w", s.note(convErr(err)))
@@ -437,7 +442,7 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	err = s.db.QueryRowContext(ctx, `SELECT min(CASE
 			WHEN lease_owner != '' AND lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until
 			ELSE next_attempt_at END)
-		FROM events WHERE status = 'pending' AND event = 'D'`).Scan(&v)
+		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session')`).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due event: %w", s.note(convErr(err)))
 	}
@@ -508,8 +513,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 			res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id IN (
 				SELECT e.id FROM events e INDEXED BY events_done
 				 WHERE e.status = 'done' AND e.done_at < ?
-				   AND (e.event = 'D' OR EXISTS (SELECT 1 FROM events d
-				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.id > e.id))
+				   AND (e.event = 'D' OR e.scope = 'session' OR EXISTS (SELECT 1 FROM events d
+				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.scope = 'config' AND d.id > e.id))
 				 LIMIT ?)`, beforeV, pruneBatch)
 			if err != nil {
 				return s.note(convErr(err))
@@ -532,8 +537,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") + `
 	FROM events c
 	LEFT JOIN events d ON d.id = (SELECT min(x.id) FROM events x
-		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.id > c.id)
-	WHERE c.event = 'C' AND `
+		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.scope = 'config' AND x.id > c.id)
+	WHERE c.event = 'C' AND c.scope = 'config' AND `
 
 func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]store.Session, error) {
 	rows, err := s.db.QueryContext(ctx, sessionQuery+cond+` ORDER BY c.id`, args...)

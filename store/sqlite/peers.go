@@ -152,6 +152,10 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 
 // insertEvent inserts ev (its ID is ignored) and returns the new id.
 func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error) {
+	if ev.Scope == "" {
+		ev.Scope = store.ScopeConfig
+	}
+	scope, sessionID := ev.Scope, sql.NullInt64{Int64: ev.SessionID, Valid: ev.SessionID != 0}
 	vals := make([]any, 0, len(eventColumnNames)-1)
 	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
 		v, err := encTime(t)
@@ -163,12 +167,12 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error
 	res, err := tx.ExecContext(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
 		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
 		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at,
-		actor)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		actor, scope, session_id, rx_base, tx_base)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
 		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5],
-		encActor(ev.Actor))
+		encActor(ev.Actor), scope, sessionID, ev.RxBase, ev.TxBase)
 	if err != nil {
 		return 0, convErr(err)
 	}
@@ -494,13 +498,13 @@ func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Eve
 func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'D'
+		res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'D' AND scope = 'config'
 			AND status = 'pending' AND attempts = 0 AND lease_owner = ''`, key.String())
 		if err != nil {
 			return s.note(convErr(err))
 		}
 		n, _ = res.RowsAffected()
-		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'C'
+		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE public_key = ? AND event = 'C' AND scope = 'config'
 			AND status = 'done' AND started_at IS NULL AND last_error = ?`, key.String(), store.NotePendingDeleted); err != nil {
 			return convErr(err)
 		}
@@ -544,9 +548,9 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 // every D event it inserts; an empty actor is not recorded.
 func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	switch reason {
-	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed:
+	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed, store.ReasonIdle:
 	default:
-		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed", reason)
+		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed, idle", reason)
 	}
 	now := s.clock()
 	if owner != "" && !leaseUntil.After(now) {
@@ -593,6 +597,15 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 			if err != nil {
 				return err
 			}
+			var tot struct{ in, out, rxBase, txBase int64 }
+			if err := tx.QueryRowContext(ctx, `SELECT bytes_in, bytes_out, rx_base, tx_base FROM peers WHERE public_key = ?`,
+				r.PublicKey).Scan(&tot.in, &tot.out, &tot.rxBase, &tot.txBase); err != nil {
+				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
+			}
+			sessD, err := endOpenSession(ctx, tx, p, reason, now)
+			if err != nil {
+				return fmt.Errorf("peer %s: end its session: %w", key, s.note(err))
+			}
 			if _, err := del.ExecContext(ctx, r.PublicKey); err != nil {
 				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 			}
@@ -621,8 +634,25 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 					return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 				}
 			}
+			if sessD != nil {
+				// The session ends before the config does: its D comes
+				// first, leased like the config's.
+				sessD.NextAttemptAt, sessD.Actor = now, actor
+				sessD.LeaseOwner, sessD.LeaseUntil = owner, leaseUntil.UTC()
+				if leaseUntil.IsZero() {
+					sessD.LeaseUntil = time.Time{}
+				}
+				id, err := insertEvent(ctx, tx, sessD)
+				if err != nil {
+					return fmt.Errorf("peer %s: %w", key, err)
+				}
+				sessD.ID = id
+				out = append(out, *sessD)
+			}
 			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 			ev.Actor = actor
+			ev.BytesIn, ev.BytesOut = tot.in, tot.out // the totals; SetEventsBytes adds the last counters
+			ev.RxBase, ev.TxBase = tot.rxBase, tot.txBase
 			ev.NextAttemptAt = now
 			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
 			if leaseUntil.IsZero() {

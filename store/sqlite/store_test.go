@@ -288,7 +288,7 @@ func TestUpgradeMarksOldConnectsStarted(t *testing.T) {
 	s := openAt(t, path, newClock())
 	p, c := mustInsert(t, s, staffPeer(1, "alice"))
 	// Back to schema 1, as the previous release left it.
-	for _, q := range []string{`ALTER TABLE events DROP COLUMN actor`, `ALTER TABLE events DROP COLUMN started_at`, `DELETE FROM schema_migrations WHERE version > 1`} {
+	for _, q := range append(downFrom4, `ALTER TABLE events DROP COLUMN actor`, `ALTER TABLE events DROP COLUMN started_at`, `DELETE FROM schema_migrations WHERE version > 1`) {
 		if _, err := s.db.Exec(q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
@@ -308,4 +308,16 @@ func TestUpgradeMarksOldConnectsStarted(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].Kind != store.KindDisconnect {
 		t.Fatalf("stale cleanup after the upgrade = %+v, %v; want a D", got, err)
 	}
+}
+
+// downFrom4 undoes migration 0004 (sessions), for tests that rebuild an
+// older schema.
+var downFrom4 = []string{
+	`DROP TABLE sessions`,
+	`ALTER TABLE peers DROP COLUMN last_handshake`, `ALTER TABLE peers DROP COLUMN last_active`,
+	`ALTER TABLE peers DROP COLUMN rx_base`, `ALTER TABLE peers DROP COLUMN tx_base`,
+	`ALTER TABLE peers DROP COLUMN bytes_in`, `ALTER TABLE peers DROP COLUMN bytes_out`,
+	`ALTER TABLE peers DROP COLUMN endpoint`,
+	`ALTER TABLE events DROP COLUMN scope`, `ALTER TABLE events DROP COLUMN rx_base`,
+	`ALTER TABLE events DROP COLUMN tx_base`, `ALTER TABLE events DROP COLUMN session_id`,
 }

@@ -13,7 +13,8 @@
 // rejecting and deleting configs; the per-user limit and address
 // allocation under concurrent writers on several handles; leases (claim,
 // renew, expiry, one owner at a time, release); event order, filters,
-// retries and pruning; WhoHad at its boundaries; expiry changes; change
+// retries and pruning; WhoHad at its boundaries; session activity,
+// sessions and their events; expiry changes; change
 // notification seen by another handle; and every documented error. What
 // only one backend has (file modes, migrations, a full disk) stays in that
 // backend's own tests.
@@ -82,6 +83,11 @@ func Run(t *testing.T, newDB NewDB) {
 		{"PruneEvents", su.testPruneEvents},
 		{"WhoHad", su.testWhoHad},
 		{"DocumentedErrors", su.testDocumentedErrors},
+		// Sessions.
+		{"SessionLifecycle", su.testSessionLifecycle},
+		{"SessionWithoutEvents", su.testSessionWithoutEvents},
+		{"SessionSkipsGoneConfigs", su.testSessionSkipsGoneConfigs},
+		{"SessionEndsWithConfig", su.testSessionEndsWithConfig},
 		// The handle itself.
 		{"VersionSeesOtherWriters", su.testVersionSeesOtherWriters},
 		{"ChangesSeenByAnotherHandle", su.testChangesSeenByAnotherHandle},
