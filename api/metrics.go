@@ -38,6 +38,9 @@ type Metrics struct {
 	housekeepingRuns *prometheus.CounterVec
 	expired          prometheus.Counter
 	deviceReadErrors *prometheus.CounterVec
+	sessionsOnline   *prometheus.GaugeVec
+	sessionChanges   *prometheus.CounterVec
+	sessionRuns      *prometheus.CounterVec
 
 	mu  sync.Mutex // guards src
 	src *source
@@ -127,9 +130,22 @@ func NewMetrics() *Metrics {
 			Name: "wgkeeper_device_read_errors_total",
 			Help: "Failed reads of a WireGuard device by interface.",
 		}, []string{"interface"}),
+		sessionsOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wgkeeper_sessions_online",
+			Help: "Configs with an open session (a client really talking) by interface, as of the latest session poll.",
+		}, []string{"interface"}),
+		sessionChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_session_changes_total",
+			Help: "Session changes seen by the session polls by interface and kind (start, roam, end).",
+		}, []string{"interface", "kind"}),
+		sessionRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wgkeeper_session_script_runs_total",
+			Help: "Runs of sessions.script by event (C, D) and result (ok, failed).",
+		}, []string{"event", "result"}),
 	}
 	m.reg.MustRegister(m.scriptRuns, m.scriptDuration, m.reconcileRuns, m.reconcileSeconds,
 		m.reconcileChanges, m.housekeepingRuns, m.expired, m.deviceReadErrors,
+		m.sessionsOnline, m.sessionChanges, m.sessionRuns,
 		(*stateCollector)(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -140,6 +156,11 @@ func NewMetrics() *Metrics {
 	}
 	for _, res := range []string{"ok", "error"} {
 		m.housekeepingRuns.WithLabelValues(res)
+	}
+	for _, ev := range []string{store.KindConnect, store.KindDisconnect} {
+		for _, res := range []string{"ok", "failed"} {
+			m.sessionRuns.WithLabelValues(ev, res)
+		}
 	}
 	return m
 }
@@ -231,6 +252,26 @@ func (m *Metrics) HousekeepingRun(_ time.Duration, err error) {
 		res = "error"
 	}
 	m.housekeepingRuns.WithLabelValues(res).Inc()
+}
+
+// SessionsPolled implements reconcile.Observer.
+func (m *Metrics) SessionsPolled(iface string, online int, changes []store.SessionChange) {
+	m.sessionsOnline.WithLabelValues(iface).Set(float64(online))
+	for _, k := range []store.SessionKind{store.SessionStart, store.SessionRoam, store.SessionEnd} {
+		m.sessionChanges.WithLabelValues(iface, k.String())
+	}
+	for _, c := range changes {
+		m.sessionChanges.WithLabelValues(iface, c.Kind.String()).Inc()
+	}
+}
+
+// SessionScriptRun implements reconcile.Observer.
+func (m *Metrics) SessionScriptRun(event string, ok bool, _ time.Duration) {
+	res := "ok"
+	if !ok {
+		res = "failed"
+	}
+	m.sessionRuns.WithLabelValues(event, res).Inc()
 }
 
 // stateCollector computes the store and device gauges at scrape time.

@@ -101,12 +101,37 @@ func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconci
 		p.close()
 		return nil, fmt.Errorf("open WireGuard control: %w", err)
 	}
-	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner, Logger: log, Observer: observer})
+	sessRunner, err := sessionRunner(cfg, log)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner,
+		SessionRunner: sessRunner, Logger: log, Observer: observer})
 	if err != nil {
 		p.close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// sessionRunner returns the runner of sessions.script, or nil when none is
+// configured.
+func sessionRunner(cfg *config.Config, log *slog.Logger) (reconcile.Runner, error) {
+	if cfg.Sessions.Script == "" {
+		return nil, nil
+	}
+	r, err := hooks.New(hooks.Config{
+		Script:      cfg.Sessions.Script,
+		Timeout:     cfg.Hooks.Timeout,
+		Concurrency: cfg.Hooks.Concurrency,
+		PassEnv:     cfg.Hooks.PassEnv,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sessions.script: %w", err)
+	}
+	return r, nil
 }
 
 func cmdDaemon(e *env, args []string) error {
@@ -241,6 +266,12 @@ func (d *daemon) run() error {
 
 	recon := newTicker(p.cfg.Housekeeping.ReconcileInterval)
 	defer recon.stop()
+	// Session tracking: every interface read every sessions.poll_interval,
+	// beside the loop.
+	polls := newTicker(p.cfg.Sessions.PollInterval)
+	defer polls.stop()
+	polling := false
+	pollDone := make(chan struct{}, 1)
 	// Another process (a CLI command, the API of another node) may write:
 	// the store says so, and the timers are recomputed.
 	changes := p.store.Changes(ctx)
@@ -263,10 +294,28 @@ func (d *daemon) run() error {
 		case <-hup:
 			sdNotify("RELOADING=1")
 			d.reload(sched, recon, housekeep)
+			polls.reset(d.p.cfg.Sessions.PollInterval)
 			sdNotify("READY=1")
 			d.arm(ctx, timer)
 		case <-recon.c():
 			p.engine.ReconcileAll(ctx, false)
+		case <-polls.c():
+			if polling {
+				continue // the previous poll is still running
+			}
+			polling = true
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				for _, ifc := range p.engine.Config().Interfaces {
+					if _, err := p.engine.PollSessions(ctx, ifc.Name); err != nil && ctx.Err() == nil {
+						d.log.Warn("session poll; the next poll takes up from the stored state", "iface", ifc.Name, "err", err)
+					}
+				}
+				pollDone <- struct{}{}
+			}()
+		case <-pollDone:
+			polling = false
 		case name, ok := <-linkEvents:
 			if !ok {
 				linkEvents = nil // repairs wait for the reconcile interval
@@ -505,7 +554,13 @@ func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 			d.log.Error("reload: keeping the API tokens in use", "err", err)
 		}
 	}
+	sessRunner, err := sessionRunner(cfg, d.log)
+	if err != nil {
+		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
 	d.p.engine.SetConfig(cfg, runner)
+	d.p.engine.SetSessionRunner(sessRunner)
 	d.p.cfg = cfg
 	d.p.runner = runner
 	recon.reset(cfg.Housekeeping.ReconcileInterval)

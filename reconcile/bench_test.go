@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,4 +188,74 @@ func BenchmarkCreateCheck10k(b *testing.B) {
 	b.ReportMetric(float64(rawNs.Microseconds())/float64(b.N), "raw-read-µs")
 	b.ReportMetric(float64(checkNs.Microseconds())/float64(b.N), "check-µs")
 	b.ReportMetric(float64(rawNs)/float64(checkNs), "raw/check")
+}
+
+// cpuTime is the CPU time (user + system) this process used so far.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSessionPoll10k: one session poll of a 10k-config interface
+// (device read, store read, compare, one write transaction) while 20 of the
+// configs' clients talk, against one raw wgctrl Device() read of the same
+// device, measured alternately in the same run. Both are CPU time of the
+// process (the in-process device answering the read counts in both).
+// Target ratio <= 1.5; only the configs whose counters moved are written.
+func BenchmarkSessionPoll10k(b *testing.B) {
+	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	h.seed(b, 10000-20, time.Time{})
+	var clients []*wgtest.ClientDev
+	for i := 0; i < 20; i++ {
+		clients = append(clients, h.connect(h.create(fmt.Sprintf("talker%d", i))))
+	}
+	raw, err := wgctrl.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	talk := func() {
+		for _, c := range clients {
+			ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+			err := c.Ping(ctx)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	talk()
+	h.clock.Advance(10 * time.Second)
+	if sp, err := h.eng.PollSessions(h.ctx, h.srv.Name); err != nil || sp.Online != 20 {
+		b.Fatalf("warm-up poll: %+v %v", sp, err)
+	}
+	var rawCPU, pollCPU time.Duration
+	written := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		talk()
+		h.clock.Advance(10 * time.Second)
+		b.StartTimer()
+		c0 := cpuTime(b)
+		d, err := raw.Device(h.srv.Name)
+		rawCPU += cpuTime(b) - c0
+		if err != nil || len(d.Peers) != 10000 {
+			b.Fatal(err)
+		}
+		c0 = cpuTime(b)
+		sp, err := h.eng.PollSessions(h.ctx, h.srv.Name)
+		pollCPU += cpuTime(b) - c0
+		if err != nil || sp.Online != 20 || len(sp.Changes) != 0 {
+			b.Fatalf("%+v %v", sp, err)
+		}
+		written += sp.Written
+	}
+	b.ReportMetric(float64(rawCPU.Microseconds())/1000/float64(b.N), "raw-read-cpu-ms")
+	b.ReportMetric(float64(pollCPU.Microseconds())/1000/float64(b.N), "poll-cpu-ms")
+	b.ReportMetric(float64(pollCPU)/float64(rawCPU), "ratio")
+	b.ReportMetric(float64(written)/float64(b.N), "configs-written/poll")
 }

@@ -497,6 +497,17 @@ func (e *Engine) runScript(ctx context.Context, ev store.Event, o hooks.RunOptio
 	// an owner that died is not taken over while a script it started may
 	// still run.
 	v.Hold = e.ownerFile()
+	if ev.Scope == store.ScopeSession {
+		r := e.srun.Load().Runner
+		if r == nil {
+			return hooks.Result{} // no session script: nothing to run
+		}
+		res := r.RunWith(ctx, v, o)
+		if res.Ran {
+			e.obs.SessionScriptRun(ev.Kind, res.OK(), res.Duration)
+		}
+		return res
+	}
 	res := e.run.Load().RunWith(ctx, v, o)
 	if res.Ran {
 		e.obs.ScriptRun(ev.Kind, res.OK(), res.Duration)

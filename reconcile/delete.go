@@ -183,6 +183,19 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 	e.point("delete:stored")
 	ctx = context.WithoutCancel(ctx)
 
+	// The session D events of configs removed mid-session come back
+	// beside their configs' D: they are delivered first, to the session
+	// script, and are no part of the removal's count.
+	var sessEvs []store.Event
+	cfgEvs := evs[:0:0]
+	for _, ev := range evs {
+		if ev.Scope == store.ScopeSession {
+			sessEvs = append(sessEvs, ev)
+		} else {
+			cfgEvs = append(cfgEvs, ev)
+		}
+	}
+	evs = cfgEvs
 	byIface := map[string][]int{}
 	for i, ev := range evs {
 		byIface[ev.Interface] = append(byIface[ev.Interface], i)
@@ -227,6 +240,14 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 			mine = append(mine, ev)
 		}
 	}
+	var mineSess []store.Event
+	for _, ev := range sessEvs {
+		if ev.LeaseOwner == owner {
+			mineSess = append(mineSess, ev)
+		}
+	}
+	// A session ends before its config: session D first, then config D.
+	e.deliverBatch(ctx, mineSess, owner)
 	out.Delivery = e.deliverBatch(ctx, mine, owner)
 	e.refreshEvents(ctx, out.Events)
 	return out, nil
@@ -286,7 +307,7 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 		if !ok {
 			continue
 		}
-		evs[i].BytesIn, evs[i].BytesOut = p.RxBytes, p.TxBytes
+		evs[i].BytesIn, evs[i].BytesOut = evs[i].AddCounters(p.RxBytes, p.TxBytes)
 		if p.RxBytes != 0 || p.TxBytes != 0 {
 			counters = append(counters, store.EventBytes{ID: evs[i].ID, In: p.RxBytes, Out: p.TxBytes})
 		}

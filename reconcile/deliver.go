@@ -2,10 +2,13 @@ package reconcile
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/store"
 )
@@ -127,6 +130,11 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event, owner string) o
 	hc := e.Config().Hooks
 	attempts := ev.Attempts + 1
 	final := attempts >= max(hc.MaxAttempts, 1)
+	if ev.Scope == store.ScopeSession && ev.Kind == store.KindConnect {
+		// A session connect is an answer, not a delivery: its refusal is
+		// recorded once, never retried, and acted on.
+		return e.sessionRejected(ctx, ev, owner, failureText(res), log)
+	}
 	next := e.clock().Add(Backoff(attempts, hc.RetryBase, hc.RetryMax))
 	msg := failureText(res)
 	if err := e.store.MarkAttemptFailed(ctx, ev.ID, owner, msg, next, final); err != nil {
@@ -134,10 +142,10 @@ func (e *Engine) deliverOne(ctx context.Context, ev store.Event, owner string) o
 		return outcomeLost
 	}
 	if final {
-		log.Error("disconnect script failed for the last time; event marked failed", "attempts", attempts, "err", msg)
+		log.Error("disconnect script failed for the last time; event marked failed", "scope", ev.Scope, "attempts", attempts, "err", msg)
 		return outcomeFailed
 	}
-	log.Warn("disconnect script failed; will retry", "attempts", attempts, "next_attempt_at", next.Format(time.RFC3339), "err", msg)
+	log.Warn("disconnect script failed; will retry", "scope", ev.Scope, "attempts", attempts, "next_attempt_at", next.Format(time.RFC3339), "err", msg)
 	return outcomeRetry
 }
 
@@ -189,4 +197,34 @@ func (e *Engine) RetryFailed(ctx context.Context) (int, error) {
 	}
 	e.log.Info("failed events retried", "events", n, "actor", ActorFrom(ctx))
 	return n, nil
+}
+
+// sessionRejected records that sessions.script refused a session connect
+// (status failed at once) and, with sessions.on_reject = "revoke", revokes
+// the config: its session ends and both D events follow.
+func (e *Engine) sessionRejected(ctx context.Context, ev store.Event, owner, msg string, log *slog.Logger) outcome {
+	if err := e.store.MarkAttemptFailed(ctx, ev.ID, owner, msg, e.clock(), true); err != nil {
+		log.Error("record refused session connect", "err", err)
+		return outcomeLost
+	}
+	if e.Config().Sessions.OnReject != config.OnRejectRevoke {
+		log.Warn("session script refused a connect; recorded (sessions.on_reject = ignore)", "err", msg)
+		return outcomeFailed
+	}
+	log.Warn("session script refused a connect; revoking the config (sessions.on_reject = revoke)", "err", msg)
+	p, err := e.store.GetPeer(ctx, ev.PublicKey)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			log.Error("revoke config refused by the session script; the next refusal tries again", "err", err)
+		}
+		return outcomeFailed
+	}
+	go func() {
+		// Not in this delivery worker: the removal delivers its own
+		// events, which may need this worker's script slot.
+		if _, err := e.remove(context.WithoutCancel(ctx), []store.Peer{p}, store.ReasonRevoked); err != nil {
+			log.Error("revoke config refused by the session script", "err", err)
+		}
+	}()
+	return outcomeFailed
 }

@@ -108,6 +108,7 @@ type Store interface {
 	PeerLister
 	Outbox
 	Retrier
+	SessionStore
 }
 
 // Device reads and writes live WireGuard interfaces. Link is the cheap
@@ -139,7 +140,10 @@ type Options struct {
 	Store  Store
 	Device Device
 	Runner Runner
-	Logger *slog.Logger
+	// SessionRunner runs sessions.script; nil: no session script (session
+	// events are then done without a run).
+	SessionRunner Runner
+	Logger        *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// LockDir holds the lock files that serialise housekeeping and device
@@ -162,6 +166,11 @@ type Observer interface {
 	// HousekeepingRun is called at the end of every housekeeping run that
 	// took the lock; err is the run's error (nil when every step succeeded).
 	HousekeepingRun(d time.Duration, err error)
+	// SessionsPolled is called after every session poll that was written:
+	// the configs online on the interface and the poll's changes.
+	SessionsPolled(iface string, online int, changes []store.SessionChange)
+	// SessionScriptRun is called after every run of sessions.script.
+	SessionScriptRun(event string, ok bool, d time.Duration)
 }
 
 // Engine runs the lifecycle. It is safe for concurrent use.
@@ -170,6 +179,8 @@ type Engine struct {
 	store   Store
 	dev     Device
 	run     atomic.Pointer[runnerBox]
+	srun    atomic.Pointer[runnerBox] // sessions.script; nil Runner = none
+	sess    SessionStore
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
@@ -186,6 +197,9 @@ type Engine struct {
 	wantCache   map[string]wantedState   // interface -> desired peers at a store version
 	devSems     map[string]chan struct{} // interface -> in-process device lock
 	orphans     map[string]OrphanState   // interface -> latest look at its orphans
+	polls       map[string]time.Time     // interface -> last session poll written
+	reads       map[string]timedRead     // interface -> last reconcile's device read
+	watched     map[string]time.Time     // interface -> polled without a failed read since
 	claims      atomic.Int64             // numbers the lease tokens of this engine
 	maxTimeout  atomic.Int64             // longest hooks.timeout configured so far (ns)
 	maxQueue    atomic.Int64             // longest hooks.queue_timeout configured so far (ns)
@@ -231,6 +245,10 @@ func New(o Options) (*Engine, error) {
 		wantCache:   map[string]wantedState{},
 		devSems:     map[string]chan struct{}{},
 		orphans:     map[string]OrphanState{},
+		polls:       map[string]time.Time{},
+		reads:       map[string]timedRead{},
+		watched:     map[string]time.Time{},
+		sess:        o.Store,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -252,6 +270,7 @@ func New(o Options) (*Engine, error) {
 	raise(&e.maxGrace, graceOf(o.Runner))
 	e.cfg.Store(o.Config)
 	e.run.Store(&runnerBox{o.Runner})
+	e.srun.Store(&runnerBox{o.SessionRunner})
 	return e, nil
 }
 
@@ -304,6 +323,10 @@ func queueTimeout(c *config.Config) time.Duration {
 	return c.Hooks.QueueTimeout
 }
 
+// SetSessionRunner swaps the runner of sessions.script (nil: none), as
+// on a reload.
+func (e *Engine) SetSessionRunner(r Runner) { e.srun.Store(&runnerBox{r}) }
+
 // runnerBox lets the runner be swapped atomically.
 type runnerBox struct{ Runner }
 
@@ -338,6 +361,8 @@ func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error) {}
 func (nopObserver) Expired(int)                                        {}
 func (nopObserver) DeviceReadError(string)                             {}
 func (nopObserver) HousekeepingRun(time.Duration, error)               {}
+func (nopObserver) SessionsPolled(string, int, []store.SessionChange)  {}
+func (nopObserver) SessionScriptRun(string, bool, time.Duration)       {}
 
 // ErrDeviceUnavailable matches (errors.Is) every error the engine returns
 // because a WireGuard device could not be read: the interface is missing,

@@ -2,12 +2,12 @@ package reconcile
 
 import (
 	"math"
-	"net/netip"
 	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -40,76 +40,21 @@ import (
 //     interface or the peer was recreated) starts a new base and counts
 //     from zero. Totals therefore never decrease.
 
-// Activity is what session tracking keeps of one config between polls. The
-// store persists it, so a restarted daemon continues where the last poll
-// left off. The zero value is a config never seen active.
-type Activity struct {
-	// LastHandshake is the latest handshake seen for the config, kept across
-	// counter resets and restarts (zero = never).
-	LastHandshake time.Time
-	// LastActive is the time of the last activity seen (zero = never); an
-	// open session ends here.
-	LastActive time.Time
-	// RxBase and TxBase are the device's counters as of the last read that
-	// found the peer: the base of the next deltas.
-	RxBase, TxBase int64
-	// BytesIn and BytesOut are the config's cumulative traffic received from
-	// and sent to the client, across counter resets and restarts.
-	BytesIn, BytesOut int64
-	// Endpoint is the last endpoint the device reported (zero = none yet).
-	Endpoint netip.AddrPort
-	// Session is the open session; its zero value means none.
-	Session OpenSession
-}
-
-// OpenSession is the part of Activity that belongs to an open session.
-type OpenSession struct {
-	// Started is when the session started; zero = no session is open.
-	Started time.Time
-	// BytesIn and BytesOut are the session's traffic so far.
-	BytesIn, BytesOut int64
-}
-
-// Online reports whether a session is open.
-func (a Activity) Online() bool { return !a.Session.Started.IsZero() }
-
-// SessionKind is what happened to a session at a poll.
-type SessionKind int
+// The tracker's types are the store's: what it returns is what is
+// persisted.
+type (
+	Activity      = store.Activity
+	OpenSession   = store.OpenSession
+	SessionKind   = store.SessionKind
+	SessionChange = store.SessionChange
+)
 
 // The session changes.
 const (
-	SessionStart SessionKind = iota + 1
-	SessionRoam
-	SessionEnd
+	SessionStart = store.SessionStart
+	SessionRoam  = store.SessionRoam
+	SessionEnd   = store.SessionEnd
 )
-
-// String returns "start", "roam" or "end".
-func (k SessionKind) String() string {
-	switch k {
-	case SessionStart:
-		return "start"
-	case SessionRoam:
-		return "roam"
-	case SessionEnd:
-		return "end"
-	}
-	return "SessionKind(?)"
-}
-
-// SessionChange is one change of one config's session.
-type SessionChange struct {
-	Key  wgtypes.Key
-	Kind SessionKind
-	// At is the session's start (start), the poll that saw the new endpoint
-	// (roam), or the last activity of the session (end: its end time).
-	At time.Time
-	// Endpoint is the first endpoint (start), the new one (roam), or the
-	// last one (end). It may be zero when the device reported none.
-	Endpoint netip.AddrPort
-	// Session is the session after the change; for an end, the session
-	// that ended, with its final bytes.
-	Session OpenSession
-}
 
 // Poll is the time frame of one poll of an interface.
 type Poll struct {
@@ -191,7 +136,7 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 			if !hs.IsZero() {
 				start = hs // the client's connect moment
 			}
-			next.Session = OpenSession{Started: start}
+			next.Session = OpenSession{Started: start} // the store numbers it
 			out = append(out, SessionChange{Kind: SessionStart, At: start, Endpoint: next.Endpoint})
 			started = true
 		}
@@ -226,10 +171,7 @@ func EndSession(a Activity, at time.Time) (Activity, SessionChange, bool) {
 }
 
 // Tracked is one config's activity after a poll.
-type Tracked struct {
-	Key      wgtypes.Key
-	Activity Activity
-}
+type Tracked = store.ConfigActivity
 
 // TrackSessions applies one poll to the configs of one interface: prev
 // holds the activity of every config tracked on it (the zero Activity for

@@ -105,11 +105,13 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 	// device was activated in the store before, so it is in the store read
 	// and can never be mistaken for an orphan.
 	ls, lerr := e.dev.Link(ctx, iface)
+	readAt := e.clock()
 	d, err := e.dev.Read(ctx, iface)
 	if err != nil {
 		e.obs.DeviceReadError(iface)
 		return fmt.Errorf("skipped, device not read: %w", unavailable(err))
 	}
+	e.noteFullRead(iface, d, readAt)
 	if lerr == nil {
 		e.noteRead(iface, &ls, d)
 	} else {
@@ -229,6 +231,8 @@ func (e *Engine) ReconcileAll(ctx context.Context, dryRun bool) []Report {
 // Summary is what one housekeeping run did.
 type Summary struct {
 	Expired int
+	// Idle counts configs reclaimed for want of a handshake (idle_expiry).
+	Idle    int
 	Stale   int
 	Reports []Report
 	// Delivery counts every D event delivered in the run: those of the
@@ -241,7 +245,8 @@ type Summary struct {
 	StartedAt time.Time
 }
 
-// Housekeeping runs, in order: expire, clean stale pending, reconcile every
+// Housekeeping runs, in order: expire, reclaim idle configs, clean stale
+// pending, reconcile every
 // interface, deliver due events, prune done events older than
 // log_retention. Two runs never overlap, across processes too: with wait the
 // call waits for a running one to end; without, it returns ErrBusy.
@@ -273,6 +278,12 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 	note("expire", err)
 	noteDevice(note, "expire", r)
 
+	r, err = e.ReclaimIdle(ctx)
+	s.Idle = len(r.Events)
+	s.Delivery.add(r.Delivery)
+	note("idle", err)
+	noteDevice(note, "idle", r)
+
 	r, err = e.CleanStale(ctx)
 	s.Stale = len(r.Events)
 	s.Delivery.add(r.Delivery)
@@ -294,7 +305,7 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 	}
 	s.Duration = time.Since(start)
 	e.obs.HousekeepingRun(s.Duration, errors.Join(errs...))
-	e.log.Info("housekeeping", "expired", s.Expired, "stale", s.Stale, "delivered", s.Delivery.Done,
+	e.log.Info("housekeeping", "expired", s.Expired, "idle", s.Idle, "stale", s.Stale, "delivered", s.Delivery.Done,
 		"retried", s.Delivery.Retried, "failed", s.Delivery.Failed, "pruned", s.Pruned,
 		"errors", len(s.Errors), "duration", s.Duration.Round(time.Microsecond), "actor", ActorFrom(ctx))
 	return s, errors.Join(errs...)

@@ -1,0 +1,183 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/wg"
+)
+
+// SessionStore is what session tracking needs from the store.
+type SessionStore interface {
+	ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]store.Activity, error)
+	SaveActivity(ctx context.Context, u store.ActivityUpdate) ([]store.Event, error)
+}
+
+// timedRead is a full device read and when it was taken.
+type timedRead struct {
+	dev *wg.Device
+	at  time.Time
+}
+
+// noteFullRead keeps a reconcile's device read for the session poll.
+func (e *Engine) noteFullRead(iface string, d *wg.Device, at time.Time) {
+	e.mu.Lock()
+	e.reads[iface] = timedRead{dev: d, at: at}
+	e.mu.Unlock()
+}
+
+// SessionPoll is what one poll of an interface found.
+type SessionPoll struct {
+	// Changes are the session changes, sorted by config.
+	Changes []store.SessionChange
+	// Events are the session events recorded (empty without
+	// sessions.script).
+	Events []store.Event
+	// Online counts the configs of the interface with an open session.
+	Online int
+	// Written counts the configs whose activity was written.
+	Written int
+	// Shared is set when the poll used the reconcile's device read.
+	Shared bool
+}
+
+// PollSessions tracks the sessions of one interface: one device read (a
+// reconcile's read of less than half a poll interval ago is used instead),
+// the configs' activity from the store, TrackSessions, and one store
+// transaction for the configs that changed and their session changes.
+// Session events recorded are left to Deliver.
+//
+// A device that cannot be read is an error matching ErrDeviceUnavailable;
+// nothing is written then, and the next poll takes up from the state
+// stored.
+func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, error) {
+	cfg := e.Config()
+	sc := cfg.Sessions
+	if sc.OfflineAfter <= 0 {
+		return SessionPoll{}, fmt.Errorf("poll sessions on %s: sessions.offline_after is not set", iface)
+	}
+	now := e.clock()
+	e.mu.Lock()
+	last := e.polls[iface]
+	shared, ok := e.reads[iface]
+	e.mu.Unlock()
+	var out SessionPoll
+	var d *wg.Device
+	if ok && shared.at.After(last) && now.Sub(shared.at) < sc.PollInterval/2 {
+		d, now, out.Shared = shared.dev, shared.at, true
+	} else {
+		var err error
+		if d, err = e.dev.Read(ctx, iface); err != nil {
+			e.mu.Lock()
+			delete(e.watched, iface) // what happens now is not seen
+			e.mu.Unlock()
+			e.obs.DeviceReadError(iface)
+			return out, fmt.Errorf("poll sessions on %s: %w", iface, unavailable(err))
+		}
+	}
+	prev, err := e.sess.ListActivity(ctx, iface)
+	if err != nil {
+		return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+	}
+	changed, changes := TrackSessions(prev, d, Poll{Prev: last, Now: now, OfflineAfter: sc.OfflineAfter})
+	evs, err := e.sess.SaveActivity(ctx, store.ActivityUpdate{
+		Interface: iface, Configs: changed, Changes: changes, Events: sc.Script != "",
+	})
+	if err != nil {
+		return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+	}
+	e.mu.Lock()
+	e.polls[iface] = now
+	if _, ok := e.watched[iface]; !ok {
+		e.watched[iface] = now
+	}
+	e.mu.Unlock()
+	online := 0
+	for _, a := range prev {
+		if a.Online() {
+			online++
+		}
+	}
+	for _, c := range changes {
+		switch c.Kind {
+		case store.SessionStart:
+			online++
+			e.log.Info("session started", "iface", iface, "peer", c.Key.String(), "endpoint", c.Endpoint.String())
+		case store.SessionEnd:
+			online--
+			e.log.Info("session ended", "iface", iface, "peer", c.Key.String(), "bytes_in", c.Session.BytesIn, "bytes_out", c.Session.BytesOut)
+		case store.SessionRoam:
+			e.log.Info("session roamed", "iface", iface, "peer", c.Key.String(), "endpoint", c.Endpoint.String())
+		}
+	}
+	out.Changes, out.Events, out.Online, out.Written = changes, evs, online, len(changed)
+	e.obs.SessionsPolled(iface, online, changes)
+	return out, nil
+}
+
+// ReclaimIdle removes, with reason "idle", every active config of a
+// profile with idle_expiry whose last handshake (or creation, when it never
+// had one) is at least idle_expiry ago and that has no open session. It
+// only judges what this engine saw: an interface is considered once its
+// sessions have been polled without a failed read for idle_expiry (a
+// restart, or an interface that could not be read, starts that wait
+// again); handshake times persisted by earlier processes count.
+func (e *Engine) ReclaimIdle(ctx context.Context) (Removed, error) {
+	cfg := e.Config()
+	now := e.clock()
+	var all Removed
+	for _, ifc := range cfg.Interfaces {
+		e.mu.Lock()
+		since, ok := e.watched[ifc.Name]
+		e.mu.Unlock()
+		if !ok {
+			continue
+		}
+		idle := map[string]time.Duration{}
+		for _, p := range cfg.ProfilesOn(ifc.Name) {
+			if p.IdleExpiry > 0 && now.Sub(since) >= p.IdleExpiry {
+				idle[p.ID] = p.IdleExpiry
+			}
+		}
+		if len(idle) == 0 {
+			continue
+		}
+		acts, err := e.sess.ListActivity(ctx, ifc.Name)
+		if err != nil {
+			return all, fmt.Errorf("reclaim idle configs on %s: %w", ifc.Name, err)
+		}
+		peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: ifc.Name, State: store.StateActive})
+		if err != nil {
+			return all, fmt.Errorf("reclaim idle configs on %s: %w", ifc.Name, err)
+		}
+		var victims []store.Peer
+		for _, p := range peers {
+			limit, ok := idle[p.ProfileID]
+			a, tracked := acts[p.PublicKey]
+			if !ok || !tracked || a.Online() {
+				continue
+			}
+			last := a.LastHandshake
+			if last.IsZero() {
+				last = p.CreatedAt
+			}
+			if now.Sub(last) >= limit {
+				victims = append(victims, p)
+			}
+		}
+		for len(victims) > 0 {
+			n := min(len(victims), batchSize)
+			r, err := e.remove(ctx, victims[:n], store.ReasonIdle)
+			all.merge(r)
+			if err != nil {
+				return all, fmt.Errorf("reclaim idle configs on %s: %w", ifc.Name, err)
+			}
+			victims = victims[n:]
+		}
+	}
+	return all, nil
+}
