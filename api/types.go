@@ -76,6 +76,7 @@ type PeerResponse struct {
 type EventJSON struct {
 	ID     int64  `json:"id"`
 	Event  string `json:"event"`
+	Scope  string `json:"scope"`
 	Reason string `json:"reason"`
 	// Actor is who made the change: "api:admin@ADDRESS", "api:read@ADDRESS",
 	// "cli:UID" or "daemon"; null when not recorded (older events).
@@ -219,6 +220,7 @@ type HousekeepingResponse struct {
 	StartedAt       time.Time        `json:"started_at"`
 	DurationSeconds float64          `json:"duration_seconds"`
 	Expired         int              `json:"expired"`
+	Idle            int              `json:"idle"`
 	Stale           int              `json:"stale"`
 	Interfaces      []ReconciledJSON `json:"interfaces"`
 	Delivered       int              `json:"delivered"`
@@ -318,6 +320,7 @@ func eventOut(e store.Event) EventJSON {
 	out := EventJSON{
 		ID:            e.ID,
 		Event:         e.Kind,
+		Scope:         e.Scope,
 		Reason:        e.Reason,
 		Actor:         optString(e.Actor),
 		PublicKey:     e.PublicKey.String(),
@@ -457,6 +460,7 @@ func HousekeepingView(sum reconcile.Summary) HousekeepingResponse {
 		StartedAt:       sum.StartedAt,
 		DurationSeconds: sum.Duration.Seconds(),
 		Expired:         sum.Expired,
+		Idle:            sum.Idle,
 		Stale:           sum.Stale,
 		Interfaces:      make([]ReconciledJSON, 0, len(sum.Reports)),
 		Delivered:       sum.Delivery.Done,
@@ -472,6 +476,39 @@ func HousekeepingView(sum reconcile.Summary) HousekeepingResponse {
 			rj.Error = rep.Err.Error()
 		}
 		out.Interfaces = append(out.Interfaces, rj)
+	}
+	return out
+}
+
+// ClientSessionJSON is one recorded session of a config: when its client
+// really talked to the server, and from where.
+type ClientSessionJSON struct {
+	ID        int64      `json:"id"`
+	PublicKey string     `json:"public_key"`
+	Interface string     `json:"interface"`
+	ProfileID string     `json:"profile_id"`
+	UserID    string     `json:"user_id"`
+	IPFour    *string    `json:"ip_four"`
+	IPSix     *string    `json:"ip_six"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at"`
+	EndReason string     `json:"end_reason"`
+	// Endpoints are every endpoint (ip:port) seen, in order; the first is
+	// where the session started from.
+	Endpoints []string `json:"endpoints"`
+	BytesIn   int64    `json:"bytes_in"`
+	BytesOut  int64    `json:"bytes_out"`
+}
+
+// ClientSessionView is a recorded session in the API's JSON shape.
+func ClientSessionView(c store.ClientSession) ClientSessionJSON {
+	out := ClientSessionJSON{
+		ID: c.ID, PublicKey: c.PublicKey.String(), Interface: c.Interface, ProfileID: c.ProfileID, UserID: c.UserID,
+		IPFour: optAddr(c.IPv4), IPSix: optAddr(c.IPv6), StartedAt: c.Started.UTC(), EndedAt: optTime(c.Ended),
+		EndReason: c.EndReason, Endpoints: []string{}, BytesIn: c.BytesIn, BytesOut: c.BytesOut,
+	}
+	for _, ep := range c.Endpoints {
+		out.Endpoints = append(out.Endpoints, ep.String())
 	}
 	return out
 }

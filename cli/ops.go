@@ -332,7 +332,7 @@ func cmdLog(e *env, args []string) error {
 	user := fs.String("user", "", "a user's configs, past and present")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(e, fs, args, "log",
-		"Answer from the event log who held an address at a time (-ip, -at), or\nlist a user's configs past and present with their C and D times (-user).",
+		"Answer from the event log who held an address at a time (-ip, -at), with\nthe endpoint of the session that covered that time, or list a user's\nconfigs past and present with their C and D times and their sessions\n(-user).",
 		"wgkeeper log -ip 10.42.0.7 -at '2026-11-24 14:03'"); err != nil {
 		return err
 	}
@@ -366,14 +366,30 @@ func cmdLog(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		// The client sessions: those covering the instant asked about, or
+		// every one of the user's.
+		var cs []store.ClientSession
+		if *ip != "" {
+			for _, s := range ss {
+				k := s.C.PublicKey
+				got, err := st.ListClientSessions(e.ctx, store.ClientSessionFilter{PublicKey: &k, At: when})
+				if err != nil {
+					return err
+				}
+				cs = append(cs, got...)
+			}
+		} else if cs, err = st.ListClientSessions(e.ctx, store.ClientSessionFilter{UserID: *user}); err != nil {
+			return err
+		}
 		if *asJSON {
 			type sess struct {
 				C api.EventJSON  `json:"connect"`
 				D *api.EventJSON `json:"disconnect"`
 			}
 			out := struct {
-				Sessions []sess `json:"sessions"`
-			}{Sessions: []sess{}}
+				Sessions       []sess                  `json:"sessions"`
+				ClientSessions []api.ClientSessionJSON `json:"client_sessions"`
+			}{Sessions: []sess{}, ClientSessions: []api.ClientSessionJSON{}}
 			for _, s := range ss {
 				o := sess{C: api.EventView(s.C)}
 				if s.D != nil {
@@ -381,6 +397,9 @@ func cmdLog(e *env, args []string) error {
 					o.D = &d
 				}
 				out.Sessions = append(out.Sessions, o)
+			}
+			for _, c := range cs {
+				out.ClientSessions = append(out.ClientSessions, api.ClientSessionView(c))
 			}
 			return writeJSONOut(e.stdout, out)
 		}
@@ -403,6 +422,30 @@ func cmdLog(e *env, args []string) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.C.UserID, s.C.ProfileID, s.C.PublicKey,
 				joinNonEmpty(addrText(s.C.IPv4), addrText(s.C.IPv6)), s.C.CreatedAt.UTC().Format(time.RFC3339), disc, reason, rx, tx)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if len(cs) == 0 {
+			if *ip != "" {
+				fmt.Fprintf(e.stdout, "\nno session (client talking) covered %s\n", when.Format(time.RFC3339))
+			}
+			return nil
+		}
+		fmt.Fprintln(e.stdout)
+		tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SESSION\tKEY\tENDPOINT\tSTARTED\tENDED\tREASON\tRX\tTX")
+		for _, c := range cs {
+			ended, reason := "online", "-"
+			if !c.Ended.IsZero() {
+				ended, reason = c.Ended.Format(time.RFC3339), c.EndReason
+			}
+			eps := make([]string, len(c.Endpoints))
+			for i, ep := range c.Endpoints {
+				eps[i] = ep.String()
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.PublicKey, joinNonEmpty(eps...),
+				c.Started.Format(time.RFC3339), ended, reason, bytesHuman(c.BytesIn), bytesHuman(c.BytesOut))
 		}
 		return tw.Flush()
 	})

@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
+	"github.com/wgkeeper/wgkeeper/wg/wgtest"
+)
+
+// `log -ip -at` names the config that held the address and, when a session
+// covered that time, the endpoint its client talked from; `log -user`
+// lists the sessions too.
+func TestLogShowsSessionEndpoint(t *testing.T) {
+	c := newCLIEnv(t, "remove")
+	k, _ := wgtypes.GeneratePrivateKey()
+	c.ok("peer", "add", "-user", "alice", "-profile", "staff", "-public-key", k.PublicKey().String())
+	cl := c.srv.NewClient(t, wgtest.WithClientKey(k), wgtest.WithClientAddrs(netip.MustParseAddr("10.99.0.2"), netip.MustParseAddr("fd00:99::2")))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Handshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := c.ok("log", "-ip", "10.99.0.2")
+	if !strings.Contains(before, "no session (client talking) covered") {
+		t.Fatalf("log before any poll:\n%s", before)
+	}
+
+	// what the daemon's session poll does
+	cfg, err := config.Load(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := reconcile.New(reconcile.Options{Config: cfg, Store: st, Device: c.dev, Runner: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := eng.PollSessions(ctx, c.srv.Name)
+	if err != nil || len(sp.Changes) != 1 {
+		t.Fatalf("poll = %+v, %v", sp, err)
+	}
+	ep := sp.Changes[0].Endpoint.String()
+	if !strings.HasPrefix(ep, "127.0.0.1:") {
+		t.Fatalf("endpoint %q", ep)
+	}
+	out := c.ok("log", "-ip", "10.99.0.2", "-at", time.Now().UTC().Format(time.RFC3339Nano))
+	if !strings.Contains(out, k.PublicKey().String()) || !strings.Contains(out, ep) || !strings.Contains(out, "online") {
+		t.Fatalf("log -ip lacks the config or its endpoint %s:\n%s", ep, out)
+	}
+	var lg struct {
+		ClientSessions []struct {
+			Endpoints []string `json:"endpoints"`
+			PublicKey string   `json:"public_key"`
+		} `json:"client_sessions"`
+	}
+	c.json(&lg, "log", "-user", "alice")
+	if len(lg.ClientSessions) != 1 || len(lg.ClientSessions[0].Endpoints) != 1 || lg.ClientSessions[0].Endpoints[0] != ep {
+		t.Fatalf("log -user -json sessions = %+v", lg.ClientSessions)
+	}
+	// the config script never saw the session
+	runs, err := os.ReadFile(filepath.Join(c.dir, "events.log"))
+	if err != nil || string(runs) != "C "+k.PublicKey().String()+" created\n" {
+		t.Fatalf("config script runs %q, %v; want the config's C only", runs, err)
+	}
+}
