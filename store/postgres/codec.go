@@ -236,7 +236,7 @@ func (r *peerRow) decode() (store.Peer, error) {
 var eventColumnNames = []string{"id", "event", "reason", "public_key", "interface", "profile_id", "user_id",
 	"ip_four", "ip_six", "originating_ip", "expires_at", "bytes_in", "bytes_out", "created_at",
 	"status", "attempts", "next_attempt_at", "last_error", "done_at", "lease_owner", "lease_until", "started_at",
-	"actor"}
+	"actor", "scope", "session_id", "rx_base", "tx_base"}
 
 func eventColumnsOf(alias string) string {
 	out := ""
@@ -280,13 +280,17 @@ type eventRow struct {
 	LeaseUntil    sql.NullInt64
 	StartedAt     sql.NullInt64
 	Actor         sql.NullString
+	Scope         sql.NullString
+	SessionID     sql.NullInt64
+	RxBase        sql.NullInt64
+	TxBase        sql.NullInt64
 }
 
 func (r *eventRow) dest() []any {
 	return []any{&r.ID, &r.Kind, &r.Reason, &r.PublicKey, &r.Interface, &r.ProfileID, &r.UserID,
 		&r.IPFour, &r.IPSix, &r.OriginatingIP, &r.ExpiresAt, &r.BytesIn, &r.BytesOut, &r.CreatedAt,
 		&r.Status, &r.Attempts, &r.NextAttemptAt, &r.LastError, &r.DoneAt, &r.LeaseOwner, &r.LeaseUntil, &r.StartedAt,
-		&r.Actor}
+		&r.Actor, &r.Scope, &r.SessionID, &r.RxBase, &r.TxBase}
 }
 
 // decode turns a stored row into an Event, or returns an error matching
@@ -305,7 +309,7 @@ func (r *eventRow) decode() (store.Event, error) {
 		{"interface", r.Interface.Valid}, {"profile_id", r.ProfileID.Valid}, {"user_id", r.UserID.Valid},
 		{"bytes_in", r.BytesIn.Valid}, {"bytes_out", r.BytesOut.Valid}, {"created_at", r.CreatedAt.Valid},
 		{"status", r.Status.Valid}, {"attempts", r.Attempts.Valid}, {"last_error", r.LastError.Valid},
-		{"lease_owner", r.LeaseOwner.Valid},
+		{"lease_owner", r.LeaseOwner.Valid}, {"scope", r.Scope.Valid},
 	} {
 		if !c.valid {
 			d.fail(c.name, "NULL", errors.New("missing"))
@@ -335,6 +339,10 @@ func (r *eventRow) decode() (store.Event, error) {
 		LeaseUntil:    decTime(r.LeaseUntil),
 		StartedAt:     decTime(r.StartedAt),
 		Actor:         r.Actor.String,
+		Scope:         d.oneOf("scope", r.Scope.String, store.ScopeConfig, store.ScopeSession),
+		SessionID:     r.SessionID.Int64,
+		RxBase:        d.nonNegative("rx_base", r.RxBase.Int64),
+		TxBase:        d.nonNegative("tx_base", r.TxBase.Int64),
 	}
 	d.family("ip_four", e.IPv4, true)
 	d.family("ip_six", e.IPv6, false)

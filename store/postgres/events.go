@@ -57,8 +57,13 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []store.EventBytes) error
 	}
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		for _, b := range bs {
-			res, err := tx.Exec(ctx, `UPDATE events SET bytes_in = $1, bytes_out = $2
-				WHERE id = $3 AND event = 'D' AND status = 'pending'`, b.In, b.Out, b.ID)
+			// The counters are added to the totals recorded with the
+			// event as deltas against its bases; a counter below its base
+			// was reset and counts whole.
+			res, err := tx.Exec(ctx, `UPDATE events
+				SET bytes_in = least(bytes_in::numeric + CASE WHEN $1::bigint >= rx_base THEN $1::bigint - rx_base ELSE $1::bigint END, 9223372036854775807)::bigint,
+				    bytes_out = least(bytes_out::numeric + CASE WHEN $2::bigint >= tx_base THEN $2::bigint - tx_base ELSE $2::bigint END, 9223372036854775807)::bigint
+				WHERE id = $3 AND event = 'D' AND scope = 'config' AND status = 'pending'`, b.In, b.Out, b.ID)
 			if err != nil {
 				return fmt.Errorf("event %d: %w", b.ID, convErr(err))
 			}
@@ -108,7 +113,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 		// meanwhile is re-checked against the lease condition.
 		rows, err := tx.Query(ctx, `UPDATE events SET lease_owner = $1, lease_until = $2
 			WHERE id IN (SELECT id FROM events
-				WHERE status = 'pending' AND event = 'D' AND next_attempt_at <= $3
+				WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND next_attempt_at <= $3
 				  AND (lease_owner = '' OR lease_until IS NULL OR lease_until < $3)
 				  AND ($5 = '' OR node = $5)
 				ORDER BY id LIMIT $4
@@ -145,7 +150,7 @@ func (s *Store) ReleaseLeases(ctx context.Context, holder string) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE events SET lease_owner = '', lease_until = NULL
-			WHERE status = 'pending' AND event = 'D'
+			WHERE status = 'pending' AND (event = 'D' OR scope = 'session')
 			  AND (lease_owner = $1 OR substr(lease_owner, 1, length($1) + 1) = $1 || '/')`, holder)
 		if err != nil {
 			return convErr(err)
@@ -175,12 +180,12 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 	err = s.write(ctx, func(tx pgx.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE events SET status = 'done', done_at = $1, attempts = attempts + 1,
 				last_error = '', next_attempt_at = NULL, lease_owner = '', lease_until = NULL
-			WHERE id = $2 AND event = 'D' AND status = 'pending' AND lease_owner = $3`, doneAt, id, owner)
+			WHERE id = $2 AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = $3`, doneAt, id, owner)
 		if err != nil {
 			return convErr(err)
 		}
 		if n := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, "", store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -205,7 +210,7 @@ func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until ti
 	}
 	err = s.write(ctx, func(tx pgx.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE events SET lease_until = $1
-			WHERE id = $2 AND event = 'D' AND status = 'pending' AND lease_owner = $3 AND lease_until >= $4`,
+			WHERE id = $2 AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = $3 AND lease_until >= $4`,
 			untilV, id, owner, nowV)
 		if err != nil {
 			return convErr(err)
@@ -246,13 +251,13 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		res, err := tx.Exec(ctx, `UPDATE events SET status = $1, attempts = attempts + 1, last_error = $2,
 				next_attempt_at = $3, lease_owner = '', lease_until = NULL
-			WHERE id = $4 AND event = 'D' AND status = 'pending' AND lease_owner = $5`,
+			WHERE id = $4 AND (event = 'D' OR scope = 'session') AND status = 'pending' AND lease_owner = $5`,
 			status, truncateError(errMsg), nextV, id, owner)
 		if err != nil {
 			return convErr(err)
 		}
 		if n := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, id, store.KindDisconnect, store.StatusPending, "", owner)
+			return explainEvent(ctx, tx, id, "", store.StatusPending, "", owner)
 		}
 		return nil
 	})
@@ -390,7 +395,7 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 	for i, k := range keys {
 		strs[i] = k.String()
 	}
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT public_key FROM events WHERE event = 'D' AND public_key = ANY($1)`, strs)
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT public_key FROM events WHERE event = 'D' AND scope = 'config' AND public_key = ANY($1)`, strs)
 	if err != nil {
 		return nil, fmt.Errorf("find disconnected keys: %w", convErr(err))
 	}
@@ -420,7 +425,7 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	err = s.pool.QueryRow(ctx, `SELECT min(CASE
 			WHEN lease_owner != '' AND lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until
 			ELSE next_attempt_at END)
-		FROM events WHERE status = 'pending' AND event = 'D' AND ($1 = '' OR node = $1)`, s.node).Scan(&v)
+		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND ($1 = '' OR node = $1)`, s.node).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due event: %w", convErr(err))
 	}
@@ -491,8 +496,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 			res, err := tx.Exec(ctx, `DELETE FROM events WHERE id IN (
 				SELECT e.id FROM events e
 				 WHERE e.status = 'done' AND e.done_at < $1
-				   AND (e.event = 'D' OR EXISTS (SELECT 1 FROM events d
-				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.id > e.id))
+				   AND (e.event = 'D' OR e.scope = 'session' OR EXISTS (SELECT 1 FROM events d
+				         WHERE d.public_key = e.public_key AND d.event = 'D' AND d.scope = 'config' AND d.id > e.id))
 				 LIMIT $2)`, beforeV, pruneBatch)
 			if err != nil {
 				return convErr(err)
@@ -515,8 +520,8 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") + `
 	FROM events c
 	LEFT JOIN events d ON d.id = (SELECT min(x.id) FROM events x
-		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.id > c.id)
-	WHERE c.event = 'C' AND `
+		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.scope = 'config' AND x.id > c.id)
+	WHERE c.event = 'C' AND c.scope = 'config' AND `
 
 func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]store.Session, error) {
 	rows, err := s.pool.Query(ctx, sessionQuery+cond+` ORDER BY c.id`, args...)

@@ -169,6 +169,13 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 
 // insertEvent inserts ev (its ID is ignored) and returns the new id.
 func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error) {
+	if ev.Scope == "" {
+		ev.Scope = store.ScopeConfig
+	}
+	var sessionID any
+	if ev.SessionID != 0 {
+		sessionID = ev.SessionID
+	}
 	vals := make([]any, 0, len(eventColumnNames)-1)
 	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
 		v, err := encTime(t)
@@ -180,12 +187,15 @@ func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error)
 	var id int64
 	err := tx.QueryRow(ctx, `INSERT INTO events (event, reason, public_key, interface, profile_id, user_id,
 		ip_four, ip_six, originating_ip, expires_at, bytes_in, bytes_out, created_at,
-		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at, actor)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+		status, attempts, next_attempt_at, last_error, done_at, lease_owner, lease_until, started_at, actor,
+		scope, session_id, rx_base, tx_base)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+		$23, $24, $25, $26)
 		RETURNING id`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
-		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], encActor(ev.Actor)).Scan(&id)
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], encActor(ev.Actor),
+		ev.Scope, sessionID, ev.RxBase, ev.TxBase).Scan(&id)
 	if err != nil {
 		return 0, convErr(err)
 	}
@@ -501,13 +511,13 @@ func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Eve
 func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx pgx.Tx) error {
-		res, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'D'
+		res, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'D' AND scope = 'config'
 			AND status = 'pending' AND attempts = 0 AND lease_owner = ''`, key.String())
 		if err != nil {
 			return convErr(err)
 		}
 		n = res.RowsAffected()
-		if _, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'C'
+		if _, err := tx.Exec(ctx, `DELETE FROM events WHERE public_key = $1 AND event = 'C' AND scope = 'config'
 			AND status = 'done' AND started_at IS NULL AND last_error = $2`, key.String(), store.NotePendingDeleted); err != nil {
 			return convErr(err)
 		}
@@ -551,9 +561,9 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 // every D event it inserts; an empty actor is not recorded.
 func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	switch reason {
-	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed:
+	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed, store.ReasonIdle:
 	default:
-		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed", reason)
+		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed, idle", reason)
 	}
 	now := s.clock()
 	if owner != "" && !leaseUntil.After(now) {
@@ -577,6 +587,28 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 		strs := make([]string, len(keys))
 		for i, k := range keys {
 			strs[i] = k.String()
+		}
+		// The traffic totals and counter bases go into the D events; the
+		// rows are locked in key order, as the delete below locks them.
+		type totals struct{ in, out, rxBase, txBase int64 }
+		tots := map[string]totals{}
+		trows, err := tx.Query(ctx, `SELECT public_key, bytes_in, bytes_out, rx_base, tx_base FROM peers
+			WHERE public_key = ANY($1) ORDER BY public_key FOR UPDATE`, strs)
+		if err != nil {
+			return convErr(err)
+		}
+		for trows.Next() {
+			var k string
+			var t totals
+			if err := trows.Scan(&k, &t.in, &t.out, &t.rxBase, &t.txBase); err != nil {
+				trows.Close()
+				return convErr(err)
+			}
+			tots[k] = t
+		}
+		trows.Close()
+		if err := trows.Err(); err != nil {
+			return convErr(err)
 		}
 		// One statement deletes them all (in key order, so that two
 		// overlapping deletes lock their rows in one order).
@@ -634,8 +666,30 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 					return fmt.Errorf("peer %s: %w", key, convErr(err))
 				}
 			}
+			sessD, err := closeSession(ctx, tx, p, reason, now, nil, now)
+			if err != nil {
+				return fmt.Errorf("peer %s: end its session: %w", key, err)
+			}
+			if sessD != nil {
+				// The session ends before the config does: its D comes
+				// first, leased like the config's.
+				sessD.NextAttemptAt, sessD.Actor = now, actor
+				sessD.LeaseOwner, sessD.LeaseUntil = owner, leaseUntil.UTC()
+				if leaseUntil.IsZero() {
+					sessD.LeaseUntil = time.Time{}
+				}
+				id, err := insertEvent(ctx, tx, sessD)
+				if err != nil {
+					return fmt.Errorf("peer %s: %w", key, err)
+				}
+				sessD.ID = id
+				out = append(out, *sessD)
+			}
 			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 			ev.Actor = actor
+			t := tots[p.PublicKey.String()]
+			ev.BytesIn, ev.BytesOut = t.in, t.out // the totals; SetEventsBytes adds the last counters
+			ev.RxBase, ev.TxBase = t.rxBase, t.txBase
 			ev.NextAttemptAt = now
 			ev.LeaseOwner, ev.LeaseUntil = owner, leaseUntil.UTC()
 			if leaseUntil.IsZero() {

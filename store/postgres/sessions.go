@@ -1,0 +1,358 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/store"
+)
+
+// ListActivity returns the session-tracking activity of every active config
+// on iface, by key, with its open session.
+func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]store.Activity, error) {
+	open := map[string]store.OpenSession{}
+	srows, err := s.pool.Query(ctx, `SELECT public_key, id, started_at, bytes_in, bytes_out FROM sessions
+		WHERE ended_at IS NULL AND interface = $1`, iface)
+	if err != nil {
+		return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+	}
+	for srows.Next() {
+		var k string
+		var o store.OpenSession
+		var started int64
+		if err := srows.Scan(&k, &o.ID, &started, &o.BytesIn, &o.BytesOut); err != nil {
+			srows.Close()
+			return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+		}
+		o.Started = time.Unix(0, started).UTC()
+		open[k] = o
+	}
+	srows.Close()
+	if err := srows.Err(); err != nil {
+		return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+	}
+	rows, err := s.pool.Query(ctx, `SELECT public_key, coalesce(last_handshake, 0), coalesce(last_active, 0),
+		rx_base, tx_base, bytes_in, bytes_out, coalesce(endpoint, '')
+		FROM peers WHERE interface = $1 AND state = 'active'`, iface)
+	if err != nil {
+		return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+	}
+	defer rows.Close()
+	out := map[wgtypes.Key]store.Activity{}
+	for rows.Next() {
+		var (
+			key, ep    string
+			hs, active int64
+			a          store.Activity
+		)
+		if err := rows.Scan(&key, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
+			return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+		}
+		k, err := parseStoredKey(key)
+		if err != nil {
+			d := rowDecoder{row: "peer " + quoteValue(key)}
+			d.fail("public_key", key, err)
+			return nil, fmt.Errorf("list activity on %s: %w", iface, d.err)
+		}
+		if hs != 0 {
+			a.LastHandshake = time.Unix(0, hs).UTC()
+		}
+		if active != 0 {
+			a.LastActive = time.Unix(0, active).UTC()
+		}
+		if ep != "" {
+			if a.Endpoint, err = netip.ParseAddrPort(ep); err != nil {
+				d := rowDecoder{row: "peer " + quoteValue(key)}
+				d.fail("endpoint", ep, err)
+				return nil, fmt.Errorf("list activity on %s: %w", iface, d.err)
+			}
+		}
+		if o, ok := open[key]; ok {
+			a.Session = o
+		}
+		out[k] = a
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
+	}
+	return out, nil
+}
+
+// SaveActivity writes one poll of one interface in one transaction (see
+// store.Store).
+func (s *Store) SaveActivity(ctx context.Context, u store.ActivityUpdate) ([]store.Event, error) {
+	for _, c := range u.Configs {
+		a := c.Activity
+		if a.RxBase < 0 || a.TxBase < 0 || a.BytesIn < 0 || a.BytesOut < 0 || a.Session.BytesIn < 0 || a.Session.BytesOut < 0 {
+			return nil, fmt.Errorf("save activity of %s: negative counter", c.Key)
+		}
+	}
+	if len(u.Configs) == 0 && len(u.Changes) == 0 {
+		return nil, nil
+	}
+	now := s.clock()
+	var out []store.Event
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		out = nil // a retried transaction starts over
+		gone := map[wgtypes.Key]bool{}
+		online := map[wgtypes.Key]store.OpenSession{}
+		for _, c := range u.Configs {
+			a := c.Activity
+			hs, err := encTime(a.LastHandshake)
+			if err != nil {
+				return fmt.Errorf("config %s: last handshake: %w", c.Key, err)
+			}
+			la, err := encTime(a.LastActive)
+			if err != nil {
+				return fmt.Errorf("config %s: last activity: %w", c.Key, err)
+			}
+			var ep any
+			if a.Endpoint.IsValid() {
+				ep = a.Endpoint.String()
+			}
+			tag, err := tx.Exec(ctx, `UPDATE peers SET last_handshake = $1, last_active = $2, rx_base = $3, tx_base = $4,
+				bytes_in = $5, bytes_out = $6, endpoint = $7 WHERE public_key = $8 AND interface = $9 AND state = 'active'`,
+				hs, la, a.RxBase, a.TxBase, a.BytesIn, a.BytesOut, ep, c.Key.String(), u.Interface)
+			if err != nil {
+				return fmt.Errorf("config %s: %w", c.Key, convErr(err))
+			}
+			if tag.RowsAffected() == 0 {
+				gone[c.Key] = true
+				continue
+			}
+			if a.Online() {
+				online[c.Key] = a.Session
+			}
+		}
+		for _, c := range u.Changes {
+			if gone[c.Key] {
+				continue
+			}
+			var evs []store.Event
+			var err error
+			switch c.Kind {
+			case store.SessionStart:
+				evs, err = startSession(ctx, tx, u.Interface, c, u.Events, now)
+			case store.SessionRoam:
+				_, err = tx.Exec(ctx, `UPDATE sessions SET endpoints = endpoints || ' ' || $1
+					WHERE public_key = $2 AND ended_at IS NULL`, c.Endpoint.String(), c.Key.String())
+				err = convErr(err)
+			case store.SessionEnd:
+				var p store.Peer
+				p, err = peerIdentity(ctx, tx, c.Key)
+				if err == nil {
+					var ev *store.Event
+					ev, err = closeSession(ctx, tx, p, store.ReasonOffline, c.At, &c.Session, now)
+					if ev != nil && err == nil {
+						ev.NextAttemptAt = now
+						var id int64
+						if id, err = insertEvent(ctx, tx, ev); err == nil {
+							ev.ID = id
+							evs = append(evs, *ev)
+						}
+					}
+				}
+			default:
+				err = fmt.Errorf("unknown session change %d", c.Kind)
+			}
+			if err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					continue // removed meanwhile: its removal ended the session
+				}
+				return fmt.Errorf("config %s: session %s: %w", c.Key, c.Kind, err)
+			}
+			out = append(out, evs...)
+		}
+		for k, sess := range online {
+			if _, err := tx.Exec(ctx, `UPDATE sessions SET bytes_in = $1, bytes_out = $2 WHERE public_key = $3 AND ended_at IS NULL`,
+				sess.BytesIn, sess.BytesOut, k.String()); err != nil {
+				return fmt.Errorf("config %s: %w", k, convErr(err))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("save activity on %s: %w", u.Interface, err)
+	}
+	return out, nil
+}
+
+// peerIdentity reads the stored identity of a config; ErrNotFound when it
+// has no row.
+func peerIdentity(ctx context.Context, tx pgx.Tx, key wgtypes.Key) (store.Peer, error) {
+	var r peerRow
+	if err := tx.QueryRow(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = $1`, key.String()).Scan(r.dest()...); err != nil {
+		return store.Peer{}, convErr(err)
+	}
+	return r.decode()
+}
+
+// startSession records a session of an active config, and its session C
+// event when events is set.
+func startSession(ctx context.Context, tx pgx.Tx, iface string, c store.SessionChange, events bool, now time.Time) ([]store.Event, error) {
+	p, err := peerIdentity(ctx, tx, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	if p.State != store.StateActive || p.Interface != iface {
+		return nil, store.ErrNotFound
+	}
+	started, err := encTime(c.At)
+	if err != nil {
+		return nil, err
+	}
+	ep := ""
+	if c.Endpoint.IsValid() {
+		ep = c.Endpoint.String()
+	}
+	// A session left open ends where the new one starts.
+	if _, err := tx.Exec(ctx, `UPDATE sessions SET ended_at = greatest(started_at, $1), end_reason = $2
+		WHERE public_key = $3 AND ended_at IS NULL`, started, store.ReasonOffline, c.Key.String()); err != nil {
+		return nil, convErr(err)
+	}
+	var sid int64
+	err = tx.QueryRow(ctx, `INSERT INTO sessions (public_key, interface, profile_id, user_id, ip_four, ip_six,
+		started_at, endpoint, endpoints, bytes_in, bytes_out, notify) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)
+		RETURNING id`,
+		c.Key.String(), p.Interface, p.ProfileID, p.UserID, encAddr(p.IPv4), encAddr(p.IPv6), started, ep,
+		c.Session.BytesIn, c.Session.BytesOut, events).Scan(&sid)
+	if err != nil {
+		return nil, convErr(err)
+	}
+	if !events {
+		return nil, nil
+	}
+	ev := eventOf(p, store.KindConnect, store.ReasonHandshake, store.StatusPending, now)
+	ev.Scope, ev.SessionID = store.ScopeSession, sid
+	ev.OriginatingIP = c.Endpoint.Addr().Unmap()
+	ev.NextAttemptAt = now
+	id, err := insertEvent(ctx, tx, &ev)
+	if err != nil {
+		return nil, err
+	}
+	ev.ID = id
+	return []store.Event{ev}, nil
+}
+
+// closeSession ends the open session of p at `at` with reason, taking its
+// bytes from final when given. It returns the session D event to record
+// (not inserted; nil when no session was open or its start had no event).
+func closeSession(ctx context.Context, tx pgx.Tx, p store.Peer, reason string, at time.Time, final *store.OpenSession, now time.Time) (*store.Event, error) {
+	atV, err := encTime(at)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		id, in, out int64
+		notify      bool
+		endpoints   string
+	)
+	err = tx.QueryRow(ctx, `SELECT id, notify, bytes_in, bytes_out, endpoints FROM sessions
+		WHERE public_key = $1 AND ended_at IS NULL FOR UPDATE`, p.PublicKey.String()).Scan(&id, &notify, &in, &out, &endpoints)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, convErr(err)
+	}
+	if final != nil {
+		in, out = final.BytesIn, final.BytesOut
+	}
+	if _, err := tx.Exec(ctx, `UPDATE sessions SET ended_at = greatest(started_at, $1), end_reason = $2, bytes_in = $3, bytes_out = $4
+		WHERE id = $5`, atV, reason, in, out, id); err != nil {
+		return nil, convErr(err)
+	}
+	if !notify {
+		return nil, nil
+	}
+	ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+	ev.Scope, ev.SessionID = store.ScopeSession, id
+	ev.BytesIn, ev.BytesOut = in, out
+	if f := strings.Fields(endpoints); len(f) > 0 {
+		if ap, err := netip.ParseAddrPort(f[len(f)-1]); err == nil {
+			ev.OriginatingIP = ap.Addr().Unmap()
+		}
+	}
+	return &ev, nil
+}
+
+// ListClientSessions returns the recorded sessions matching f, newest
+// first.
+func (s *Store) ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.PublicKey != nil {
+		where = append(where, "public_key = "+arg(f.PublicKey.String()))
+	}
+	if f.UserID != "" {
+		where = append(where, "user_id = "+arg(f.UserID))
+	}
+	if !f.At.IsZero() {
+		v, err := encTime(f.At)
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: at: %w", err)
+		}
+		n := arg(v)
+		where = append(where, "started_at <= "+n+" AND (ended_at IS NULL OR ended_at >= "+n+")")
+	}
+	q := `SELECT id, public_key, interface, profile_id, user_id, ip_four, ip_six, started_at, ended_at, end_reason,
+		endpoints, bytes_in, bytes_out FROM sessions`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY started_at DESC, id DESC"
+	if f.Limit > 0 {
+		q += " LIMIT " + arg(f.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", convErr(err))
+	}
+	defer rows.Close()
+	var out []store.ClientSession
+	for rows.Next() {
+		var (
+			cs             store.ClientSession
+			key, endpoints string
+			ip4, ip6       sql.NullString
+			started        int64
+			ended          sql.NullInt64
+		)
+		if err := rows.Scan(&cs.ID, &key, &cs.Interface, &cs.ProfileID, &cs.UserID, &ip4, &ip6, &started, &ended,
+			&cs.EndReason, &endpoints, &cs.BytesIn, &cs.BytesOut); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", convErr(err))
+		}
+		d := rowDecoder{row: fmt.Sprintf("session %d", cs.ID)}
+		cs.PublicKey = d.key("public_key", key)
+		cs.IPv4, cs.IPv6 = d.addr("ip_four", ip4), d.addr("ip_six", ip6)
+		cs.Started, cs.Ended = time.Unix(0, started).UTC(), decTime(ended)
+		for _, e := range strings.Fields(endpoints) {
+			ap, err := netip.ParseAddrPort(e)
+			if err != nil {
+				d.fail("endpoints", endpoints, err)
+				break
+			}
+			cs.Endpoints = append(cs.Endpoints, ap)
+		}
+		if d.err != nil {
+			return nil, fmt.Errorf("list sessions: %w", d.err)
+		}
+		out = append(out, cs)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", convErr(err))
+	}
+	return out, nil
+}
