@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -206,7 +207,7 @@ func cpuTime(tb testing.TB) time.Duration {
 // process (the in-process device answering the read counts in both).
 // Target ratio <= 1.5; only the configs whose counters moved are written.
 func BenchmarkSessionPoll10k(b *testing.B) {
-	h := newHarness(b, harnessOpts{maxPerUser: 100000})
+	h := newHarness(b, harnessOpts{maxPerUser: 100000, real: true})
 	h.seed(b, 10000-20, time.Time{})
 	var clients []*wgtest.ClientDev
 	for i := 0; i < 20; i++ {

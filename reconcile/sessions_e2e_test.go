@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,12 +36,13 @@ func newSessionHarnessWith(t *testing.T, extra, profileExtra string) *harness {
 	t.Helper()
 	wgtest.RequireRoot(t)
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	h.srv = wgtest.NewServer(t)
+	srv := wgtest.NewServer(t)
+	h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
 	if err := os.WriteFile(filepath.Join(h.dir, "session.sh"), []byte(sessionScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	h.open(strings.Replace(fmt.Sprintf(testConfig, h.srv.Name, h.srv.Port, "remove", "", h.srv.Name, 3, false),
-		"preshared_keys = false\n", "preshared_keys = false\n"+profileExtra, 1) +
+	h.open(strings.Replace(testConfig(h.srv.Name, h.srv.Port, "remove", "", 3, false),
+		"preshared_keys = false", "preshared_keys = false\n"+profileExtra, 1) +
 		"\n[sessions]\nscript = \"session.sh\"\npoll_interval = \"10s\"\noffline_after = \"1m\"\n" + extra)
 	h.useSessionScript()
 	return h
