@@ -59,7 +59,7 @@ func (h *harness) serverWith(tb testing.TB, script string) *httptest.Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s, err := New(Options{Engine: eng, Store: h.st, Device: h.dev, Token: testToken})
+	s, err := New(Options{Engine: eng, Token: testToken})
 	if err != nil {
 		tb.Fatal(err)
 	}

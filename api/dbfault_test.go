@@ -34,7 +34,7 @@ func (h *harness) useStore(path string, create bool) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.api, err = New(Options{Engine: h.eng, Store: st, Device: h.dev, Token: testToken, Version: "test", Now: h.clock.Now})
+	h.api, err = New(Options{Engine: h.eng, Token: testToken, Version: "test", Now: h.clock.Now})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -8,7 +8,8 @@
 // keeps in line with the routes served.
 //
 // It owns the HTTP side only: listener (TCP, TLS or unix socket), token,
-// request decoding and validation, error mapping, and metrics. Every change
-// goes through the reconcile engine; reads come from the store and one
-// device read per interface.
+// request decoding and validation, error mapping, and metrics. It depends
+// on the Engine interface alone (*reconcile.Engine satisfies it): every
+// change goes through it, and so does every read of the store and of the
+// devices (one device read per interface and request).
 package api

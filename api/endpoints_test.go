@@ -295,7 +295,7 @@ func TestInProgress(t *testing.T) {
 // TestMetricsPublic: /metrics without the token when metrics_public.
 func TestMetricsPublic(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	s, err := New(Options{Engine: h.eng, Store: h.st, Device: h.dev, Token: testToken, MetricsPublic: true})
+	s, err := New(Options{Engine: h.eng, Token: testToken, MetricsPublic: true})
 	if err != nil {
 		t.Fatal(err)
 	}

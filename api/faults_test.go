@@ -15,22 +15,22 @@ import (
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
-// faultyStore injects what the real store cannot produce on demand: a
-// panic, or a failure of one read.
-type faultyStore struct {
-	Store
+// faultyEngine injects what the real store cannot produce on demand: a
+// panic, or a failure of one read the engine passes on.
+type faultyEngine struct {
+	Engine
 	panic bool
 	err   error
 }
 
-func (f faultyStore) ListPeers(ctx context.Context, flt store.PeerFilter) ([]store.Peer, error) {
+func (f faultyEngine) ListPeers(ctx context.Context, flt store.PeerFilter) ([]store.Peer, error) {
 	if f.panic {
 		panic("injected fault")
 	}
 	if f.err != nil {
 		return nil, f.err
 	}
-	return f.Store.ListPeers(ctx, flt)
+	return f.Engine.ListPeers(ctx, flt)
 }
 
 // TestPanicAndInternalErrors: a panic in a handler and an unexpected store
@@ -40,8 +40,8 @@ func TestPanicAndInternalErrors(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	for _, fs := range []faultyStore{{Store: h.st, panic: true}, {Store: h.st, err: errors.New("disk on fire: /secret/path")}} {
-		s, err := New(Options{Engine: h.eng, Store: fs, Device: h.dev, Token: testToken, Logger: log})
+	for _, fe := range []faultyEngine{{Engine: h.eng, panic: true}, {Engine: h.eng, err: errors.New("disk on fire: /secret/path")}} {
+		s, err := New(Options{Engine: fe, Token: testToken, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +135,7 @@ func TestDeviceUnavailableReads(t *testing.T) {
 // TestNewRequiresToken: an empty token is refused.
 func TestNewRequiresToken(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
-	if _, err := New(Options{Engine: h.eng, Store: h.st, Device: h.dev, Token: " \n"}); err == nil {
+	if _, err := New(Options{Engine: h.eng, Token: " \n"}); err == nil {
 		t.Fatal("empty token accepted")
 	}
 }

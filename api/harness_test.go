@@ -230,7 +230,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Engine: h.eng, Store: h.st, Device: h.dev, Token: testToken, Metrics: h.metrics, Version: "test", Now: h.clock.Now}
+	opts := Options{Engine: h.eng, Token: testToken, Metrics: h.metrics, Version: "test", Now: h.clock.Now}
 	if o.logger {
 		opts.Logger = testLogger(t)
 	}

@@ -77,7 +77,7 @@ func TestScope(t *testing.T) {
 	if _, ok := h.api.Scope(readToken); ok {
 		t.Fatal("read token still valid after it was removed")
 	}
-	if _, err := New(Options{Engine: h.eng, Store: h.st, Device: h.dev, Token: "t", ReadToken: "t"}); err == nil {
+	if _, err := New(Options{Engine: h.eng, Token: "t", ReadToken: "t"}); err == nil {
 		t.Fatal("New accepted a read token equal to the admin token")
 	}
 }

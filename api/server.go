@@ -20,8 +20,9 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// Store is what the API reads from the database directly (writes go
-// through the engine). *sqlite.Store satisfies it.
+// Store is what the API's views read of configs and events: the engine
+// passes it on (Engine), and the CLI's commands that need no engine read
+// a store directly (every backend of the store contract satisfies it).
 type Store interface {
 	ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer, error)
 	GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error)
@@ -32,7 +33,8 @@ type Store interface {
 	Version(ctx context.Context) (uint64, error)
 }
 
-// Device reads live WireGuard interfaces. *wg.Client satisfies it.
+// Device reads live WireGuard interfaces: the engine through ReadDevice;
+// *wg.Client satisfies it too.
 type Device interface {
 	Read(ctx context.Context, name string) (*wg.Device, error)
 }
@@ -44,9 +46,8 @@ var (
 
 // Options configure a Server. Engine, Store, Device and Token are required.
 type Options struct {
-	Engine *reconcile.Engine
-	Store  Store
-	Device Device
+	// Engine serves every change and every read.
+	Engine Engine
 	// Token is the admin bearer token: every request but /healthz (and
 	// /metrics with MetricsPublic) must carry it or ReadToken.
 	Token string
@@ -57,8 +58,8 @@ type Options struct {
 	// MetricsPublic serves /metrics without the token.
 	MetricsPublic bool
 	// Metrics is served on /metrics; nil means a new one (whose engine
-	// counters then stay at zero). New attaches it to Store, Device and the
-	// engine's config.
+	// counters then stay at zero). New attaches it to the engine's reads
+	// and config.
 	Metrics *Metrics
 	// Version is reported by GET /v1/status.
 	Version string
@@ -71,9 +72,9 @@ type Options struct {
 
 // Server is the HTTP API. It is an http.Handler and safe for concurrent use.
 type Server struct {
-	eng           *reconcile.Engine
-	st            Store
-	dev           Device
+	eng           Engine
+	st            Store                  // the engine's reads of the store
+	dev           Device                 // the engine's reads of the devices
 	tokens        atomic.Pointer[tokens] // replaced whole by SetTokens
 	metricsPublic bool
 	metrics       *Metrics
@@ -112,8 +113,8 @@ var routes = []route{
 // New returns a Server.
 func New(o Options) (*Server, error) {
 	switch {
-	case o.Engine == nil || o.Store == nil || o.Device == nil:
-		return nil, errors.New("api: engine, store and device are required")
+	case o.Engine == nil:
+		return nil, errors.New("api: the engine is required")
 	case strings.TrimSpace(o.Token) == "":
 		return nil, errors.New("api: the bearer token is empty")
 	}
@@ -123,8 +124,8 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		eng:           o.Engine,
-		st:            o.Store,
-		dev:           o.Device,
+		st:            o.Engine,
+		dev:           deviceOf{o.Engine},
 		metricsPublic: o.MetricsPublic,
 		metrics:       o.Metrics,
 		version:       o.Version,
@@ -142,7 +143,7 @@ func New(o Options) (*Server, error) {
 	if s.metrics == nil {
 		s.metrics = NewMetrics()
 	}
-	s.metrics.Attach(o.Store, o.Device, o.Engine.Config, s.now, s.log)
+	s.metrics.Attach(s.st, s.dev, o.Engine.Config, s.now, s.log)
 	s.ui = ui.New(ui.Options{CheckToken: s.tokenOK, Data: s.pageData, Logger: s.log, Now: s.now})
 	s.metrics.AttachOrphans(o.Engine.Orphans)
 	// No WriteTimeout: a create waits for its connect script (bounded by

@@ -55,7 +55,7 @@ type OrphanPeer struct {
 // and the endpoints are one code path.
 type Source struct {
 	// Engine gives the config, the orphan verdicts and the health checks.
-	Engine *reconcile.Engine
+	Engine Engine
 	Store  Store
 	// Read reads one interface's device; an error becomes that
 	// interface's device_error.

@@ -216,25 +216,25 @@ func TestAdminPageTLS(t *testing.T) {
 // esc is a key as html/template writes it into an attribute.
 func esc(key string) string { return strings.ReplaceAll(key, "+", "&#43;") }
 
-// countingDevice counts reads per interface.
+// countingDevice counts the engine's device reads per interface.
 type countingDevice struct {
-	Device
+	Engine
 	mu sync.Mutex // guards n
 	n  map[string]int
 }
 
-func (d *countingDevice) Read(ctx context.Context, name string) (*wg.Device, error) {
+func (d *countingDevice) ReadDevice(ctx context.Context, name string) (*wg.Device, error) {
 	d.mu.Lock()
 	d.n[name]++
 	d.mu.Unlock()
-	return d.Device.Read(ctx, name)
+	return d.Engine.ReadDevice(ctx, name)
 }
 
 func TestAdminPageContent(t *testing.T) {
 	h := newHarness(t, harnessOpts{ghost: true})
 	keys := pageFixture(t, h)
-	dev := &countingDevice{Device: h.dev, n: map[string]int{}}
-	srv, err := New(Options{Engine: h.eng, Store: h.st, Device: dev, Token: testToken, Version: "test", Now: h.clock.Now})
+	dev := &countingDevice{Engine: h.eng, n: map[string]int{}}
+	srv, err := New(Options{Engine: dev, Token: testToken, Version: "test", Now: h.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

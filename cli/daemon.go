@@ -404,7 +404,7 @@ func (d *daemon) startAPI(cfg *config.Config, errc chan<- error) (*api.Server, e
 	if err != nil {
 		return nil, err
 	}
-	srv, err := api.New(api.Options{Engine: d.p.engine, Store: d.p.store, Device: d.p.dev, Token: tok, ReadToken: readTok,
+	srv, err := api.New(api.Options{Engine: d.p.engine, Token: tok, ReadToken: readTok,
 		MetricsPublic: cfg.API.MetricsPublic, Metrics: d.metrics, Version: Version, Logger: d.log})
 	if err != nil {
 		return nil, err

@@ -40,7 +40,7 @@ func newShapeEnv(t *testing.T, orphans string, t0 time.Time) *shapeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.close)
-	srv, err := api.New(api.Options{Engine: p.engine, Store: p.store, Device: p.dev, Token: "shape-token", Version: Version,
+	srv, err := api.New(api.Options{Engine: p.engine, Token: "shape-token", Version: Version,
 		Now: func() time.Time { return t0 }})
 	if err != nil {
 		t.Fatal(err)

@@ -109,6 +109,14 @@ type Store interface {
 	Outbox
 	Retrier
 	SessionStore
+	Counter
+}
+
+// Counter counts configs and events; the engine passes the counts on to
+// the API's status (see reads.go).
+type Counter interface {
+	CountPeers(ctx context.Context) ([]store.PeerCount, error)
+	CountEvents(ctx context.Context) (map[string]int, error)
 }
 
 // Device reads and writes live WireGuard interfaces. Link is the cheap
