@@ -156,7 +156,11 @@ type Config struct {
 	// LockDir holds the lock and owner files of the processes working on
 	// this host: the SQLite file's directory, or with PostgreSQL the key
 	// lock_dir (default DefaultLockDir). Absolute.
-	LockDir      string
+	LockDir string
+	// Node names this host among the nodes sharing a PostgreSQL database
+	// (key node; default: the host name). Every interface this file
+	// declares belongs to it.
+	Node         string
 	Hooks        Hooks
 	Housekeeping Housekeeping
 	Sessions     Sessions
@@ -449,4 +453,27 @@ func (c *Config) DatabaseName() string {
 		return "(a PostgreSQL URL)"
 	}
 	return u.Redacted()
+}
+
+// ValidNodeName reports why name cannot be a node's name ("" when it can):
+// 1 to 48 characters out of A-Z, a-z, 0-9, ".", "_" and "-".
+func ValidNodeName(name string) string {
+	if name == "" || len(name) > 48 {
+		return "must be 1 to 48 characters long"
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return "may hold only A-Z, a-z, 0-9, \".\", \"_\" and \"-\""
+		}
+	}
+	return ""
+}
+
+// defaultNode is the host name, or "" when it is no valid node name.
+func defaultNode() string {
+	h, err := os.Hostname()
+	if err != nil || ValidNodeName(h) != "" {
+		return ""
+	}
+	return h
 }

@@ -382,6 +382,7 @@ func TestDefaults(t *testing.T) {
 	want := &Config{
 		Database: "/var/lib/wgkeeper/wgkeeper.db",
 		LockDir:  "/var/lib/wgkeeper",
+		Node:     defaultNode(),
 		Hooks: Hooks{
 			Timeout: 30 * time.Second, Concurrency: 4, QueueTimeout: 5 * time.Second, MaxAttempts: 10,
 			RetryBase: 10 * time.Second, RetryMax: time.Hour,
@@ -490,6 +491,7 @@ idle_expiry = "30d"
 	want := &Config{
 		Database: "/srv/wgk/data/wg.db",
 		LockDir:  "/srv/wgk/data",
+		Node:     defaultNode(),
 		Hooks: Hooks{
 			Script: "/usr/local/bin/vpn-hook", Timeout: 90 * time.Second, Concurrency: 16, QueueTimeout: 2 * time.Minute, MaxAttempts: 3,
 			RetryBase: time.Second, RetryMax: Day, PassEnv: []string{"HTTPS_PROXY", "LANG"},

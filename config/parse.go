@@ -334,7 +334,7 @@ func parse(data []byte, dir string) (*Config, error) {
 	}
 	ps := &problems{}
 	top := newTable(raw, "", ps)
-	top.unknown("database", "lock_dir", "hooks", "housekeeping", "sessions", "api", "interface", "profile")
+	top.unknown("database", "lock_dir", "node", "hooks", "housekeeping", "sessions", "api", "interface", "profile")
 
 	c := &Config{}
 	if s, ok := top.m["database"].(string); ok && IsPostgresURL(s) {
@@ -350,6 +350,17 @@ func parse(data []byte, dir string) (*Config, error) {
 			top.bad("lock_dir", top.m["lock_dir"], "is only for a PostgreSQL database; with SQLite the lock files live beside the database file")
 		}
 		c.LockDir = filepath.Dir(c.Database)
+	}
+	if n, ok := top.str("node"); ok {
+		if reason := ValidNodeName(n); reason != "" {
+			top.bad("node", n, "%s", reason)
+		}
+		c.Node = n
+	} else if _, present := top.m["node"]; !present {
+		c.Node = defaultNode()
+		if c.Node == "" && c.PostgreSQL() {
+			top.problem("node: the host name is no valid node name; set node (1 to 48 characters out of A-Z, a-z, 0-9, \".\", \"_\" and \"-\")")
+		}
 	}
 	c.Hooks = parseHooks(top.section("hooks"), dir)
 	c.Housekeeping = parseHousekeeping(top.section("housekeeping"))

@@ -47,3 +47,24 @@ func TestPostgresDatabase(t *testing.T) {
 		t.Errorf("bad URL: %q", ps)
 	}
 }
+
+// node defaults to the host name; a bad one is refused, naming the rule.
+func TestNodeKey(t *testing.T) {
+	c, err := Parse([]byte(iface+profile), testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != defaultNode() {
+		t.Errorf("default node %q, want the host name %q", c.Node, defaultNode())
+	}
+	c, err = Parse([]byte("node = \"vpn-a.example\"\n"+iface+profile), testDir)
+	if err != nil || c.Node != "vpn-a.example" {
+		t.Fatalf("node = %q, %v", c.Node, err)
+	}
+	for _, bad := range []string{"", "a b", strings.Repeat("x", 49), "nöde", "a/b"} {
+		ps := problemsOf(t, "node = \""+bad+"\"\n"+iface+profile)
+		if len(ps) != 1 || !strings.HasPrefix(ps[0], "node = ") {
+			t.Errorf("node %q: %q", bad, ps)
+		}
+	}
+}
