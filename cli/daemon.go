@@ -106,8 +106,9 @@ func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconci
 		p.close()
 		return nil, err
 	}
+	nodes, _ := p.store.(store.Nodes) // many nodes on one database (PostgreSQL)
 	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner,
-		SessionRunner: sessRunner, Logger: log, Observer: observer})
+		SessionRunner: sessRunner, Logger: log, Observer: observer, Nodes: nodes})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -213,6 +214,14 @@ func (d *daemon) run() error {
 			d.log.Error("stop the hook supervisor", "err", err)
 		}
 	}()
+	if nodes, ok := p.store.(store.Nodes); ok {
+		// Before any device is touched: another node declaring one of
+		// these interfaces or an overlapping range refuses the start.
+		if err := nodes.RegisterNode(ctx, nodeDecl(p.cfg)); err != nil {
+			return err
+		}
+		go d.heartbeat(ctx, nodes)
+	}
 	if err := d.upInterfaces(ctx, p.cfg); err != nil {
 		d.downInterfaces()
 		return err
@@ -559,6 +568,16 @@ func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
 	}
+	if nodes, ok := d.p.store.(store.Nodes); ok {
+		if cfg.Node != d.p.cfg.Node {
+			d.log.Error("reload: keeping the running config; node changed, restart wgkeeper to become another node", "node", d.p.cfg.Node, "new_node", cfg.Node)
+			return
+		}
+		if err := nodes.RegisterNode(d.env.ctx, nodeDecl(cfg)); err != nil {
+			d.log.Error("reload: keeping the running config", "err", err)
+			return
+		}
+	}
 	d.p.engine.SetConfig(cfg, runner)
 	d.p.engine.SetSessionRunner(sessRunner)
 	d.p.cfg = cfg
@@ -665,4 +684,44 @@ type cronLogger struct{ l *slog.Logger }
 func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
 func (c cronLogger) Error(err error, msg string, kv ...any) {
 	c.l.Error("cron: "+msg, append(kv, "err", err)...)
+}
+
+// nodeDecl is what cfg declares to the other nodes sharing the database.
+func nodeDecl(cfg *config.Config) store.NodeDecl {
+	d := store.NodeDecl{Name: cfg.Node, Version: Version}
+	for _, ifc := range cfg.Interfaces {
+		ni := store.NodeInterface{Name: ifc.Name}
+		for _, p := range cfg.Profiles {
+			if p.Interface == ifc.Name {
+				ni.Profiles = append(ni.Profiles, store.NodeProfile{ID: p.ID, IPv4Range: p.IPv4Range, IPv6Range: p.IPv6Range})
+			}
+		}
+		d.Interfaces = append(d.Interfaces, ni)
+	}
+	return d
+}
+
+// heartbeatEvery is how often a node records that it is alive.
+const heartbeatEvery = 10 * time.Second
+
+// heartbeat records the node's liveness until ctx ends.
+func (d *daemon) heartbeat(ctx context.Context, nodes store.Nodes) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cfg := d.p.engine.Config() // d.p.cfg belongs to the main loop
+		err := nodes.Heartbeat(ctx, cfg.Node)
+		if errors.Is(err, store.ErrNotFound) {
+			// Removed by hand: declare this node again.
+			err = nodes.RegisterNode(ctx, nodeDecl(cfg))
+		}
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("node heartbeat", "node", cfg.Node, "err", err)
+		}
+	}
 }

@@ -31,7 +31,7 @@ func (e *env) loadConfig() (*config.Config, error) {
 // database the administrator made), anything else a SQLite file.
 func (e *env) openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
 	if cfg.PostgreSQL() {
-		st, err := postgres.Open(e.ctx, cfg.Database, postgres.Options{Logger: log, Create: e.createDB})
+		st, err := postgres.Open(e.ctx, cfg.Database, postgres.Options{Logger: log, Create: e.createDB, Node: cfg.Node})
 		if errors.Is(err, store.ErrNoDatabase) {
 			return nil, fmt.Errorf("database %s has no wgkeeper schema (create it with: wgkeeper migrate)", cfg.DatabaseName())
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -29,6 +30,22 @@ func (e *InvalidError) Error() string { return e.Field + ": " + e.Message }
 
 func invalid(field, format string, a ...any) error {
 	return &InvalidError{Field: field, Message: fmt.Sprintf(format, a...)}
+}
+
+// WrongNodeError is a create for a profile that another node declares
+// (many nodes on one database): only that node may run its connect script
+// and write its device. Nothing was stored.
+type WrongNodeError struct {
+	Profile string
+	Nodes   []string // the nodes declaring it, sorted
+}
+
+func (e *WrongNodeError) Error() string {
+	q := make([]string, len(e.Nodes))
+	for i, n := range e.Nodes {
+		q[i] = strconv.Quote(n)
+	}
+	return fmt.Sprintf("profile %q belongs to node %s; send the request to that node", e.Profile, strings.Join(q, " or "))
 }
 
 // RejectedError is a create refused by the connect script. Nothing was kept:
@@ -233,6 +250,15 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	}
 	prof, ok := cfg.Profile(req.ProfileID)
 	if !ok {
+		if e.nodes != nil {
+			nodes, err := e.nodes.ProfileNodes(ctx, req.ProfileID)
+			if err != nil {
+				return nil, err
+			}
+			if len(nodes) > 0 {
+				return nil, &WrongNodeError{Profile: req.ProfileID, Nodes: nodes}
+			}
+		}
 		return nil, invalid("profile_id", "unknown profile %q", req.ProfileID)
 	}
 	ifc, ok := cfg.Interface(prof.Interface)

@@ -90,6 +90,21 @@ func (e *Engine) Expire(ctx context.Context) (Removed, error) {
 	return e.removeWhere(ctx, store.PeerFilter{State: store.StateActive, ExpiresBefore: e.clock()}, store.ReasonExpired)
 }
 
+// localFilters is f once per interface of this node's configuration when
+// the database has many nodes (each expires and cleans its own), else f.
+func (e *Engine) localFilters(f store.PeerFilter) []store.PeerFilter {
+	if e.nodes == nil {
+		return []store.PeerFilter{f}
+	}
+	var out []store.PeerFilter
+	for _, ifc := range e.Config().Interfaces {
+		g := f
+		g.Interface = ifc.Name
+		out = append(out, g)
+	}
+	return out
+}
+
 // CleanStale removes configs left pending (a process died while the connect
 // script ran) for longer than twice the script timeout, each with a D event
 // of reason "stale": the connect may have reached the script.
@@ -103,6 +118,18 @@ func (e *Engine) CleanStale(ctx context.Context) (Removed, error) {
 }
 
 func (e *Engine) removeWhere(ctx context.Context, f store.PeerFilter, reason string) (Removed, error) {
+	var all Removed
+	for _, g := range e.localFilters(f) {
+		r, err := e.removeWhere1(ctx, g, reason)
+		all.merge(r)
+		if err != nil {
+			return all, err
+		}
+	}
+	return all, nil
+}
+
+func (e *Engine) removeWhere1(ctx context.Context, f store.PeerFilter, reason string) (Removed, error) {
 	var all Removed
 	f.Limit = batchSize
 	for {
@@ -142,7 +169,45 @@ func keysOf(peers []store.Peer) []wgtypes.Key {
 // locks released, the scripts. Holding the device locks across both steps
 // means no reconcile or create can slip in between: a peer being removed is
 // never taken for an orphan (losing its counters) nor added back.
+//
+// With many nodes (Options.Nodes), configs of interfaces this node does not
+// declare are deleted first, in a transaction of their own, with unleased
+// D events: their node's engine removes them from its device and runs the
+// scripts (see Deliver).
 func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) (Removed, error) {
+	if e.nodes == nil {
+		return e.removeLocal(ctx, peers, reason)
+	}
+	cfg := e.Config()
+	var local, foreign []store.Peer
+	for _, p := range peers {
+		if _, ok := cfg.Interface(p.Interface); ok {
+			local = append(local, p)
+		} else {
+			foreign = append(foreign, p)
+		}
+	}
+	var out Removed
+	if len(foreign) > 0 {
+		evs, err := e.store.DeletePeersBy(ctx, ActorFrom(ctx), keysOf(foreign), reason, "", time.Time{})
+		if err != nil {
+			return Removed{}, fmt.Errorf("remove configs: %w", err)
+		}
+		for _, ev := range evs {
+			e.log.Info("config removed; the node of its interface takes it off the device and runs the script",
+				"iface", ev.Interface, "peer", ev.PublicKey.String(), "user", ev.UserID, "reason", reason, "event_id", ev.ID, "actor", ev.Actor)
+		}
+		out.Events = evs
+	}
+	if len(local) == 0 {
+		return out, nil
+	}
+	r, err := e.removeLocal(ctx, local, reason)
+	out.merge(r)
+	return out, err
+}
+
+func (e *Engine) removeLocal(ctx context.Context, peers []store.Peer, reason string) (Removed, error) {
 	cfg := e.Config()
 	var ifaces []string
 	seen := map[string]bool{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -56,6 +57,9 @@ func (e *Engine) Deliver(ctx context.Context) (Delivery, error) {
 		}
 		if len(evs) == 0 {
 			return total, nil
+		}
+		if e.nodes != nil {
+			e.takeOffDevices(context.WithoutCancel(ctx), evs)
 		}
 		total.add(e.deliverBatch(context.WithoutCancel(ctx), evs, owner))
 	}
@@ -227,4 +231,43 @@ func (e *Engine) sessionRejected(ctx context.Context, ev store.Event, owner, msg
 		}
 	}()
 	return outcomeFailed
+}
+
+// takeOffDevices removes from this node's devices the peers of claimed D
+// events that are still there, reading their byte counters into the
+// events first: a config of this node deleted through another node (many
+// nodes on one database) leaves its peer on the device until its D event
+// reaches this node. A key that is a config again (created anew meanwhile)
+// stays. Errors are logged; the scripts run all the same, and the next
+// reconcile removes what is left.
+func (e *Engine) takeOffDevices(ctx context.Context, evs []store.Event) {
+	cfg := e.Config()
+	byIface := map[string][]int{}
+	for i, ev := range evs {
+		if _, ok := cfg.Interface(ev.Interface); !ok || ev.Kind != store.KindDisconnect || ev.Scope == store.ScopeSession {
+			continue
+		}
+		if _, err := e.store.GetPeer(ctx, ev.PublicKey); err == nil {
+			continue
+		} else if !errors.Is(err, store.ErrNotFound) {
+			e.log.Error("look up a removed config before taking it off the device", "iface", ev.Interface, "peer", ev.PublicKey.String(), "err", err)
+			continue
+		}
+		byIface[ev.Interface] = append(byIface[ev.Interface], i)
+	}
+	names := make([]string, 0, len(byIface))
+	for name := range byIface {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		l, err := e.deviceLock(ctx, name)
+		if err == nil {
+			err = e.removeFromDevice(ctx, name, evs, byIface[name])
+			l.unlock()
+		}
+		if err != nil {
+			e.log.Error("take removed configs off the device; the next reconcile removes them", "iface", name, "err", err)
+		}
+	}
 }

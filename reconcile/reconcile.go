@@ -159,6 +159,16 @@ type Options struct {
 	LockDir string
 	// Observer receives measurements; nil means none.
 	Observer Observer
+	// Nodes, when the database is shared by many nodes (PostgreSQL), is
+	// where the engine learns which node declares a profile; nil means
+	// this is the only node. With it the engine writes devices and runs
+	// scripts only for the interfaces its configuration declares: a
+	// config of another node's interface is deleted with an unleased D
+	// event that its node's engine delivers (removing the peer from its
+	// device first), a create for another node's profile is a
+	// *WrongNodeError, and expiry and stale cleanup touch only this node's
+	// interfaces.
+	Nodes store.Nodes
 	// crash is called at named points of the lifecycle; tests use it to
 	// simulate a process dying there.
 	crash func(point string)
@@ -192,6 +202,7 @@ type Engine struct {
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
+	nodes   store.Nodes // Options.Nodes; nil: the only node
 	obs     Observer
 	crash   func(string)
 
@@ -244,6 +255,7 @@ func New(o Options) (*Engine, error) {
 		log:         o.Logger,
 		now:         o.Now,
 		lockDir:     o.LockDir,
+		nodes:       o.Nodes,
 		obs:         o.Observer,
 		crash:       o.crash,
 		firstKeys:   map[string]wgtypes.Key{},

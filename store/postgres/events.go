@@ -115,7 +115,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 			WHERE id IN (SELECT id FROM events
 				WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND next_attempt_at <= $3
 				  AND (lease_owner = '' OR lease_until IS NULL OR lease_until < $3)
-				  AND ($5 = '' OR node = $5)
+				  AND ($5 = '' OR node = $5 OR node = '')
 				ORDER BY id LIMIT $4
 				FOR UPDATE SKIP LOCKED)
 			RETURNING `+eventColumns, owner, untilV, nowV, limit, s.node)
@@ -425,7 +425,7 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	err = s.pool.QueryRow(ctx, `SELECT min(CASE
 			WHEN lease_owner != '' AND lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until
 			ELSE next_attempt_at END)
-		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND ($1 = '' OR node = $1)`, s.node).Scan(&v)
+		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND ($1 = '' OR node = $1 OR node = '')`, s.node).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due event: %w", convErr(err))
 	}

@@ -74,17 +74,23 @@ func TestRegisterNodeConflicts(t *testing.T) {
 	}
 }
 
-// A handle working for a node claims only that node's events, and events
-// recorded before a node declared their interface become its own when it
-// registers.
+// A handle working for a node claims only that node's events and those
+// no node owns; events recorded before a node declared their interface
+// become its own when it registers.
 func TestNodeClaimsOwnEvents(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
 	all := open(t, url, Options{Create: true})
 	a := open(t, url, Options{Node: "node-a"})
 	b := open(t, url, Options{Node: "node-b"})
-	if err := a.RegisterNode(ctx, decl("node-a", "wg-a", "p-wg-a", "10.9.0.0/24", "")); err != nil {
-		t.Fatal(err)
+	c := open(t, url, Options{Node: "node-c"})
+	for _, d := range []store.NodeDecl{
+		decl("node-a", "wg-a", "p-wg-a", "10.9.0.0/24", ""),
+		decl("node-b", "wg-b", "p-wg-b", "10.8.0.0/24", ""),
+	} {
+		if err := all.RegisterNode(ctx, d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deleted := func(i int, iface string) int64 {
 		t.Helper()
@@ -103,7 +109,12 @@ func TestNodeClaimsOwnEvents(t *testing.T) {
 		return evs[0].ID
 	}
 	idA := deleted(1, "wg-a")
-	idB := deleted(2, "wg-b") // no node declares wg-b yet
+	idB := deleted(2, "wg-b")
+	idC := deleted(3, "wg-c") // no node declares wg-c yet
+	if err := c.RegisterNode(ctx, decl("node-c", "wg-c", "p-wg-c", "10.7.0.0/24", "")); err != nil {
+		t.Fatal(err)
+	}
+	idFree := deleted(4, "wg-free") // nobody's: any node delivers it
 	now := time.Now()
 	claim := func(s *Store, owner string) []int64 {
 		t.Helper()
@@ -117,16 +128,13 @@ func TestNodeClaimsOwnEvents(t *testing.T) {
 		}
 		return ids
 	}
-	if got := claim(b, "b1"); len(got) != 0 {
-		t.Fatalf("node-b claimed %v before it declared anything", got)
-	}
-	if got := claim(a, "a1"); len(got) != 1 || got[0] != idA {
-		t.Fatalf("node-a claimed %v, want only its own event %d", got, idA)
-	}
-	if err := b.RegisterNode(ctx, decl("node-b", "wg-b", "p-wg-b", "10.8.0.0/24", "")); err != nil {
-		t.Fatal(err)
+	if got := claim(a, "a1"); len(got) != 2 || got[0] != idA || got[1] != idFree {
+		t.Fatalf("node-a claimed %v, want its own event %d and the unowned %d", got, idA, idFree)
 	}
 	if got := claim(b, "b1"); len(got) != 1 || got[0] != idB {
-		t.Fatalf("node-b claimed %v after registering, want the event %d of its interface", got, idB)
+		t.Fatalf("node-b claimed %v, want its event %d", got, idB)
+	}
+	if got := claim(c, "c1"); len(got) != 1 || got[0] != idC {
+		t.Fatalf("node-c claimed %v, want the event %d recorded before it declared wg-c", got, idC)
 	}
 }

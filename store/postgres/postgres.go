@@ -87,9 +87,11 @@ type Options struct {
 	// wgkeeper's schema and changes nothing.
 	Create bool
 	// Node is the node this handle works for; "" for none. A handle with
-	// a node hears, through Changes, of the changes that concern its
-	// node's interfaces (LISTEN on its node's channel); without one it
-	// hears of every change.
+	// a node claims (ClaimDue, NextDue) only the events of that node and
+	// those no node owns (recorded for an interface no node declares),
+	// and hears, through Changes, of the changes that concern its node's
+	// interfaces (LISTEN on its node's channel); without one it claims
+	// every event and hears of every change.
 	Node string
 	// MaxConns bounds the connection pool; 0 means 16.
 	MaxConns int32
