@@ -33,6 +33,7 @@ const (
 	CodeUnavailable          = "unavailable"            // 503: the database (full, read-only, damaged, replaced)
 	CodeBusy                 = "busy"                   // 503, with Retry-After
 	CodeScriptUnsafe         = "script_unsafe"          // 503
+	CodeWrongNode            = "wrong_node"             // 421: the profile is another node's
 )
 
 // Codes lists every error code with its HTTP status.
@@ -55,6 +56,7 @@ var Codes = map[string]int{
 	CodeUnavailable:          http.StatusServiceUnavailable,
 	CodeBusy:                 http.StatusServiceUnavailable,
 	CodeScriptUnsafe:         http.StatusServiceUnavailable,
+	CodeWrongNode:            http.StatusMisdirectedRequest,
 }
 
 // Error is an API error: what the client gets as the JSON body
@@ -144,6 +146,7 @@ func fromEngine(err error) *Error {
 	var inv *reconcile.InvalidError
 	var rej *reconcile.RejectedError
 	var busy *reconcile.BusyError
+	var wrong *reconcile.WrongNodeError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -160,6 +163,8 @@ func fromEngine(err error) *Error {
 	case errors.Is(err, store.ErrUnavailable):
 		// Not a bug (500 internal): the environment broke the database.
 		return unavailable(err)
+	case errors.As(err, &wrong):
+		return apiErr(CodeWrongNode, "%v; nothing was stored", wrong)
 	case errors.As(err, &busy):
 		return &Error{Code: CodeBusy, Message: busy.Error(), retryAfter: max(busy.RetryAfter, time.Second)}
 	case errors.Is(err, reconcile.ErrScriptUnsafe):

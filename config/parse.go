@@ -260,6 +260,31 @@ func (t *table) path(k, def, dir string, required bool) string {
 	return resolve(s, dir)
 }
 
+// dirPath reads a directory's path (key k, default def): not empty, no
+// NUL byte, no "~"; resolved against dir.
+func (t *table) dirPath(k, def, dir string) string {
+	v, present := t.m[k]
+	if !present {
+		return def
+	}
+	s, ok := t.str(k)
+	if !ok {
+		return ""
+	}
+	switch {
+	case s == "":
+		t.bad(k, v, "must not be empty")
+		return ""
+	case strings.IndexByte(s, 0) >= 0:
+		t.bad(k, v, "must not contain a NUL byte")
+		return ""
+	case strings.HasPrefix(s, "~"):
+		t.bad(k, v, `"~" is not expanded here; write the full path`)
+		return ""
+	}
+	return resolve(s, dir)
+}
+
 func pathProblem(s string) string {
 	switch {
 	case strings.IndexByte(s, 0) >= 0:
@@ -343,7 +368,7 @@ func parse(data []byte, dir string) (*Config, error) {
 			top.bad("database", "(a PostgreSQL URL)", "is not a valid URL; write postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=...")
 		}
 		c.Database = s
-		c.LockDir = top.path("lock_dir", DefaultLockDir, dir, true)
+		c.LockDir = top.dirPath("lock_dir", DefaultLockDir, dir)
 	} else {
 		c.Database = top.path("database", DefaultDatabase, dir, true)
 		if _, present := top.m["lock_dir"]; present {

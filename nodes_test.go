@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/wgkeeper/wgkeeper/internal/pgtest"
+	"github.com/wgkeeper/wgkeeper/wg"
+	"github.com/wgkeeper/wgkeeper/wg/wgtest"
+)
+
+// nodeConfig is one node of a two-node setup: its own interface (an
+// in-process device of the test, mode existing) and profile, one database.
+const nodeConfig = `
+database = %q
+lock_dir = "."
+node = %q
+
+[hooks]
+script = "hook.sh"
+timeout = "10s"
+
+[housekeeping]
+schedule = "@every 1h"
+reconcile_interval = "1h"
+
+[api]
+listen = "127.0.0.1:%d"
+token_file = "api.token"
+
+[[interface]]
+name = "%s"
+endpoint = "127.0.0.1:%d"
+
+[[profile]]
+id = %q
+interface = "%s"
+ipv4_range = %q
+expiry = "1d"
+`
+
+// nodeHook logs "EVENT KEY BYTES_IN BYTES_OUT" for every run.
+const nodeHook = `#!/bin/sh
+echo "$VPN_EVENT $VPN_CONNECTION_ID $VPN_BYTES_IN $VPN_BYTES_OUT" >> "$(dirname "$(readlink -f "$0")")/events.log"
+`
+
+// node is one wgkeeper daemon of the two-node tests.
+type node struct {
+	t       *testing.T
+	name    string
+	dir     string
+	cfgPath string
+	apiPort int
+	srv     *wgtest.Server
+	proc    *daemonProc
+}
+
+func newNode(t *testing.T, db, name, profile, v4 string) *node {
+	t.Helper()
+	n := &node{t: t, name: name, dir: t.TempDir(), apiPort: freeTCPPort(t), srv: wgtest.NewServer(t)}
+	n.cfgPath = filepath.Join(n.dir, "wgkeeper.toml")
+	cfg := fmt.Sprintf(nodeConfig, db, name, n.apiPort, n.srv.Name, n.srv.Port, profile, n.srv.Name, v4)
+	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(n.dir, "hook.sh"), []byte(nodeHook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *node) start() {
+	n.t.Helper()
+	n.proc = startDaemon(n.t, n.cfgPath)
+	n.proc.waitLog(n.t, "wgkeeper started", 30*time.Second)
+}
+
+// call makes an API request to this node; it returns the status and body.
+func (n *node) call(method, path, body string) (int, string) {
+	n.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(n.dir, "api.token"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", n.apiPort, path), strings.NewReader(body))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		n.t.Fatalf("%s %s on %s: %v", method, path, n.name, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// create asks this node for a config; key may be empty (generated).
+func (n *node) create(user, profile string, key wgtypes.Key) (int, string) {
+	n.t.Helper()
+	body := fmt.Sprintf(`{"user_id":%q,"profile_id":%q,"public_key":%q}`, user, profile, key.String())
+	return n.call("POST", "/v1/peers", body)
+}
+
+func (n *node) mustCreate(user, profile string, key wgtypes.Key) netip.Addr {
+	n.t.Helper()
+	code, body := n.create(user, profile, key)
+	if code != http.StatusCreated {
+		n.t.Fatalf("create %s/%s on %s: %d %s", user, profile, n.name, code, body)
+	}
+	var r struct {
+		Peer struct {
+			IPv4 string `json:"ip_four"`
+		} `json:"peer"`
+	}
+	json.Unmarshal([]byte(body), &r)
+	a, err := netip.ParseAddr(r.Peer.IPv4)
+	if err != nil {
+		n.t.Fatalf("create on %s: no IPv4 address in %s", n.name, body)
+	}
+	return a
+}
+
+func (n *node) mustDelete(key wgtypes.Key) {
+	n.t.Helper()
+	if code, body := n.call("DELETE", "/v1/peers/"+url.PathEscape(key.String()), ""); code != http.StatusOK {
+		n.t.Fatalf("delete %s on %s: %d %s", key, n.name, code, body)
+	}
+}
+
+// events is the node's script log: one "EVENT KEY IN OUT" line per run.
+func (n *node) events() []string {
+	data, _ := os.ReadFile(filepath.Join(n.dir, "events.log"))
+	return strings.Fields(strings.ReplaceAll(string(data), "\n", "|"))
+}
+
+// runs counts the script runs of kind ev ("C"/"D") for key, and returns
+// the byte counters of the last one.
+func (n *node) runs(ev string, key wgtypes.Key) (count int, in, out int64) {
+	data, _ := os.ReadFile(filepath.Join(n.dir, "events.log"))
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == ev && f[1] == key.String() {
+			count++
+			if len(f) == 4 {
+				in, _ = strconv.ParseInt(f[2], 10, 64)
+				out, _ = strconv.ParseInt(f[3], 10, 64)
+			}
+		}
+	}
+	return count, in, out
+}
+
+// onDevice reports whether key is a peer of the node's interface.
+func (n *node) onDevice(dev *wg.Client, key wgtypes.Key) bool {
+	n.t.Helper()
+	d, err := dev.Read(context.Background(), n.srv.Name)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	_, ok := d.Peer(key)
+	return ok
+}
+
+func newKey(t *testing.T) wgtypes.Key {
+	t.Helper()
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestTwoNodes runs two daemons as two nodes, each with its own interface,
+// on one PostgreSQL database: each creates for its own profile; a create
+// for the other node's profile is 421 wrong_node; a delete on node A of
+// node B's config leaves B's device within 2 s and B's script runs the D
+// with the byte counters; with B killed (SIGKILL) A keeps creating and
+// deleting; B restarted restores its device and delivers the D events
+// that waited for it, each once.
+func TestTwoNodes(t *testing.T) {
+	wgtest.RequireRoot(t)
+	db := pgtest.NewDatabase(t)
+	a := newNode(t, db, "node-a", "staff-a", "10.61.0.0/24")
+	b := newNode(t, db, "node-b", "staff-b", "10.62.0.0/24")
+	runSelf(t, "-config", a.cfgPath, "migrate")
+	a.start()
+	b.start()
+	dev, err := wg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+
+	aliceKey, bobKey, carolKey, daveKey := newKey(t), newKey(t), newKey(t), newKey(t)
+	a.mustCreate("alice", "staff-a", aliceKey.PublicKey())
+	bobAddr := b.mustCreate("bob", "staff-b", bobKey.PublicKey())
+	b.mustCreate("carol", "staff-b", carolKey.PublicKey())
+	b.mustCreate("dave", "staff-b", daveKey.PublicKey())
+	if !a.onDevice(dev, aliceKey.PublicKey()) || !b.onDevice(dev, bobKey.PublicKey()) || a.onDevice(dev, bobKey.PublicKey()) {
+		t.Fatal("configs are not on their own node's device only")
+	}
+
+	// A create for the other node's profile.
+	code, body := a.create("eve", "staff-b", newKey(t).PublicKey())
+	if code != http.StatusMisdirectedRequest || !strings.Contains(body, `"wrong_node"`) || !strings.Contains(body, `node-b`) {
+		t.Fatalf("create on node-a for node-b's profile: %d %s, want 421 wrong_node naming node-b", code, body)
+	}
+
+	// Bob's client talks to node B, so its peer has byte counters.
+	cl := b.srv.NewClient(t, wgtest.WithClientKey(bobKey), wgtest.WithClientAddrs(bobAddr, netip.Addr{}))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := cl.Handshake(ctx); err != nil {
+		t.Fatalf("bob's client: %v", err)
+	}
+
+	// Delete on node A of node B's config.
+	start := time.Now()
+	a.mustDelete(bobKey.PublicKey())
+	for b.onDevice(dev, bobKey.PublicKey()) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("bob's peer still on node-b's device 10 s after the delete on node-a")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	gone := time.Since(start)
+	t.Logf("deleted on node-a, gone from node-b's device after %v", gone)
+	if gone > 2*time.Second {
+		t.Errorf("the peer left node-b's device after %v, want within 2 s", gone)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n, in, _ := b.runs("D", bobKey.PublicKey()); n == 1 {
+			if in == 0 {
+				t.Errorf("node-b's D script got no byte counters for bob (VPN_BYTES_IN 0): %v", b.events())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-b's script never ran the D for bob: %v", b.events())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, _, _ := a.runs("D", bobKey.PublicKey()); n != 0 {
+		t.Fatalf("node-a ran the D of node-b's config: %v", a.events())
+	}
+
+	// Node B dies. Node A goes on creating and deleting.
+	b.proc.cmd.Process.Signal(syscall.SIGKILL)
+	<-b.proc.exited
+	frank := newKey(t)
+	a.mustCreate("frank", "staff-a", frank.PublicKey())
+	a.mustDelete(frank.PublicKey())
+	if n, _, _ := a.runs("D", frank.PublicKey()); n != 1 {
+		t.Fatalf("node-a with node-b dead: D of frank ran %d times: %v", n, a.events())
+	}
+	// A delete of node B's config while B is down: the row goes now, the D
+	// waits for node B.
+	a.mustDelete(carolKey.PublicKey())
+	// Node B's device loses dave while wgkeeper is down there.
+	if _, err := dev.Apply(context.Background(), b.srv.Name, wg.Plan{Remove: []wgtypes.Key{daveKey.PublicKey()}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n, _, _ := b.runs("D", carolKey.PublicKey()); n != 0 {
+		t.Fatal("carol's D ran while node-b was down")
+	}
+
+	// Node B comes back: device restored, carol's D delivered, once.
+	b.start()
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		n, _, _ := b.runs("D", carolKey.PublicKey())
+		if n >= 1 && b.onDevice(dev, daveKey.PublicKey()) && !b.onDevice(dev, carolKey.PublicKey()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-b after its restart: carol's D ran %d times, dave on device %v, carol on device %v; events %v",
+				n, b.onDevice(dev, daveKey.PublicKey()), b.onDevice(dev, carolKey.PublicKey()), b.events())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	for _, k := range []wgtypes.Key{bobKey.PublicKey(), carolKey.PublicKey()} {
+		if n, _, _ := b.runs("D", k); n != 1 {
+			t.Errorf("node-b ran the D of %s %d times, want once: %v", k, n, b.events())
+		}
+	}
+	for _, k := range []wgtypes.Key{bobKey.PublicKey(), carolKey.PublicKey(), daveKey.PublicKey()} {
+		if n, _, _ := b.runs("C", k); n != 1 {
+			t.Errorf("node-b ran the C of %s %d times, want once: %v", k, n, b.events())
+		}
+	}
+	if n, _, _ := a.runs("D", carolKey.PublicKey()); n != 0 {
+		t.Errorf("node-a ran carol's D: %v", a.events())
+	}
+	stopDaemon(t, a.proc)
+	stopDaemon(t, b.proc)
+}
