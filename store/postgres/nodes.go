@@ -163,4 +163,3 @@ func (s *Store) ProfileNodes(ctx context.Context, profile string) ([]string, err
 	sort.Strings(out)
 	return out, nil
 }
-
