@@ -80,7 +80,6 @@ type harnessOpts struct {
 	peers      []wg.Wanted // preset on the server
 	ifaceExtra string      // more lines of the [[interface]] section
 	real       bool        // a real device and the real script (needs root)
-	link       bool        // the in-memory interface has a kernel link (up)
 }
 
 type harness struct {
@@ -163,7 +162,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		}
 		h.fake = enginetest.NewDevice()
 		h.srv = &server{Name: wgtest.UniqueName("wgf"), Port: 51820, PublicKey: key.PublicKey(), fake: h.fake}
-		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port, Peers: o.peers, Link: o.link})
+		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port, Peers: o.peers})
 	}
 	h.open(testConfig(h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, o.maxPerUser, o.psk))
 	return h

@@ -14,23 +14,107 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/internal/enginetest"
 	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
-// newExternalHarness is a harness on an interface run by Debian's
-// wireguard-go (a real TUN owned by another process, mode existing);
-// extra is added to the [[interface]] block.
-func newExternalHarness(t *testing.T, extra string) (*harness, *wgtest.External) {
+// extIface is an interface the engine does not own (mode existing): one
+// run by Debian's wireguard-go on a real TUN, or an in-memory interface
+// with a link.
+type extIface struct {
+	Name      string
+	PublicKey wgtypes.Key
+	Port      int
+	real      *wgtest.External
+	fake      *enginetest.Device
+}
+
+// Recreate removes the interface and creates it again with no private
+// key, no listen port and no peers (link down until SetUp).
+func (e *extIface) Recreate(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipped: needs ip(8)")
+	if e.real != nil {
+		e.real.Recreate(t)
+	} else {
+		e.fake.AddInterface(e.Name, enginetest.Interface{Link: true})
+		if err := e.fake.SetLink(e.Name, func(ls *wg.LinkState) { ls.Up = false }); err != nil {
+			t.Fatal(err)
+		}
 	}
-	ext := wgtest.StartWireguardGo(t)
-	run(t, "ip", "link", "set", "up", "dev", ext.Name) // as wg-quick does
+	e.PublicKey, e.Port = wgtypes.Key{}, 0
+}
+
+// SetUp sets the link up or down, as `ip link set up|down` does.
+func (e *extIface) SetUp(t *testing.T, up bool) {
+	t.Helper()
+	if e.real != nil {
+		state := "down"
+		if up {
+			state = "up"
+		}
+		run(t, "ip", "link", "set", state, "dev", e.Name)
+		return
+	}
+	if err := e.fake.SetLink(e.Name, func(ls *wg.LinkState) { ls.Up = up }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetKey sets the private key by hand, as `wg set NAME private-key` does.
+func (e *extIface) SetKey(t *testing.T, k wgtypes.Key) {
+	t.Helper()
+	if e.real != nil {
+		kf := filepath.Join(t.TempDir(), "new.key")
+		if err := os.WriteFile(kf, []byte(k.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "wg", "set", e.Name, "private-key", kf)
+		return
+	}
+	if err := e.fake.SetDevice(context.Background(), e.Name, &k, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SetPort sets the listen port by hand, as `wg set NAME listen-port` does.
+func (e *extIface) SetPort(t *testing.T, port int) {
+	t.Helper()
+	if e.real != nil {
+		run(t, "wg", "set", e.Name, "listen-port", fmt.Sprint(port))
+		return
+	}
+	if err := e.fake.SetDevice(context.Background(), e.Name, nil, &port); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newExternalHarness is a harness on an interface the engine does not
+// own, up, with a generated key and a free port: Debian's wireguard-go on
+// a real TUN, or an in-memory interface with a link when testenv.Fakes
+// says so. extra is added to the [[interface]] block.
+func newExternalHarness(t *testing.T, extra string) (*harness, *extIface) {
+	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
+	var ext *extIface
+	if testenv.Fakes() {
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.fake = enginetest.NewDevice()
+		ext = &extIface{Name: wgtest.UniqueName("wgx"), PublicKey: k.PublicKey(), Port: freePort(t), fake: h.fake}
+		h.fake.AddInterface(ext.Name, enginetest.Interface{PrivateKey: k, ListenPort: ext.Port, Link: true})
+	} else {
+		if _, err := exec.LookPath("ip"); err != nil {
+			t.Skip("skipped: needs ip(8)")
+		}
+		real := wgtest.StartWireguardGo(t)
+		ext = &extIface{Name: real.Name, PublicKey: real.PublicKey, Port: real.Port, real: real}
+		ext.SetUp(t, true) // as wg-quick does
+	}
 	h.open(testConfig(ext.Name, ext.Port, "remove", extra, 10, false))
 	return h, ext
 }
@@ -72,18 +156,18 @@ func TestCreateChecksInterface(t *testing.T) {
 		t.Fatalf("server key in the config %s, want %s", alice.Client.ServerKey, ext.PublicKey)
 	}
 
-	run(t, "ip", "link", "set", "down", "dev", ext.Name)
+	ext.SetUp(t, false)
 	h.refused("bob", "the link is down")
 	health := h.eng.Health(h.ctx, ext.Name, nil)
 	if health.Link != "down" || !slices.Contains(health.Drift, "link down") {
 		t.Fatalf("health of a down link: %+v", health)
 	}
-	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	ext.SetUp(t, true)
 	h.create("bob")
 
 	// Recreated (as by wg-quick down/up before its key is set).
 	ext.Recreate(t)
-	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	ext.SetUp(t, true)
 	h.refused("carol", "no private key")
 
 	// Re-keyed: the key differs from the one first seen.
@@ -91,11 +175,7 @@ func TestCreateChecksInterface(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kf := filepath.Join(h.dir, "new.key")
-	if err := os.WriteFile(kf, []byte(k.String()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	run(t, "wg", "set", ext.Name, "private-key", kf)
+	ext.SetKey(t, k)
 	h.refused("carol", "public key changed")
 	d, err := h.dev.Read(h.ctx, ext.Name)
 	if err != nil {
@@ -131,12 +211,7 @@ func TestCreateChecksInterface(t *testing.T) {
 // deletes it). The create answers ErrDeviceUnavailable, the row is gone,
 // and the script, which saw C, gets a D with VPN_REASON=failed.
 func TestCreateRollsBackWhenDeviceRefuses(t *testing.T) {
-	var h *harness
-	if testenv.Fakes() {
-		h = newHarness(t, harnessOpts{link: true})
-	} else {
-		h, _ = newExternalHarness(t, "")
-	}
+	h, _ := newExternalHarness(t, "")
 	h.create("alice")
 	h.touch("linkdel_C", "")
 	c, err := h.eng.Create(h.ctx, CreateRequest{UserID: "bob", ProfileID: "staff"})
@@ -210,7 +285,7 @@ func TestExistingReappliesKeyAndPort(t *testing.T) {
 	runs := len(h.scriptRuns())
 
 	ext.Recreate(t)
-	run(t, "ip", "link", "set", "up", "dev", ext.Name)
+	ext.SetUp(t, true)
 	rep = h.eng.Reconcile(h.ctx, ext.Name, false)
 	if rep.Err != nil || !slices.Equal(rep.Repairs, []string{"set private key", fmt.Sprintf("set listen port %d", port)}) || rep.Counts.Added != 2 {
 		t.Fatalf("reconcile of the recreated interface: %+v", rep)
@@ -221,7 +296,7 @@ func TestExistingReappliesKeyAndPort(t *testing.T) {
 
 	// Changed by hand: status says so, reconcile sets it back.
 	other := freePort(t)
-	run(t, "wg", "set", ext.Name, "listen-port", fmt.Sprint(other))
+	ext.SetPort(t, other)
 	health := h.eng.Health(h.ctx, ext.Name, device())
 	if health.ListenPortOK == nil || *health.ListenPortOK || health.PublicKeyOK == nil || !*health.PublicKeyOK ||
 		!slices.Contains(health.Drift, fmt.Sprintf("listen port %d, config says %d", other, port)) {
