@@ -272,7 +272,7 @@ func TestActorRecorded(t *testing.T) {
 		t.Fatalf("create over the unix socket: %d %s", st, body)
 	}
 	evl, err := h.st.ListEvents(h.ctx, store.EventFilter{UserID: "carol"})
-	if want := fmt.Sprintf("api:admin@unix:uid=%d", 0); err != nil || len(evl) != 1 || evl[0].Actor != want {
+	if want := fmt.Sprintf("api:admin@unix:uid=%d", os.Getuid()); err != nil || len(evl) != 1 || evl[0].Actor != want {
 		t.Fatalf("carol's events %+v, %v; want one by %q", evl, err, want)
 	}
 }
