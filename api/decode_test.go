@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"sort"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -137,71 +135,6 @@ func FuzzKeyParam(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestOpenAPIMatchesRoutes: every route served is documented in
-// openapi.yaml and every documented operation is served; every error code
-// is in the ErrorCode enum and vice versa.
-func TestOpenAPIMatchesRoutes(t *testing.T) {
-	data, err := os.ReadFile("openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	documented, codes := scanOpenAPI(t, string(data))
-	served := routePatterns()
-	sort.Strings(documented)
-	sort.Strings(served)
-	if strings.Join(documented, "\n") != strings.Join(served, "\n") {
-		t.Fatalf("openapi.yaml and the routes differ:\ndocumented:\n  %s\nserved:\n  %s",
-			strings.Join(documented, "\n  "), strings.Join(served, "\n  "))
-	}
-	var known []string
-	for c := range Codes {
-		known = append(known, c)
-	}
-	sort.Strings(known)
-	sort.Strings(codes)
-	if strings.Join(codes, ",") != strings.Join(known, ",") {
-		t.Fatalf("ErrorCode enum %v, codes served %v", codes, known)
-	}
-}
-
-// scanOpenAPI reads, line by line, the operations under "paths:" (a path at
-// indent 2, its methods at indent 4) and the ErrorCode enum.
-func scanOpenAPI(t *testing.T, text string) (ops, codes []string) {
-	methods := map[string]bool{"get": true, "post": true, "put": true, "patch": true, "delete": true, "head": true, "options": true}
-	section, path := "", ""
-	inCodes := false
-	for _, line := range strings.Split(text, "\n") {
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		indent := len(line) - len(strings.TrimLeft(line, " "))
-		trimmed := strings.TrimSpace(line)
-		if indent == 0 {
-			section = strings.TrimSuffix(trimmed, ":")
-			continue
-		}
-		if section == "paths" {
-			switch {
-			case indent == 2 && strings.HasSuffix(trimmed, ":"):
-				path = strings.TrimSuffix(trimmed, ":")
-			case indent == 4 && methods[strings.TrimSuffix(trimmed, ":")]:
-				ops = append(ops, strings.ToUpper(strings.TrimSuffix(trimmed, ":"))+" "+path)
-			}
-		}
-		if section == "components" {
-			if indent == 4 {
-				inCodes = trimmed == "ErrorCode:"
-			} else if inCodes && strings.HasPrefix(trimmed, "- ") {
-				codes = append(codes, strings.TrimPrefix(trimmed, "- "))
-			}
-		}
-	}
-	if len(ops) == 0 || len(codes) == 0 {
-		t.Fatal("openapi.yaml: no paths or no ErrorCode enum found")
-	}
-	return ops, codes
 }
 
 // FuzzJSONText: checkJSONText never panics, and what it accepts of valid

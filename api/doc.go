@@ -4,8 +4,10 @@
 // (and /metrics when api.metrics_public is set) carries the bearer token
 // from api.token_file. Bodies and answers are JSON; errors are
 // {"error":{"code":...,"message":...}} with the codes in Codes. The
-// endpoints, fields and errors are described in openapi.yaml, which a test
-// keeps in line with the routes served.
+// endpoints, fields and errors are described in openapi.yaml: a test
+// validates it as OpenAPI and keeps it in line with the routes served, and
+// every test that talks to the API checks each request and answer against
+// it (package apitest).
 //
 // It owns the HTTP side only: listener (TCP, TLS or unix socket), token,
 // request decoding and validation, error mapping, and metrics. It depends

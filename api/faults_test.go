@@ -60,7 +60,7 @@ func TestPanicAndInternalErrors(t *testing.T) {
 }
 
 // TestDeviceUnavailableReads: configs on an interface that cannot be read
-// are listed with "live": null and the interface named in device_errors;
+// are listed without "live" and the interface named in device_errors;
 // status and metrics report it; the other interface is unaffected.
 func TestDeviceUnavailableReads(t *testing.T) {
 	h := newHarness(t, harnessOpts{ghost: true})
@@ -150,7 +150,7 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- h.api.Serve(l) }()
-	resp, err := http.Get("http://" + l.Addr().String() + "/healthz")
+	resp, err := specClient(t, http.DefaultClient).Get("http://" + l.Addr().String() + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}

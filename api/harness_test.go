@@ -17,6 +17,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/api/apitest"
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/internal/enginetest"
@@ -111,8 +112,10 @@ type harness struct {
 	metrics *Metrics
 	api     *Server
 	http    *httptest.Server
-	clock   *fakeclock.Clock
-	ctx     context.Context
+	// client sends requests to http, each checked against openapi.yaml.
+	client *http.Client
+	clock  *fakeclock.Clock
+	ctx    context.Context
 }
 
 // testDevice is what the tests do to a device (wg.Client and
@@ -240,6 +243,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.http = httptest.NewServer(h.api)
 	t.Cleanup(h.http.Close)
+	h.client = specClient(t, h.http.Client())
 	return h
 }
 
@@ -270,6 +274,15 @@ func (h *harness) hook(ctx context.Context, env map[string]string) enginetest.Ex
 		return enginetest.Exit{Code: 5}
 	}
 	return enginetest.Exit{}
+}
+
+// specClient returns a copy of c whose every request and answer is checked
+// against openapi.yaml (see apitest.Spec.Check); a mismatch fails t.
+func specClient(t testing.TB, c *http.Client) *http.Client {
+	t.Helper()
+	cc := *c
+	cc.Transport = apitest.File(t, "openapi.yaml").Transport(t, c.Transport)
+	return &cc
 }
 
 // response is a decoded answer.
@@ -336,7 +349,7 @@ func (h *harness) doWith(method, path string, body any, headers map[string]strin
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := h.http.Client().Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}

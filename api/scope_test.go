@@ -171,7 +171,7 @@ func clientFrom(t *testing.T, dial func(ctx context.Context) (net.Conn, error)) 
 		return c, err
 	}}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, func() string { return last }
+	return specClient(t, &http.Client{Transport: tr, Timeout: 30 * time.Second}), func() string { return last }
 }
 
 func send(t *testing.T, c *http.Client, method, url, token, body string) (int, string) {

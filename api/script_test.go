@@ -46,7 +46,7 @@ func TestFullScriptQueueIsBusy(t *testing.T) {
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Authorization", "Bearer "+testToken)
 			begin := time.Now()
-			resp, err := h.http.Client().Do(req)
+			resp, err := h.client.Do(req)
 			if err != nil {
 				a.err = err
 				return

@@ -33,8 +33,9 @@ func soakDuration() time.Duration {
 func TestConcurrentClients(t *testing.T) {
 	h := newHarness(t, harnessOpts{maxPerUser: 3})
 	const clients, users, limit = 16, 6, 3
-	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}, Timeout: 30 * time.Second}
-	defer cl.CloseIdleConnections()
+	tr := &http.Transport{MaxIdleConnsPerHost: clients * 2}
+	defer tr.CloseIdleConnections()
+	cl := specClient(t, &http.Client{Transport: tr, Timeout: 30 * time.Second})
 
 	send := func(method, path string, body any) (int, []byte, error) {
 		var rd io.Reader

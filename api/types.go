@@ -12,8 +12,9 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// The JSON shapes of the API. Field names are snake_case and stable; absent
-// values are null, lists are never null.
+// The JSON shapes of the API, described field by field in openapi.yaml.
+// Field names are snake_case and stable; absent values are null, lists are
+// never null; the few fields marked omitempty are left out instead.
 
 // PeerJSON is one config.
 type PeerJSON struct {
@@ -29,8 +30,8 @@ type PeerJSON struct {
 	State         string     `json:"state"`
 	CreatedAt     time.Time  `json:"created_at"`
 	ExpiresAt     *time.Time `json:"expires_at"` // null: never
-	// Live is what the device shows; absent in create responses, null when
-	// the device could not be read.
+	// Live is what the device shows; absent in create responses, in the
+	// plan's expiring list and when the device could not be read.
 	Live *LiveJSON `json:"live,omitempty"`
 }
 
@@ -62,7 +63,7 @@ type CreateResponse struct {
 type PeersResponse struct {
 	Peers []PeerJSON `json:"peers"`
 	// DeviceErrors names the interfaces that could not be read (their
-	// configs have "live": null).
+	// configs have no "live").
 	DeviceErrors map[string]string `json:"device_errors,omitempty"`
 }
 

@@ -159,7 +159,7 @@ func TestAdminPageSession(t *testing.T) {
 	// The cookie opens the page, not the API.
 	req, _ := http.NewRequest("GET", base+"/v1/status", nil)
 	req.AddCookie(ck)
-	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 401 {
+	if r, err := specClient(t, http.DefaultClient).Do(req); err != nil || r.StatusCode != 401 {
 		t.Errorf("GET /v1/status with the page's cookie: %v %v, want 401", r.StatusCode, err)
 	}
 

@@ -67,7 +67,7 @@ func TestRejectionMessageMatchesAPI(t *testing.T) {
 	req, _ := http.NewRequest("POST", s.url+"/v1/peers", strings.NewReader(`{"user_id":"alice","profile_id":"staff"}`))
 	req.Header.Set("Authorization", "Bearer shape-token")
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/api"
+	"github.com/wgkeeper/wgkeeper/api/apitest"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -27,6 +28,8 @@ import (
 type shapeEnv struct {
 	*cliEnv
 	url string
+	// client checks every request and answer against api/openapi.yaml.
+	client *http.Client
 }
 
 func newShapeEnv(t *testing.T, orphans string, t0 time.Time) *shapeEnv {
@@ -47,7 +50,8 @@ func newShapeEnv(t *testing.T, orphans string, t0 time.Time) *shapeEnv {
 	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	return &shapeEnv{cliEnv: c, url: hs.URL}
+	client := &http.Client{Transport: apitest.File(t, "../api/openapi.yaml").Transport(t, nil)}
+	return &shapeEnv{cliEnv: c, url: hs.URL, client: client}
 }
 
 // cliJSON runs a command and decodes its stdout.
@@ -72,7 +76,7 @@ func (s *shapeEnv) apiJSON(method, path, body string) any {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
