@@ -38,7 +38,7 @@ func newAPIClient(t *testing.T, addr string) *apiClient {
 		}
 		return c, err
 	}}
-	a.c = &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	a.c = specClient(t, &http.Client{Transport: tr, Timeout: 30 * time.Second})
 	return a
 }
 

@@ -147,7 +147,7 @@ func (f *faultEnv) call(method, path, body string) apiReply {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := specClient(f.t, &http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		return apiReply{status: -1, message: err.Error()}
 	}

@@ -106,7 +106,7 @@ func TestDaemonFollowsExpiryChanges(t *testing.T) {
 		req, _ := http.NewRequest("PATCH", "http://"+apiAddr+"/v1/peers/"+url.PathEscape(keys[user]), bytes.NewBufferString(body))
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := specClient(t, http.DefaultClient).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -104,7 +104,7 @@ func (n *node) call(method, path, body string) (int, string) {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := specClient(n.t, &http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
 		n.t.Fatalf("%s %s on %s: %v", method, path, n.name, err)
 	}
