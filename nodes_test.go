@@ -53,9 +53,9 @@ ipv4_range = %q
 expiry = "1d"
 `
 
-// nodeHook logs "EVENT KEY BYTES_IN BYTES_OUT" for every run.
+// nodeHook logs "EVENT KEY BYTES_IN BYTES_OUT NODE" for every run.
 const nodeHook = `#!/bin/sh
-echo "$VPN_EVENT $VPN_CONNECTION_ID $VPN_BYTES_IN $VPN_BYTES_OUT" >> "$(dirname "$(readlink -f "$0")")/events.log"
+echo "$VPN_EVENT $VPN_CONNECTION_ID ${VPN_BYTES_IN:-0} ${VPN_BYTES_OUT:-0} $VPN_NODE_NAME" >> "$(dirname "$(readlink -f "$0")")/events.log"
 `
 
 // node is one wgkeeper daemon of the two-node tests.
@@ -153,14 +153,18 @@ func (n *node) events() []string {
 }
 
 // runs counts the script runs of kind ev ("C"/"D") for key, and returns
-// the byte counters of the last one.
+// the byte counters of the last one; a run whose VPN_NODE_NAME is not this
+// node's name fails the test.
 func (n *node) runs(ev string, key wgtypes.Key) (count int, in, out int64) {
 	data, _ := os.ReadFile(filepath.Join(n.dir, "events.log"))
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) >= 2 && f[0] == ev && f[1] == key.String() {
 			count++
-			if len(f) == 4 {
+			if len(f) != 5 || f[4] != n.name {
+				n.t.Errorf("script run on %s with VPN_NODE_NAME other than %s: %q", n.name, n.name, line)
+			}
+			if len(f) >= 4 {
 				in, _ = strconv.ParseInt(f[2], 10, 64)
 				out, _ = strconv.ParseInt(f[3], 10, 64)
 			}

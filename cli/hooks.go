@@ -66,6 +66,7 @@ func cmdHooksTest(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	v.NodeName = cfg.Node
 	runner, err := hooks.New(hooks.Config{
 		Script:      cfg.Hooks.Script,
 		Timeout:     cfg.Hooks.Timeout,

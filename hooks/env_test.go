@@ -35,6 +35,7 @@ func TestScriptEnvironmentGolden(t *testing.T) {
 			"VPN_INTERFACE=wg0",
 			"VPN_EXPIRES_AT=2027-02-26T15:04:05Z",
 			"VPN_EVENT_ID=41",
+			"VPN_NODE_NAME=",
 		}},
 		{"test", func() Vars { v := connectVars(); v.Test = true; return v }(), []string{
 			"PATH=/usr/bin:/bin",
@@ -50,6 +51,7 @@ func TestScriptEnvironmentGolden(t *testing.T) {
 			"VPN_INTERFACE=wg0",
 			"VPN_EXPIRES_AT=2027-02-26T15:04:05Z",
 			"VPN_EVENT_ID=41",
+			"VPN_NODE_NAME=",
 			"VPN_TEST=1",
 		}},
 		{"disconnect", disconnectVars(), []string{
@@ -67,6 +69,7 @@ func TestScriptEnvironmentGolden(t *testing.T) {
 			"VPN_INTERFACE=wg1",
 			"VPN_EXPIRES_AT=",
 			"VPN_EVENT_ID=42",
+			"VPN_NODE_NAME=",
 		}},
 	}
 	for _, tt := range tests {
@@ -305,7 +308,7 @@ func FuzzVarsEnv(f *testing.F) {
 		if _, ok := got["VPN_ORIGINATING_IP"]; ok {
 			t.Fatal("VPN_ORIGINATING_IP set although unknown")
 		}
-		n := 11
+		n := 12
 		if event == "D" {
 			n += 2
 		}

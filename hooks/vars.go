@@ -31,6 +31,9 @@ type Vars struct {
 	Interface     string
 	ExpiresAt     time.Time
 	EventID       int64
+	// NodeName is the node running the script (the config's node key,
+	// by default the host name).
+	NodeName string
 	// Test marks a sample event of `wgkeeper hooks test`: VPN_TEST=1 is
 	// added, so a script can tell it from a real one.
 	Test bool
@@ -49,8 +52,9 @@ type Vars struct {
 //	VPN_CONNECTION_ID, VPN_IP_FOUR, VPN_IP_SIX (empty when none),
 //	VPN_ORIGINATING_IP (only when known), VPN_BYTES_IN and VPN_BYTES_OUT
 //	(only for D), VPN_REASON, VPN_INTERFACE, VPN_EXPIRES_AT (RFC 3339 in
-//	UTC, empty when the config never expires), VPN_EVENT_ID, and
-//	VPN_TEST=1 only when Test is set.
+//	UTC, empty when the config never expires), VPN_EVENT_ID,
+//	VPN_NODE_NAME (the node that runs the script), and VPN_TEST=1 only
+//	when Test is set.
 //
 // Byte counters of a C event are ignored. It returns an error, and nothing
 // must be run, when Event is not "C" or "D", when IPFour is not an IPv4
@@ -81,7 +85,7 @@ func (v Vars) Env() ([]string, error) {
 		expires = v.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 
-	env := make([]string, 0, 14)
+	env := make([]string, 0, 15)
 	add := func(name, value string) {
 		env = append(env, name+"="+value)
 	}
@@ -106,6 +110,7 @@ func (v Vars) Env() ([]string, error) {
 	add("VPN_INTERFACE", v.Interface)
 	add("VPN_EXPIRES_AT", expires)
 	add("VPN_EVENT_ID", strconv.FormatInt(v.EventID, 10))
+	add("VPN_NODE_NAME", v.NodeName)
 	if v.Test {
 		add("VPN_TEST", "1")
 	}

@@ -519,6 +519,7 @@ func wanted(p store.Peer) wg.Wanted {
 // runScript runs the script for an event and reports it to the observer.
 func (e *Engine) runScript(ctx context.Context, ev store.Event, o hooks.RunOptions) hooks.Result {
 	v := varsOf(ev)
+	v.NodeName = e.Config().Node
 	// The script holds this engine's owner lock while it runs: a lease of
 	// an owner that died is not taken over while a script it started may
 	// still run.

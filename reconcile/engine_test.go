@@ -52,6 +52,7 @@ func TestCreateEndToEnd(t *testing.T) {
 		"VPN_INTERFACE":      h.srv.Name,
 		"VPN_EXPIRES_AT":     "",
 		"VPN_EVENT_ID":       strconv.FormatInt(evs[0].ID, 10),
+		"VPN_NODE_NAME":      h.cfg.Node,
 	}
 	if runs[0]["PATH"] == "" {
 		t.Error("script saw no PATH")

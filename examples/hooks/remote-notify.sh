@@ -38,6 +38,7 @@ set -- \
 	--url "$url"
 [ -z "${VPN_EVENT+x}" ]          || set -- "$@" --data-urlencode "VPN_EVENT=$VPN_EVENT"
 [ -z "${VPN_EVENT_ID+x}" ]       || set -- "$@" --data-urlencode "VPN_EVENT_ID=$VPN_EVENT_ID"
+[ -z "${VPN_NODE_NAME+x}" ]      || set -- "$@" --data-urlencode "VPN_NODE_NAME=$VPN_NODE_NAME"
 [ -z "${VPN_REASON+x}" ]         || set -- "$@" --data-urlencode "VPN_REASON=$VPN_REASON"
 [ -z "${VPN_USER_ID+x}" ]        || set -- "$@" --data-urlencode "VPN_USER_ID=$VPN_USER_ID"
 [ -z "${VPN_PROFILE_ID+x}" ]     || set -- "$@" --data-urlencode "VPN_PROFILE_ID=$VPN_PROFILE_ID"
