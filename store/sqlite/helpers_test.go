@@ -5,37 +5,17 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
-// testClock is an injectable clock that moves only when told to.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *testClock {
-	return &testClock{t: time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Add(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
+// newClock returns a test clock that moves only when told to.
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)) }
 
 // testKey returns a distinct valid key for each i.
 func testKey(i int) wgtypes.Key {
@@ -50,7 +30,7 @@ func dbPath(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "state", "wgkeeper.db")
 }
 
-func openAt(t testing.TB, path string, clock *testClock) *Store {
+func openAt(t testing.TB, path string, clock *fakeclock.Clock) *Store {
 	t.Helper()
 	opts := Options{Create: true}
 	if clock != nil {
@@ -64,7 +44,7 @@ func openAt(t testing.TB, path string, clock *testClock) *Store {
 	return s
 }
 
-func newStore(t testing.TB) (*Store, *testClock) {
+func newStore(t testing.TB) (*Store, *fakeclock.Clock) {
 	t.Helper()
 	c := newClock()
 	return openAt(t, dbPath(t), c), c

@@ -168,7 +168,7 @@ func TestMigrationsFreshAndIdempotent(t *testing.T) {
 	s.Close()
 
 	c2 := newClock()
-	c2.Add(1000)
+	c2.Advance(1000)
 	s2 := openAt(t, path, c2)
 	if again := read(s2); len(again) != len(first) || again[0] != first[0] {
 		t.Fatalf("reopen changed schema_migrations: %+v, was %+v", again, first)

@@ -87,7 +87,7 @@ func (su *suite) testDeletePeersLeasedEvents(t *testing.T) {
 	}
 	// The holder crashed before delivering the other one: after the lease
 	// it is claimable, and the former holder can no longer finish it.
-	now := clock.Add(2 * time.Minute)
+	now := clock.Advance(2 * time.Minute)
 	got, err := s.ClaimDue(ctx, "cli", now, now.Add(time.Minute), 10)
 	if err != nil || len(got) != 1 || got[0].ID != evs[1].ID || got[0].LeaseOwner != "cli" {
 		t.Fatalf("ClaimDue after the lease expired = %+v, %v", got, err)
@@ -129,7 +129,7 @@ func (su *suite) testStalePendingDelete(t *testing.T) {
 	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonStale, "", time.Time{})
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("DeletePeers = %v, %v", evs, err)
@@ -219,7 +219,7 @@ func (su *suite) testRetryAndBackoff(t *testing.T) {
 	if err := s.RetryEvent(ctx, 9999); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("RetryEvent unknown = %v, want ErrNotFound", err)
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if err := s.RetryEvent(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func (su *suite) testPruneEvents(t *testing.T) {
 	if _, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonDeleted, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(100 * day)
+	clock.Advance(100 * day)
 	recent := mustCreate(t, s, staffPeer(5, "erin"))
 	evs, _ = s.DeletePeers(ctx, []wgtypes.Key{recent.PublicKey}, store.ReasonDeleted, "x", clock.Now().Add(time.Minute))
 	if err := s.MarkDone(ctx, evs[0].ID, "x"); err != nil {
@@ -457,30 +457,30 @@ func (su *suite) testWhoHad(t *testing.T) {
 	}
 	ip := netip.MustParseAddr("10.42.0.7")
 
-	t0 := clock.Add(time.Hour)
+	t0 := clock.Advance(time.Hour)
 	alice := mustCreate(t, s, staffPeer(1, "alice"))
 	if alice.IPv4 != ip {
 		t.Fatalf("alice got %s, want %s", alice.IPv4, ip)
 	}
-	t1 := clock.Add(time.Hour)
+	t1 := clock.Advance(time.Hour)
 	if _, err := s.DeletePeers(ctx, []wgtypes.Key{alice.PublicKey}, store.ReasonExpired, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	t2 := clock.Add(time.Hour)
+	t2 := clock.Advance(time.Hour)
 	bob := mustCreate(t, s, staffPeer(2, "bob"))
-	t3 := clock.Add(time.Hour)
+	t3 := clock.Advance(time.Hour)
 	if _, err := s.DeletePeers(ctx, []wgtypes.Key{bob.PublicKey}, store.ReasonRevoked, "", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	// alice's key comes back later and gets the address again.
-	t4 := clock.Add(time.Hour)
+	t4 := clock.Advance(time.Hour)
 	again := mustCreate(t, s, staffPeer(1, "alice"))
 	if bob.IPv4 != ip || again.IPv4 != ip {
 		t.Fatalf("reuse: bob %s, alice again %s, want %s", bob.IPv4, again.IPv4, ip)
 	}
 	// Same address on another interface belongs to someone else.
-	t5 := clock.Add(time.Minute)
+	t5 := clock.Advance(time.Minute)
 	other := staffPeer(3, "carol")
 	other.Interface = "wg9"
 	for i := range 6 {
@@ -614,7 +614,7 @@ func (su *suite) testStaleNeverStarted(t *testing.T) {
 	if err := s.MarkConnectStarted(ctx, started.PublicKey, cs.ID); err != nil {
 		t.Fatal(err)
 	}
-	clock.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey, started.PublicKey}, store.ReasonStale, "", time.Time{})
 	if err != nil || len(evs) != 1 || evs[0].PublicKey != started.PublicKey || evs[0].Kind != store.KindDisconnect {
 		t.Fatalf("DeletePeers = %+v, %v; want one D, for the started one", evs, err)
@@ -643,7 +643,7 @@ func (su *suite) testMarkConnectStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := clock.Now()
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if err := s.MarkConnectStarted(ctx, p.PublicKey, c.ID); err != nil {
 		t.Fatalf("again: %v", err)
 	}

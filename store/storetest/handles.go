@@ -167,7 +167,7 @@ func (su *suite) testRenewLease(t *testing.T) {
 		t.Errorf("RenewLease by another owner = %v, want ErrConflict", err)
 	}
 	// The renewed lease holds past the first lease's end.
-	later := clock.Add(2 * time.Minute)
+	later := clock.Advance(2 * time.Minute)
 	if got, err := s.ClaimDue(ctx, "b", later, later.Add(time.Minute), 1); err != nil || len(got) != 0 {
 		t.Fatalf("ClaimDue under the renewed lease = %+v, %v; want nothing", got, err)
 	}
@@ -175,7 +175,7 @@ func (su *suite) testRenewLease(t *testing.T) {
 		t.Errorf("NextDue = %s, %v, %v; want the renewed lease end %s", at, ok, err, now.Add(5*time.Minute))
 	}
 	// It runs out: the holder cannot renew it any more, another claims it.
-	after := clock.Add(5 * time.Minute)
+	after := clock.Advance(5 * time.Minute)
 	if err := s.RenewLease(ctx, id, "a", after.Add(time.Minute)); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("RenewLease of a lease that ran out = %v, want ErrConflict", err)
 	}

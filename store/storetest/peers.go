@@ -437,7 +437,7 @@ func (su *suite) testCreateActivateReject(t *testing.T) {
 	if err := s.Activate(ctx, p.PublicKey, ev.ID+1); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Activate with an unknown event = %v, want ErrNotFound", err)
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if err := s.Activate(ctx, p.PublicKey, ev.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -484,9 +484,9 @@ func (su *suite) testListPeersFilters(t *testing.T) {
 	start := clock.Now()
 	exp := func(np store.NewPeer, d time.Duration) store.NewPeer { np.ExpiresAt = start.Add(d); return np }
 	mustCreate(t, s, exp(staffPeer(1, "alice"), time.Hour))
-	clock.Add(time.Minute)
+	clock.Advance(time.Minute)
 	mustCreate(t, s, exp(staffPeer(2, "bob"), 2*time.Hour))
-	clock.Add(time.Minute)
+	clock.Advance(time.Minute)
 	mustInsert(t, s, exp(staffPeer(3, "alice"), time.Hour)) // pending
 	guest := staffPeer(4, "alice")
 	guest.Interface = "wg1"
@@ -628,7 +628,7 @@ func (su *suite) testSetExpiry(t *testing.T) {
 	}
 
 	// Once its expiry has passed a row is left to the expiry run.
-	clock.Add(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	got, err = s.SetExpiry(ctx, []wgtypes.Key{b.PublicKey, a.PublicKey}, clock.Now().Add(time.Hour))
 	if err != nil || len(got) != 0 {
 		t.Errorf("expired rows: updated %v, %v; want none", keysOfPeers(got), err)

@@ -68,7 +68,7 @@ func (su *suite) testSessionLifecycle(t *testing.T) {
 	}
 
 	// roaming, then the end at the last activity
-	clk.Add(time.Minute)
+	clk.Advance(time.Minute)
 	a.Endpoint, a.LastActive, a.BytesIn, a.Session.BytesIn = ep2, clk.Now(), 900, 900
 	if _, err := s.SaveActivity(ctx, store.ActivityUpdate{Interface: "wg0",
 		Configs: []store.ConfigActivity{{Key: p.PublicKey, Activity: a}},
@@ -78,7 +78,7 @@ func (su *suite) testSessionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := clk.Now()
-	clk.Add(4 * time.Minute)
+	clk.Advance(4 * time.Minute)
 	ended := a.Session
 	a.Session = store.OpenSession{}
 	evs, err = s.SaveActivity(ctx, store.ActivityUpdate{Interface: "wg0",
@@ -216,7 +216,7 @@ func (su *suite) testSessionEndsWithConfig(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	at := clk.Add(time.Minute)
+	at := clk.Advance(time.Minute)
 	evs, err := s.DeletePeers(ctx, []wgtypes.Key{p.PublicKey}, store.ReasonRevoked, "node/1", testClockFuture())
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("DeletePeers = %+v, %v; want the session D and the config D", evs, err)
@@ -258,7 +258,7 @@ func (su *suite) testSessionEndsWithConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n, err := s.PruneEvents(ctx, clk.Add(time.Hour)); err != nil || n != 4 {
+	if n, err := s.PruneEvents(ctx, clk.Advance(time.Hour)); err != nil || n != 4 {
 		t.Fatalf("PruneEvents = %d, %v; want all four events", n, err)
 	}
 }

@@ -24,12 +24,12 @@ import (
 	"context"
 	"encoding/binary"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
@@ -103,7 +103,7 @@ type suite struct{ newDB NewDB }
 
 // handle opens a handle with open on clock c (nil: the real time) and
 // closes it when t ends.
-func (su *suite) handle(t *testing.T, open Open, c *testClock) store.Store {
+func (su *suite) handle(t *testing.T, open Open, c *fakeclock.Clock) store.Store {
 	t.Helper()
 	var now func() time.Time
 	if c != nil {
@@ -115,35 +115,14 @@ func (su *suite) handle(t *testing.T, open Open, c *testClock) store.Store {
 }
 
 // newStore opens one handle on a new database, on a test clock.
-func (su *suite) newStore(t *testing.T) (store.Store, *testClock) {
+func (su *suite) newStore(t *testing.T) (store.Store, *fakeclock.Clock) {
 	t.Helper()
 	c := newClock()
 	return su.handle(t, su.newDB(t), c), c
 }
 
-// testClock is an injectable clock that moves only when told to.
-type testClock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func newClock() *testClock {
-	return &testClock{t: time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Add moves the clock by d and returns the new time.
-func (c *testClock) Add(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
+// newClock returns a test clock that moves only when told to.
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Date(2026, 3, 3, 14, 0, 0, 0, time.UTC)) }
 
 // testClockFuture is a lease end far after any test clock.
 func testClockFuture() time.Time { return newClock().Now().AddDate(1, 0, 0) }
