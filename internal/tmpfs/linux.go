@@ -1,0 +1,4 @@
+package tmpfs
+
+// Linux only: mount(2).
+import _ "github.com/wgkeeper/wgkeeper/internal/linuxonly"
