@@ -171,3 +171,18 @@ func disconnectVars() Vars {
 }
 
 func timeUnix(sec int64) time.Time { return time.Unix(sec, 0) }
+
+// waitFile waits until path exists (a script's marker).
+func waitFile(tb testing.TB, path string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -257,15 +257,22 @@ echo "$n" >> `+quote(counts)+`
 		t.Fatalf("runs saw %v others present, want 8 runs and at most (and at some point) 2 at once", lines)
 	}
 
-	// Waiting for a slot ends with the caller's context.
-	slow := writeScript(t, dir, "slow.sh", "#!/bin/sh\nsleep 1\n")
-	r = newRunner(t, Config{Script: slow, Concurrency: 1})
+	// Waiting for a slot ends with the caller's context. The first run
+	// holds the only slot from its marker until it is released.
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "release")
+	slow := writeScript(t, dir, "slow.sh", "#!/bin/sh\n: > "+quote(started)+
+		"\nwhile [ ! -e "+quote(release)+" ]; do /bin/sleep 0.01; done\n")
+	r = newRunner(t, Config{Script: slow, Concurrency: 1, Timeout: time.Minute})
+	t.Cleanup(func() { os.WriteFile(release, nil, 0o600) })
 	done := make(chan Result)
 	go func() { done <- r.Run(context.Background(), connectVars()) }()
-	time.Sleep(100 * time.Millisecond)
+	waitFile(t, started)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	res := r.Run(ctx, connectVars())
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if !errors.Is(res.Err, context.DeadlineExceeded) || res.PID != 0 || res.OK() {
 		t.Fatalf("got %+v, want a refused wait for a slot", res)
 	}
