@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -16,21 +17,23 @@ import (
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
-// soakDuration is 20 s, as the issue asks; -short (a quick local run)
-// makes it 5 s.
+var soak = flag.Bool("soak", false, "run TestSoakConcurrentClients for 20 s instead of 5 s (CI: go test -race -run Soak ./api/ -soak)")
+
+// soakDuration is 20 s with -soak, which CI passes; 5 s otherwise, enough
+// to exercise creates, limits and deletes in every local run.
 func soakDuration() time.Duration {
-	if testing.Short() {
-		return 5 * time.Second
+	if *soak {
+		return 20 * time.Second
 	}
-	return 20 * time.Second
+	return 5 * time.Second
 }
 
-// TestConcurrentClients: 16 clients create and delete configs of 6 users
-// in one profile (3 configs per user at most) for a bounded time. No
-// answer is a 5xx, the per-user limit holds at every moment, no address is
-// handed out twice, every 201 ran exactly one connect script, and store and
-// device agree at the end.
-func TestConcurrentClients(t *testing.T) {
+// TestSoakConcurrentClients: 16 clients create and delete configs of 6
+// users in one profile (3 configs per user at most) for a bounded time
+// (soakDuration). No answer is a 5xx, the per-user limit holds at every
+// moment, no address is handed out twice, every 201 ran exactly one
+// connect script, and store and device agree at the end.
+func TestSoakConcurrentClients(t *testing.T) {
 	h := newHarness(t, harnessOpts{maxPerUser: 3})
 	const clients, users, limit = 16, 6, 3
 	tr := &http.Transport{MaxIdleConnsPerHost: clients * 2}
