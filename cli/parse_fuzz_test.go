@@ -42,12 +42,20 @@ func FuzzParseExpiry(f *testing.F) {
 	})
 }
 
-// FuzzParseAt checks that -at never panics, that an accepted time is in UTC
-// and that a refusal is a usage error naming the flag.
+// FuzzParseAt checks that -at never panics, that a refusal is a usage
+// error naming the flag, and two properties of an accepted time: it
+// survives a round trip through RFC 3339 unchanged, and a time written
+// without an offset is UTC whatever the machine's zone: the same wall
+// clock read in the local zone, set 5 h east of UTC here, names the
+// instant 5 h earlier.
 func FuzzParseAt(f *testing.F) {
 	for _, s := range []string{"2026-11-28 17:05", "2026-11-28 17:05:09", "2026-11-28T17:05:09Z", "2026-11-28T17:05:09.5+01:00", "2026-11-28T17:05", "yesterday", "", "2026-13-01 00:00"} {
 		f.Add(s)
 	}
+	local := time.Local
+	time.Local = time.FixedZone("UTC+5", 5*60*60)
+	f.Cleanup(func() { time.Local = local })
+	zoneless := []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04"}
 	f.Fuzz(func(t *testing.T, s string) {
 		at, err := parseAt(s)
 		if err != nil {
@@ -57,9 +65,25 @@ func FuzzParseAt(f *testing.F) {
 			}
 			return
 		}
-		if at.Location() != time.UTC {
-			t.Fatalf("parseAt(%q) = %v, not in UTC", s, at)
+		// RFC 3339 writes four-digit years; an offset can push year 0 or
+		// 9999 out of them.
+		if y := at.Year(); y >= 1 && y <= 9999 {
+			if back, err := parseAt(at.Format(time.RFC3339Nano)); err != nil || !back.Equal(at) || back.Location() != time.UTC {
+				t.Fatalf("parseAt(%q) = %v, but its RFC 3339 form %s reads back as %v, %v", s, at, at.Format(time.RFC3339Nano), back, err)
+			}
 		}
+		if _, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			return // it carries its own offset
+		}
+		for _, layout := range zoneless {
+			if east, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+				if !east.Add(5 * time.Hour).Equal(at) {
+					t.Fatalf("parseAt(%q) = %v, want the wall clock read as UTC: %v", s, at, east.Add(5*time.Hour).UTC())
+				}
+				return
+			}
+		}
+		t.Fatalf("parseAt(%q) = %v: accepted a form none of the documented layouts reads", s, at)
 	})
 }
 
