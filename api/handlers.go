@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -444,5 +445,49 @@ func blockedMessage(b []reconcile.OrphanState) string {
 // serveMetrics: GET /metrics in the Prometheus text format.
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
 	s.metrics.Handler().ServeHTTP(w, r)
+	return nil
+}
+
+// connectionLog answers GET /v1/log: who held an address at an instant (ip, at:
+// RFC 3339, default now), with the client sessions covering that instant,
+// or a user's configs past and present with all their sessions (user_id).
+func (s *Server) connectionLog(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "ip", "at", "user_id")
+	if err != nil {
+		return err
+	}
+	ip, at, user := q.Get("ip"), q.Get("at"), q.Get("user_id")
+	if (ip == "") == (user == "") {
+		return badField("ip", "give ip (and optionally at) or user_id, not both")
+	}
+	if ip == "" {
+		if at != "" {
+			return badField("at", "goes with ip")
+		}
+		if err := reconcile.ValidateUserID(user); err != nil {
+			return err
+		}
+		out, err := LogOfUser(r.Context(), s.st, user)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return badField("ip", "%q is not an IP address", ip)
+	}
+	when := s.now()
+	if at != "" {
+		if when, err = time.Parse(time.RFC3339Nano, at); err != nil {
+			return badField("at", "%q is not an RFC 3339 time such as 2026-11-24T14:03:00Z", at)
+		}
+	}
+	out, err := LogOfAddr(r.Context(), s.st, addr.Unmap(), when.UTC())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }

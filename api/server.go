@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,9 @@ type Store interface {
 	ListEvents(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 	CountPeers(ctx context.Context) ([]store.PeerCount, error)
 	CountEvents(ctx context.Context) (map[string]int, error)
+	WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error)
+	UserSessions(ctx context.Context, user string) ([]store.Session, error)
+	ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error)
 	// Version answers when the database does (the health check).
 	Version(ctx context.Context) (uint64, error)
 }
@@ -103,6 +107,7 @@ var routes = []route{
 	{"DELETE /v1/users/{user_id}/peers", (*Server).deleteUserPeers},
 	{"GET /v1/status", (*Server).status},
 	{"GET /v1/events", (*Server).listEvents},
+	{"GET /v1/log", (*Server).connectionLog},
 	{"POST /v1/events/{id}/retry", (*Server).retryEvent},
 	{"POST /v1/housekeeping", (*Server).housekeeping},
 	{"GET /v1/plan", (*Server).plan},

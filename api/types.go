@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"net/netip"
 	"time"
@@ -510,6 +511,80 @@ func ClientSessionView(c store.ClientSession) ClientSessionJSON {
 	}
 	for _, ep := range c.Endpoints {
 		out.Endpoints = append(out.Endpoints, ep.String())
+	}
+	return out
+}
+
+// LogSession is one holding of an address by a config: its C event and its
+// D event (null while the config exists).
+type LogSession struct {
+	C EventJSON  `json:"connect"`
+	D *EventJSON `json:"disconnect"`
+}
+
+// LogResponse answers GET /v1/log (and `wgkeeper log -json`).
+type LogResponse struct {
+	Sessions []LogSession `json:"sessions"`
+	// ClientSessions are the sessions of the configs' clients: those
+	// covering the instant asked about, or all of a user's, newest first.
+	ClientSessions []ClientSessionJSON `json:"client_sessions"`
+	// Raw values, for the CLI's table; not part of the JSON.
+	Configs []store.Session       `json:"-"`
+	Clients []store.ClientSession `json:"-"`
+}
+
+// LogStore is what the log reads.
+type LogStore interface {
+	WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error)
+	UserSessions(ctx context.Context, user string) ([]store.Session, error)
+	ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error)
+}
+
+// LogOfAddr answers who held ip at the instant at, with the client
+// sessions of those configs covering it.
+func LogOfAddr(ctx context.Context, st LogStore, ip netip.Addr, at time.Time) (LogResponse, error) {
+	ss, err := st.WhoHad(ctx, ip, at)
+	if err != nil {
+		return LogResponse{}, err
+	}
+	var cs []store.ClientSession
+	for _, s := range ss {
+		k := s.C.PublicKey
+		got, err := st.ListClientSessions(ctx, store.ClientSessionFilter{PublicKey: &k, At: at})
+		if err != nil {
+			return LogResponse{}, err
+		}
+		cs = append(cs, got...)
+	}
+	return logOut(ss, cs), nil
+}
+
+// LogOfUser lists the user's configs past and present and all their
+// client sessions.
+func LogOfUser(ctx context.Context, st LogStore, user string) (LogResponse, error) {
+	ss, err := st.UserSessions(ctx, user)
+	if err != nil {
+		return LogResponse{}, err
+	}
+	cs, err := st.ListClientSessions(ctx, store.ClientSessionFilter{UserID: user})
+	if err != nil {
+		return LogResponse{}, err
+	}
+	return logOut(ss, cs), nil
+}
+
+func logOut(ss []store.Session, cs []store.ClientSession) LogResponse {
+	out := LogResponse{Sessions: []LogSession{}, ClientSessions: []ClientSessionJSON{}, Configs: ss, Clients: cs}
+	for _, s := range ss {
+		o := LogSession{C: eventOut(s.C)}
+		if s.D != nil {
+			d := eventOut(*s.D)
+			o.D = &d
+		}
+		out.Sessions = append(out.Sessions, o)
+	}
+	for _, c := range cs {
+		out.ClientSessions = append(out.ClientSessions, ClientSessionView(c))
 	}
 	return out
 }

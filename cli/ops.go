@@ -356,53 +356,20 @@ func cmdLog(e *env, args []string) error {
 		return usagef("-at goes with -ip")
 	}
 	return e.withStore(func(_ *config.Config, st store.Store) error {
-		var ss []store.Session
+		var lg api.LogResponse
 		var err error
 		if *ip != "" {
-			ss, err = st.WhoHad(e.ctx, addr, when)
+			lg, err = api.LogOfAddr(e.ctx, st, addr, when)
 		} else {
-			ss, err = st.UserSessions(e.ctx, *user)
+			lg, err = api.LogOfUser(e.ctx, st, *user)
 		}
 		if err != nil {
 			return err
 		}
-		// The client sessions: those covering the instant asked about, or
-		// every one of the user's.
-		var cs []store.ClientSession
-		if *ip != "" {
-			for _, s := range ss {
-				k := s.C.PublicKey
-				got, err := st.ListClientSessions(e.ctx, store.ClientSessionFilter{PublicKey: &k, At: when})
-				if err != nil {
-					return err
-				}
-				cs = append(cs, got...)
-			}
-		} else if cs, err = st.ListClientSessions(e.ctx, store.ClientSessionFilter{UserID: *user}); err != nil {
-			return err
-		}
 		if *asJSON {
-			type sess struct {
-				C api.EventJSON  `json:"connect"`
-				D *api.EventJSON `json:"disconnect"`
-			}
-			out := struct {
-				Sessions       []sess                  `json:"sessions"`
-				ClientSessions []api.ClientSessionJSON `json:"client_sessions"`
-			}{Sessions: []sess{}, ClientSessions: []api.ClientSessionJSON{}}
-			for _, s := range ss {
-				o := sess{C: api.EventView(s.C)}
-				if s.D != nil {
-					d := api.EventView(*s.D)
-					o.D = &d
-				}
-				out.Sessions = append(out.Sessions, o)
-			}
-			for _, c := range cs {
-				out.ClientSessions = append(out.ClientSessions, api.ClientSessionView(c))
-			}
-			return writeJSONOut(e.stdout, out)
+			return writeJSONOut(e.stdout, lg) // GET /v1/log's answer
 		}
+		ss, cs := lg.Configs, lg.Clients
 		if len(ss) == 0 {
 			if *ip != "" {
 				fmt.Fprintf(e.stdout, "nobody held %s at %s\n", addr, when.Format(time.RFC3339))

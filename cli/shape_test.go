@@ -241,6 +241,9 @@ func TestJSONMatchesAPI(t *testing.T) {
 	s.same([]string{"events", "-json"}, "GET", "/v1/events", "")
 	s.same([]string{"events", "-event", "D", "-limit", "1", "-json"}, "GET", "/v1/events?event=D&limit=1", "")
 	s.same([]string{"reconcile", "-dry-run", "-json"}, "GET", "/v1/plan", "")
+	at := t0.Format(time.RFC3339)
+	s.same([]string{"log", "-ip", "10.99.0.4", "-at", at, "-json"}, "GET", "/v1/log?ip=10.99.0.4&at="+at, "")
+	s.same([]string{"log", "-user", "erin", "-json"}, "GET", "/v1/log?user_id=erin", "")
 	// A retry of a create answers the existing config, from both.
 	s.same([]string{"peer", "add", "-user", "alice", "-profile", "staff", "-public-key", alice, "-json"},
 		"POST", "/v1/peers", fmt.Sprintf(`{"user_id":"alice","profile_id":"staff","public_key":%q}`, alice))
