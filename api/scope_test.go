@@ -110,12 +110,14 @@ func TestReadToken(t *testing.T) {
 		"DELETE /v1/peers/{public_key}":    nil,
 		"DELETE /v1/users/{user_id}/peers": nil,
 	}
+	// GET endpoints that need a query to answer.
+	queries := map[string]string{"GET /v1/log": "?user_id=alice"}
 	read := map[string]string{"Authorization": "Bearer " + readToken}
 	wrong := map[string]string{"Authorization": "Bearer " + readToken + "-wrong"}
 	gets, writes := 0, 0
 	for _, pattern := range routePatterns() {
 		method, path, _ := strings.Cut(pattern, " ")
-		path = fill.Replace(path)
+		path = fill.Replace(path) + queries[pattern]
 		if method == http.MethodGet {
 			gets++
 			if r := h.doWith(method, path, nil, read); r.status != 200 {

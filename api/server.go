@@ -33,6 +33,7 @@ type Store interface {
 	WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error)
 	UserSessions(ctx context.Context, user string) ([]store.Session, error)
 	ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error)
+	ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]store.Activity, error)
 	// Version answers when the database does (the health check).
 	Version(ctx context.Context) (uint64, error)
 }

@@ -137,6 +137,11 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 		}
 		is.Health = src.Engine.Health(ctx, ifc.Name, d)
 		is.Configs, is.OrphanPeers = statusRows(peers, d, kept, src.Now)
+		acts, err := src.Store.ListActivity(ctx, ifc.Name)
+		if err != nil {
+			return out, err
+		}
+		addTraffic(acts, d, is.Configs)
 		out.Interfaces = append(out.Interfaces, is)
 	}
 	for _, p := range cfg.Profiles {
@@ -276,8 +281,43 @@ func (src Source) addLive(ctx context.Context, peers []store.Peer, out []PeerJSO
 		for _, i := range idx {
 			out[i].Live = live(peers[i], onDev, src.Now)
 		}
+		acts, err := src.Store.ListActivity(ctx, iface)
+		if err != nil {
+			// the live fields stand; only the recorded traffic is missing
+			continue
+		}
+		for _, i := range idx {
+			if a, ok := acts[peers[i].PublicKey]; ok {
+				var dp *wg.Peer
+				if p, on := onDev[peers[i].PublicKey]; on {
+					dp = &p
+				}
+				out[i].Traffic = trafficOut(a, dp)
+			}
+		}
 	}
 	return errs
+}
+
+// addTraffic fills the traffic of the active configs of rows from their
+// recorded activity and the device read d (nil: not read).
+func addTraffic(acts map[wgtypes.Key]store.Activity, d *wg.Device, rows []StatusConfig) {
+	var onDev map[wgtypes.Key]*wg.Peer
+	if d != nil {
+		onDev = make(map[wgtypes.Key]*wg.Peer, len(d.Peers))
+		for i := range d.Peers {
+			onDev[d.Peers[i].PublicKey] = &d.Peers[i]
+		}
+	}
+	for i := range rows {
+		k, err := wgtypes.ParseKey(rows[i].PublicKey)
+		if err != nil {
+			continue
+		}
+		if a, ok := acts[k]; ok {
+			rows[i].Traffic = trafficOut(a, onDev[k])
+		}
+	}
 }
 
 // Events builds the answer of GET /v1/events: the events f selects,

@@ -34,6 +34,29 @@ type PeerJSON struct {
 	// Live is what the device shows; absent in create responses, in the
 	// plan's expiring list and when the device could not be read.
 	Live *LiveJSON `json:"live,omitempty"`
+	// Traffic is what session tracking recorded; absent in create
+	// responses and for pending configs.
+	Traffic *TrafficJSON `json:"traffic,omitempty"`
+}
+
+// TrafficJSON is a config's traffic and session as the daemon's session
+// polls recorded them, brought up to date with the device's counters when
+// the device was read.
+type TrafficJSON struct {
+	// BytesIn and BytesOut are received from and sent to the client since
+	// the config was created, across counter resets and restarts.
+	BytesIn  int64 `json:"bytes_in"`
+	BytesOut int64 `json:"bytes_out"`
+	// LastHandshake is the latest handshake the polls saw; null = none.
+	LastHandshake *time.Time `json:"last_handshake"`
+	// Session is the open session (the client is talking); null when none.
+	Session *OpenSessionJSON `json:"session"`
+}
+
+// OpenSessionJSON is a config's open session.
+type OpenSessionJSON struct {
+	StartedAt time.Time `json:"started_at"`
+	Endpoint  *string   `json:"endpoint"`
 }
 
 // LiveJSON is a config's state on its device.
@@ -513,6 +536,24 @@ func ClientSessionView(c store.ClientSession) ClientSessionJSON {
 		out.Endpoints = append(out.Endpoints, ep.String())
 	}
 	return out
+}
+
+// trafficOut is a config's recorded activity, with the device peer's
+// counters (when read) added as deltas against the last poll's bases.
+func trafficOut(a store.Activity, dp *wg.Peer) *TrafficJSON {
+	t := &TrafficJSON{BytesIn: a.BytesIn, BytesOut: a.BytesOut, LastHandshake: optTime(a.LastHandshake)}
+	if dp != nil {
+		t.BytesIn, t.BytesOut = store.Event{BytesIn: a.BytesIn, BytesOut: a.BytesOut, RxBase: a.RxBase, TxBase: a.TxBase}.
+			AddCounters(max(dp.RxBytes, 0), max(dp.TxBytes, 0))
+	}
+	if a.Online() {
+		t.Session = &OpenSessionJSON{StartedAt: a.Session.Started.UTC()}
+		if a.Endpoint.IsValid() {
+			ep := a.Endpoint.String()
+			t.Session.Endpoint = &ep
+		}
+	}
+	return t
 }
 
 // LogSession is one holding of an address by a config: its C event and its

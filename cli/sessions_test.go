@@ -76,6 +76,25 @@ func TestLogShowsSessionEndpoint(t *testing.T) {
 	if len(lg.ClientSessions) != 1 || len(lg.ClientSessions[0].Endpoints) != 1 || lg.ClientSessions[0].Endpoints[0] != ep {
 		t.Fatalf("log -user -json sessions = %+v", lg.ClientSessions)
 	}
+	// peer list and status show the recorded traffic and the open session
+	var pl struct {
+		Peers []struct {
+			Traffic *struct {
+				BytesIn int64 `json:"bytes_in"`
+				Session *struct {
+					Endpoint *string `json:"endpoint"`
+				} `json:"session"`
+			} `json:"traffic"`
+		} `json:"peers"`
+	}
+	c.json(&pl, "peer", "list")
+	if len(pl.Peers) != 1 || pl.Peers[0].Traffic == nil || pl.Peers[0].Traffic.BytesIn <= 0 ||
+		pl.Peers[0].Traffic.Session == nil || pl.Peers[0].Traffic.Session.Endpoint == nil || *pl.Peers[0].Traffic.Session.Endpoint != ep {
+		t.Fatalf("peer list -json traffic = %+v", pl.Peers)
+	}
+	if st := c.ok("status", "-json"); !strings.Contains(st, `"traffic": {`) {
+		t.Fatalf("status -json without traffic:\n%s", st)
+	}
 	// the config script never saw the session
 	runs, err := os.ReadFile(filepath.Join(c.dir, "events.log"))
 	if err != nil || string(runs) != "C "+k.PublicKey().String()+" created\n" {
