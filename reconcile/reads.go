@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -50,4 +52,25 @@ func (e *Engine) Version(ctx context.Context) (uint64, error) {
 // their live state.
 func (e *Engine) ReadDevice(ctx context.Context, iface string) (*wg.Device, error) {
 	return e.dev.Read(ctx, iface)
+}
+
+// WhoHad returns the configs that held ip at the instant at.
+func (e *Engine) WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error) {
+	return e.store.WhoHad(ctx, ip, at)
+}
+
+// UserSessions returns the user's configs past and present.
+func (e *Engine) UserSessions(ctx context.Context, user string) ([]store.Session, error) {
+	return e.store.UserSessions(ctx, user)
+}
+
+// ListClientSessions returns the recorded client sessions that match f.
+func (e *Engine) ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error) {
+	return e.store.ListClientSessions(ctx, f)
+}
+
+// ListActivity returns the recorded session activity of the active
+// configs on iface.
+func (e *Engine) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]store.Activity, error) {
+	return e.sess.ListActivity(ctx, iface)
 }

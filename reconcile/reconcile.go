@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,15 @@ type Store interface {
 	Retrier
 	SessionStore
 	Counter
+	LogReader
+}
+
+// LogReader answers the connection log; the engine passes it on to the
+// API (see reads.go).
+type LogReader interface {
+	WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]store.Session, error)
+	UserSessions(ctx context.Context, user string) ([]store.Session, error)
+	ListClientSessions(ctx context.Context, f store.ClientSessionFilter) ([]store.ClientSession, error)
 }
 
 // Counter counts configs and events; the engine passes the counts on to
