@@ -456,24 +456,3 @@ func orphans(n int) []api.OrphanPeer {
 	}
 	return out
 }
-
-func TestHumanUnits(t *testing.T) {
-	for _, tc := range []struct {
-		n    int64
-		want string
-	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {123456789, "117.7 MiB"}, {1 << 40, "1.0 TiB"}} {
-		if got := bytesHuman(tc.n); got != tc.want {
-			t.Errorf("bytesHuman(%d) = %q, want %q", tc.n, got, tc.want)
-		}
-	}
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	if got := until(t0, time.Time{}); got != "never" {
-		t.Error(got)
-	}
-	if got := until(t0, t0.Add(-90*time.Second)); got != "expired 1m ago" {
-		t.Error(got)
-	}
-	if got := ago(t0, t0.Add(-50*time.Hour)); got != "2d ago" {
-		t.Error(got)
-	}
-}

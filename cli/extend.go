@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/wgkeeper/wgkeeper/internal/humanfmt"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 )
@@ -89,6 +90,6 @@ func printExtended(e *env, peers []store.Peer) {
 			continue
 		}
 		fmt.Fprintf(e.stdout, "%s (user %s, %s): expires %s (%s)\n", p.PublicKey, p.UserID, p.ProfileID,
-			p.ExpiresAt.UTC().Format("2006-01-02 15:04:05 UTC"), until(t, p.ExpiresAt))
+			p.ExpiresAt.UTC().Format("2006-01-02 15:04:05 UTC"), humanfmt.Until(t, p.ExpiresAt))
 	}
 }

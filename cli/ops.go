@@ -15,6 +15,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/internal/humanfmt"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 )
@@ -254,7 +255,7 @@ func cmdEvents(e *env, args []string) error {
 		t := now()
 		for _, ev := range evs {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Kind, ev.Reason, ev.Status, ev.Attempts, ev.UserID,
-				shortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), ago(t, ev.CreatedAt), dash(ev.Actor), leaseText(t, ev), dash(ev.LastError))
+				humanfmt.ShortKey(ev.PublicKey.String()), joinNonEmpty(addrText(ev.IPv4), addrText(ev.IPv6)), humanfmt.Ago(t, ev.CreatedAt), dash(ev.Actor), leaseText(t, ev), dash(ev.LastError))
 		}
 		return tw.Flush()
 	})
@@ -269,7 +270,7 @@ func leaseText(t time.Time, ev store.Event) string {
 	if ev.LeaseUntil.IsZero() {
 		return ev.LeaseOwner
 	}
-	return fmt.Sprintf("%s until %s (%s)", ev.LeaseOwner, ev.LeaseUntil.UTC().Format(time.RFC3339), until(t, ev.LeaseUntil))
+	return fmt.Sprintf("%s until %s (%s)", ev.LeaseOwner, ev.LeaseUntil.UTC().Format(time.RFC3339), humanfmt.Until(t, ev.LeaseUntil))
 }
 
 func cmdEventsRetry(e *env, args []string) error {
@@ -385,7 +386,7 @@ func cmdLog(e *env, args []string) error {
 			if s.D != nil {
 				disc = s.D.CreatedAt.UTC().Format(time.RFC3339)
 				reason = s.D.Reason
-				rx, tx = bytesHuman(s.D.BytesIn), bytesHuman(s.D.BytesOut)
+				rx, tx = humanfmt.Bytes(s.D.BytesIn), humanfmt.Bytes(s.D.BytesOut)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.C.UserID, s.C.ProfileID, s.C.PublicKey,
 				joinNonEmpty(addrText(s.C.IPv4), addrText(s.C.IPv6)), s.C.CreatedAt.UTC().Format(time.RFC3339), disc, reason, rx, tx)
@@ -412,7 +413,7 @@ func cmdLog(e *env, args []string) error {
 				eps[i] = ep.String()
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.PublicKey, joinNonEmpty(eps...),
-				c.Started.Format(time.RFC3339), ended, reason, bytesHuman(c.BytesIn), bytesHuman(c.BytesOut))
+				c.Started.Format(time.RFC3339), ended, reason, humanfmt.Bytes(c.BytesIn), humanfmt.Bytes(c.BytesOut))
 		}
 		return tw.Flush()
 	})

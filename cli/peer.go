@@ -16,6 +16,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/api"
 	"github.com/wgkeeper/wgkeeper/config"
+	"github.com/wgkeeper/wgkeeper/internal/humanfmt"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
@@ -276,7 +277,7 @@ func cmdPeerList(e *env, args []string) error {
 		t := now()
 		for _, p := range peers {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.PublicKey, p.UserID, p.ProfileID, addrOr(p.IPv4), addrOr(p.IPv6),
-				p.State, ago(t, p.CreatedAt), until(t, p.ExpiresAt))
+				p.State, humanfmt.Ago(t, p.CreatedAt), humanfmt.Until(t, p.ExpiresAt))
 		}
 		return tw.Flush()
 	})
@@ -310,64 +311,6 @@ func addrOr(a netip.Addr) string {
 		return "-"
 	}
 	return a.String()
-}
-
-// ago renders a past time relative to t: "3m ago", "never".
-func ago(t, at time.Time) string {
-	if at.IsZero() {
-		return "never"
-	}
-	d := t.Sub(at)
-	if d < 0 {
-		return "in " + human(-d)
-	}
-	return human(d) + " ago"
-}
-
-// until renders a future time relative to t: "in 29d", "never", "expired".
-func until(t, at time.Time) string {
-	if at.IsZero() {
-		return "never"
-	}
-	d := at.Sub(t)
-	if d <= 0 {
-		return "expired " + human(-d) + " ago"
-	}
-	return "in " + human(d)
-}
-
-func human(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-	default:
-		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
-	}
-}
-
-// bytesHuman renders a byte count in binary units.
-func bytesHuman(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func shortKey(k string) string {
-	if len(k) > 10 {
-		return k[:10] + "…"
-	}
-	return k
 }
 
 func joinNonEmpty(parts ...string) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wgkeeper/wgkeeper/api"
+	"github.com/wgkeeper/wgkeeper/internal/humanfmt"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 )
 
@@ -184,17 +185,17 @@ func printStatus(w io.Writer, st api.StatusResponse, t time.Time) {
 			if l := c.Live; l != nil {
 				hs, rx, tx, endpoint = deref(l.LastHandshake), l.RxBytes, l.TxBytes, derefStr(l.Endpoint)
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(c.UserID), dash(c.ProfileID), shortKey(c.PublicKey),
-				joinNonEmpty(derefStr(c.IPFour), derefStr(c.IPSix)), ago(t, c.CreatedAt), until(t, deref(c.ExpiresAt)), ago(t, hs),
-				bytesHuman(rx), bytesHuman(tx), dash(endpoint), stateText[c.Status])
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(c.UserID), dash(c.ProfileID), humanfmt.ShortKey(c.PublicKey),
+				joinNonEmpty(derefStr(c.IPFour), derefStr(c.IPSix)), humanfmt.Ago(t, c.CreatedAt), humanfmt.Until(t, deref(c.ExpiresAt)), humanfmt.Ago(t, hs),
+				humanfmt.Bytes(rx), humanfmt.Bytes(tx), dash(endpoint), stateText[c.Status])
 		}
 		for _, o := range si.OrphanPeers {
 			addrs := make([]string, len(o.AllowedIPs))
 			for i, a := range o.AllowedIPs {
 				addrs[i] = addressText(a)
 			}
-			fmt.Fprintf(tw, "  -\t-\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\n", shortKey(o.PublicKey), joinNonEmpty(addrs...),
-				ago(t, deref(o.LastHandshake)), bytesHuman(o.RxBytes), bytesHuman(o.TxBytes), dash(derefStr(o.Endpoint)), orphanState(o))
+			fmt.Fprintf(tw, "  -\t-\t%s\t%s\t-\t-\t%s\t%s\t%s\t%s\t%s\n", humanfmt.ShortKey(o.PublicKey), joinNonEmpty(addrs...),
+				humanfmt.Ago(t, deref(o.LastHandshake)), humanfmt.Bytes(o.RxBytes), humanfmt.Bytes(o.TxBytes), dash(derefStr(o.Endpoint)), orphanState(o))
 		}
 		tw.Flush()
 	}

@@ -2,10 +2,11 @@ package ui
 
 import (
 	"cmp"
-	"fmt"
 	"html/template"
 	"slices"
 	"time"
+
+	"github.com/wgkeeper/wgkeeper/internal/humanfmt"
 )
 
 // Config states on the page.
@@ -141,7 +142,7 @@ func (i Interface) Traffic() Chart {
 	for n, r := range rows {
 		label := r.User
 		if label == "" {
-			label = "orphan " + shortKey(r.PublicKey)
+			label = "orphan " + humanfmt.ShortKey(r.PublicKey)
 		}
 		if len([]rune(label)) > 18 {
 			label = string([]rune(label)[:17]) + "…"
@@ -159,10 +160,10 @@ func (i Interface) Traffic() Chart {
 func (p *Page) Failed() int { return p.EventCounts["failed"] }
 
 var funcs = template.FuncMap{
-	"ago":       ago,
-	"until":     until,
-	"bytes":     humanBytes,
-	"short":     shortKey,
+	"ago":       humanfmt.Ago,
+	"until":     humanfmt.Until,
+	"bytes":     humanfmt.Bytes,
+	"short":     humanfmt.ShortKey,
 	"stamp":     stamp,
 	"filterURL": filterURL,
 	"labelX":    func() int { return chartLabelW },
@@ -175,61 +176,4 @@ func stamp(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-// ago renders a past time relative to now: "3m ago", "never".
-func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := now.Sub(t)
-	if d < 0 {
-		return "in " + human(-d)
-	}
-	return human(d) + " ago"
-}
-
-// until renders a future time relative to now: "in 29d", "never".
-func until(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
-	}
-	d := t.Sub(now)
-	if d <= 0 {
-		return "expired " + human(-d) + " ago"
-	}
-	return "in " + human(d)
-}
-
-func human(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
-	default:
-		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
-	}
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func shortKey(k string) string {
-	if len(k) > 10 {
-		return k[:10] + "…"
-	}
-	return k
 }
