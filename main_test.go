@@ -209,6 +209,37 @@ func TestDaemon(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("daemon died on a bad reload: %v", err)
 	}
+	// SIGHUP with another listen port, other addresses and another
+	// script: refused whole, naming what changed; the interface keeps its
+	// port and nothing of the file is applied.
+	port2 := freeUDPPort(t)
+	changed := fmt.Sprintf(daemonConfig, name, port2, port2, name)
+	changed = strings.Replace(changed, "10.98.0.0/24", "10.97.0.0/24", 1)
+	changed = strings.Replace(changed, `script = "hook.sh"`, `script = "hook2.sh"`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "hook2.sh"), []byte(strings.ReplaceAll(daemonHook, "events.log", "events2.log")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.waitLog(t, "the [[interface]] list changed", 5*time.Second)
+	for _, want := range []string{fmt.Sprintf("listen_port %d -> %d", port, port2), "addresses", "restart wgkeeper"} {
+		if !strings.Contains(d.log(), want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, d.log())
+		}
+	}
+	if strings.Contains(d.log(), "config reloaded") {
+		t.Fatal("a config with a changed [[interface]] list was applied")
+	}
+	if dv, err := dev.Read(ctx, name); err != nil {
+		t.Fatal(err)
+	} else if dv.ListenPort != port {
+		t.Fatalf("listen port %d after a refused reload, want %d", dv.ListenPort, port)
+	}
+	if err := d.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("daemon died on a refused reload: %v", err)
+	}
 	// SIGHUP with a good config naming another script: reloaded, and the
 	// next event runs the new script.
 	hook2 := strings.ReplaceAll(daemonHook, "events.log", "events2.log")

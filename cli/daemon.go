@@ -10,11 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"sync"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/robfig/cron/v3"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/api"
@@ -22,6 +22,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/internal/ratelog"
 	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/reconcile/sched"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
@@ -164,37 +165,7 @@ type daemon struct {
 	links   []*wg.Link
 	metrics *api.Metrics
 	api     *api.Server // nil when api.listen is empty
-
-	wake chan struct{} // something changed: recompute timers
-
-	// Used by the run loop's goroutine only: the back-off of the timed
-	// step (expire and deliver) and of the timer's own store reads.
-	failures int       // consecutive failures
-	retryAt  time.Time // while failures > 0, no step before this
-}
-
-// Back-off of a daemon loop that failed: from backoffBase, doubling per
-// consecutive failure, capped at housekeeping.reconcile_interval (the
-// periodic repair runs that often anyway), or at backoffCapOff when the
-// interval is 0, and never below backoffBase.
-const (
-	backoffBase   = time.Second
-	backoffCapOff = 30 * time.Second
-)
-
-// backoffCap is the longest wait between two tries of a failing loop.
-func backoffCap(reconcileInterval time.Duration) time.Duration {
-	if reconcileInterval <= 0 {
-		return backoffCapOff
-	}
-	return max(reconcileInterval, backoffBase)
-}
-
-// failed records a failure of the timed step or of its timer: the next try
-// waits out the back-off.
-func (d *daemon) failed() {
-	d.failures++
-	d.retryAt = time.Now().Add(reconcile.Backoff(d.failures, backoffBase, backoffCap(d.p.cfg.Housekeeping.ReconcileInterval)))
+	sched   *sched.Scheduler
 }
 
 func (d *daemon) run() error {
@@ -220,77 +191,49 @@ func (d *daemon) run() error {
 		if err := nodes.RegisterNode(ctx, nodeDecl(p.cfg)); err != nil {
 			return err
 		}
-		go d.heartbeat(ctx, nodes)
 	}
 	if err := d.upInterfaces(ctx, p.cfg); err != nil {
 		d.downInterfaces()
 		return err
 	}
+	// Runs last, after the API and the scheduler have stopped.
 	defer d.downInterfaces()
 	p.engine.SetLinks(ownedLinks(d.links))
-	linkEvents := d.watchLinks(ctx)
 
+	jobs := []sched.Job{d.sessionPoll(p.cfg)}
+	if nodes, ok := p.store.(store.Nodes); ok {
+		jobs = append(jobs, d.heartbeat(nodes))
+	}
+	d.sched, err = sched.New(sched.Options{
+		Engine: p.engine, Store: p.store, Config: schedConfig(p.cfg), Logger: d.log,
+		WatchLinks: d.watchLinks(),
+		Jobs:       jobs,
+	})
+	if err != nil {
+		return err
+	}
 	apiErr := make(chan error, 1)
 	if p.cfg.API.Listen != "" {
-		srv, err := d.startAPI(p.cfg, apiErr)
-		if err != nil {
+		if d.api, err = d.startAPI(p.cfg, apiErr); err != nil {
 			return err
 		}
-		d.api = srv
-		defer func() {
-			// Requests in progress may wait for a connect script.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.Hooks.Timeout+5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				d.log.Error("stop API", "err", err)
-			}
-		}()
 	}
+	// Shutdown order: no new API requests and the ones in progress
+	// answered, then the scheduler drained (a running step finishes),
+	// then (deferred above) the owned interfaces removed.
+	defer d.stop()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	d.wake = make(chan struct{}, 1)
-	var running sync.WaitGroup
-	defer running.Wait()
-	stepping := false
-	stepDone := make(chan error, 1)
-
-	housekeep := func() {
-		if _, err := p.engine.Housekeeping(ctx, false); err != nil && !errors.Is(err, reconcile.ErrBusy) && ctx.Err() == nil {
-			d.log.Error("housekeeping", "err", err)
-		}
-		d.poke()
-	}
-	sched, err := d.startCron(p.cfg.Housekeeping.Schedule, housekeep)
-	if err != nil {
+	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.DatabaseName(), "interfaces", len(p.cfg.Interfaces))
+	// The scheduler ends when stop says so, not at the signal: requests
+	// in progress may still need it.
+	if err := d.sched.Start(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
-	defer func() { <-sched.Stop().Done() }()
-
-	d.log.Info("wgkeeper started", "version", Version, "config", d.env.configPath, "database", p.cfg.DatabaseName(), "interfaces", len(p.cfg.Interfaces))
-	housekeep()
 	sdNotify("READY=1")
-
-	recon := newTicker(p.cfg.Housekeeping.ReconcileInterval)
-	defer recon.stop()
-	// Session tracking: every interface read every sessions.poll_interval,
-	// beside the loop.
-	polls := newTicker(p.cfg.Sessions.PollInterval)
-	defer polls.stop()
-	polling := false
-	pollDone := make(chan struct{}, 1)
-	// Another process (a CLI command, the API of another node) may write:
-	// the store says so, and the timers are recomputed.
-	changes := p.store.Changes(ctx)
-	// Every 500 ms: is the database still usable (for SQLite: is the file
-	// at its path still the one opened)?
-	watch := time.NewTicker(500 * time.Millisecond)
-	defer watch.Stop()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	d.arm(ctx, timer)
 
 	for {
 		select {
@@ -302,103 +245,62 @@ func (d *daemon) run() error {
 			return fmt.Errorf("API: %w", err)
 		case <-hup:
 			sdNotify("RELOADING=1")
-			d.reload(sched, recon, housekeep)
-			polls.reset(d.p.cfg.Sessions.PollInterval)
+			d.reload()
 			sdNotify("READY=1")
-			d.arm(ctx, timer)
-		case <-recon.c():
-			p.engine.ReconcileAll(ctx, false)
-		case <-polls.c():
-			if polling {
-				continue // the previous poll is still running
-			}
-			polling = true
-			running.Add(1)
-			go func() {
-				defer running.Done()
-				for _, ifc := range p.engine.Config().Interfaces {
-					if _, err := p.engine.PollSessions(ctx, ifc.Name); err != nil && ctx.Err() == nil {
-						d.log.Warn("session poll; the next poll takes up from the stored state", "iface", ifc.Name, "err", err)
-					}
+		case <-d.sched.Done():
+			// The database file was deleted or replaced (the scheduler
+			// logged it): everything written from now on would go to a
+			// file nobody reads. The store refuses writes already; exit,
+			// so that the service manager starts wgkeeper on the file now
+			// at the path.
+			sdNotify("STOPPING=1")
+			if d.api != nil {
+				// Keep answering (503, /healthz failing) until the
+				// requests in progress are done; then stop closes the
+				// listener.
+				wctx, cancel := context.WithTimeout(ctx, p.cfg.Hooks.Timeout+5*time.Second)
+				if err := d.api.WaitIdle(wctx); err != nil {
+					d.log.Warn("requests still in progress; stopping anyway", "err", err)
 				}
-				pollDone <- struct{}{}
-			}()
-		case <-pollDone:
-			polling = false
-		case name, ok := <-linkEvents:
-			if !ok {
-				linkEvents = nil // repairs wait for the reconcile interval
-				continue
+				cancel()
 			}
-			// An owned interface was deleted or set down: repair it now,
-			// not at the next interval.
-			p.engine.Reconcile(ctx, name, false)
-		case <-watch.C:
-			if err := p.store.Check(ctx); err != nil {
-				if ue := (*store.UnavailableError)(nil); errors.As(err, &ue) && ue.Cause == store.CauseReplaced {
-					// Everything written from now on would go to a file
-					// nobody reads. The store refuses writes already; stop,
-					// after the requests in progress (deferred), so that
-					// the service manager starts wgkeeper on the file now
-					// at the path.
-					d.log.Error("the database file was deleted or replaced; stopping all writes and exiting to be restarted",
-						"database", p.cfg.DatabaseName(), "err", err)
-					sdNotify("STOPPING=1")
-					if d.api != nil {
-						// Keep answering (503, /healthz failing) until the
-						// requests in progress are done; then the deferred
-						// Shutdown closes the listener.
-						wctx, cancel := context.WithTimeout(ctx, p.cfg.Hooks.Timeout+5*time.Second)
-						if err := d.api.WaitIdle(wctx); err != nil {
-							d.log.Warn("requests still in progress; stopping anyway", "err", err)
-						}
-						cancel()
-					}
-					return fmt.Errorf("database %s: %w", p.cfg.DatabaseName(), err)
-				}
-			}
-		case _, ok := <-changes:
-			if !ok {
-				changes = nil // ctx is done: the next turn returns
-				continue
-			}
-			d.arm(ctx, timer)
-		case <-d.wake:
-			d.arm(ctx, timer)
-		case <-timer.C:
-			// An expiry or a retry is due now. The step runs beside the
-			// loop, so signals are answered while scripts run; a stop
-			// waits for it (running.Wait).
-			if stepping {
-				continue // stepDone re-arms
-			}
-			stepping = true
-			running.Add(1)
-			go func() {
-				defer running.Done()
-				var failed error
-				if _, err := p.engine.Expire(ctx); err != nil && ctx.Err() == nil {
-					d.log.Error("expire", "err", err)
-					failed = err
-				}
-				if _, err := p.engine.Deliver(ctx); err != nil && ctx.Err() == nil {
-					d.log.Error("deliver", "err", err)
-					failed = err
-				}
-				stepDone <- failed
-			}()
-		case err := <-stepDone:
-			stepping = false
-			if err != nil {
-				// An expiry the store could not record stays due: without
-				// the back-off the step would run again at once, forever.
-				d.failed()
-			} else {
-				d.failures = 0
-			}
-			d.arm(ctx, timer)
+			return fmt.Errorf("database %s: %w", p.cfg.DatabaseName(), d.sched.Err())
 		}
 	}
+}
+
+// stop stops the API (requests in progress are answered) and then the
+// scheduler (a running step finishes).
+func (d *daemon) stop() {
+	if d.api != nil {
+		// Requests in progress may wait for a connect script.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(d.env.ctx), d.p.cfg.Hooks.Timeout+5*time.Second)
+		if err := d.api.Shutdown(sctx); err != nil {
+			d.log.Error("stop API", "err", err)
+		}
+		cancel()
+	}
+	if err := d.sched.Stop(); err != nil {
+		d.log.Debug("scheduler stopped", "err", err) // reported when it stopped by itself
+	}
+}
+
+// sessionPoll is the job that reads every interface's sessions every
+// sessions.poll_interval (0 = never).
+func (d *daemon) sessionPoll(cfg *config.Config) sched.Job {
+	return sched.Job{Name: "session poll", Every: cfg.Sessions.PollInterval, Run: func(ctx context.Context) error {
+		for _, ifc := range d.p.engine.Config().Interfaces {
+			if _, err := d.p.engine.PollSessions(ctx, ifc.Name); err != nil && ctx.Err() == nil {
+				d.log.Warn("session poll; the next poll takes up from the stored state", "iface", ifc.Name, "err", err)
+			}
+		}
+		return nil // each interface's error is logged above
+	}}
+}
+
+// schedConfig is the part of cfg the scheduler follows.
+func schedConfig(cfg *config.Config) sched.Config {
+	return sched.Config{Schedule: cfg.Housekeeping.Schedule, ReconcileInterval: cfg.Housekeeping.ReconcileInterval}
 }
 
 // startAPI reads (or, when missing, creates) the bearer token, opens the
@@ -431,111 +333,17 @@ func (d *daemon) startAPI(cfg *config.Config, errc chan<- error) (*api.Server, e
 	return srv, nil
 }
 
-func (d *daemon) poke() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
-
-// arm sets the timer to the earliest expiry or event retry, or, after
-// failures, to the end of the back-off if that is later. When the store
-// cannot say, the timer retries after the back-off.
-func (d *daemon) arm(ctx context.Context, t *time.Timer) {
-	next := time.Now().Add(time.Hour)
-	var errs []error
-	if at, ok, err := d.p.store.NextExpiry(ctx); err != nil {
-		errs = append(errs, err)
-	} else if ok && at.Before(next) {
-		next = at
-	}
-	if at, ok, err := d.p.store.NextDue(ctx); err != nil {
-		errs = append(errs, err)
-	} else if ok && at.Before(next) {
-		next = at
-	}
-	if len(errs) > 0 && ctx.Err() == nil {
-		d.log.Error("schedule expiry and delivery", "err", errors.Join(errs...))
-		d.failed()
-		next = d.retryAt
-	}
-	if d.failures > 0 && next.Before(d.retryAt) {
-		next = d.retryAt
-	}
-	wait := time.Until(next)
-	if wait < 0 {
-		wait = 0
-	}
-	if !t.Stop() {
-		select {
-		case <-t.C:
-		default:
-		}
-	}
-	t.Reset(wait)
-}
-
-// startCron runs job on the housekeeping schedule (UTC), never two at once,
-// recovering from panics. An empty schedule runs nothing.
-func (d *daemon) startCron(spec string, job func()) (*cron.Cron, error) {
-	cl := cronLogger{d.log}
-	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)))
-	if err := schedule(c, spec, job); err != nil {
-		return nil, err
-	}
-	c.Start()
-	return c, nil
-}
-
-func schedule(c *cron.Cron, spec string, job func()) error {
-	if spec == "" {
-		return nil
-	}
-	sch, err := config.ParseSchedule(spec)
-	if err != nil {
-		return fmt.Errorf("housekeeping.schedule %q: %w", spec, err)
-	}
-	c.Schedule(sch, cron.FuncJob(job))
-	return nil
-}
-
-// ticker is a time.Ticker that may be off (interval 0).
-type ticker struct{ t *time.Ticker }
-
-func newTicker(d time.Duration) *ticker {
-	tk := &ticker{}
-	tk.reset(d)
-	return tk
-}
-
-func (t *ticker) reset(d time.Duration) {
-	switch {
-	case d <= 0 && t.t != nil:
-		t.t.Stop()
-		t.t = nil
-	case d > 0 && t.t == nil:
-		t.t = time.NewTicker(d)
-	case d > 0:
-		t.t.Reset(d)
-	}
-}
-
-// c is the tick channel; nil (never ready) when off.
-func (t *ticker) c() <-chan time.Time {
-	if t.t == nil {
-		return nil
-	}
-	return t.t.C
-}
-
-func (t *ticker) stop() { t.reset(0) }
-
-// reload re-reads the config on SIGHUP. A bad file keeps the old config.
-// Interfaces are not re-created: a change of interfaces needs a restart.
-func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
+// reload re-reads the config on SIGHUP. A bad file, or one whose
+// [[interface]] list differs from the running one (interfaces are set up at
+// start; a change needs a restart), keeps the running config whole.
+func (d *daemon) reload() {
 	cfg, err := d.env.loadConfig()
 	if err != nil {
 		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
+	if diff := interfacesChanged(d.p.cfg, cfg); diff != "" {
+		d.log.Error("reload: keeping the running config: the [[interface]] list changed ("+diff+"); restart wgkeeper to apply it", "config", d.env.configPath)
 		return
 	}
 	runner, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency, PassEnv: cfg.Hooks.PassEnv, Logger: d.log})
@@ -543,9 +351,28 @@ func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
 	}
-	if _, err := config.ParseSchedule(cfg.Housekeeping.Schedule); cfg.Housekeeping.Schedule != "" && err != nil {
+	sessRunner, err := sessionRunner(cfg, d.log)
+	if err != nil {
 		d.log.Error("reload: keeping the running config", "err", err)
 		return
+	}
+	if err := sched.Validate(schedConfig(cfg)); err != nil {
+		d.log.Error("reload: keeping the running config", "err", err)
+		return
+	}
+	if nodes, ok := d.p.store.(store.Nodes); ok {
+		if cfg.Node != d.p.cfg.Node {
+			d.log.Error("reload: keeping the running config; node changed, restart wgkeeper to become another node", "node", d.p.cfg.Node, "new_node", cfg.Node)
+			return
+		}
+		// The last step that can refuse: it records the new declaration.
+		if err := nodes.RegisterNode(d.env.ctx, nodeDecl(cfg)); err != nil {
+			d.log.Error("reload: keeping the running config", "err", err)
+			return
+		}
+	}
+	if err := d.sched.Reload(schedConfig(cfg)); err != nil {
+		d.log.Error("reload: schedule", "err", err) // validated above: not reached
 	}
 	if cfg.API != d.p.cfg.API {
 		d.log.Warn("reload: the [api] settings changed; restart wgkeeper to apply them")
@@ -563,33 +390,65 @@ func (d *daemon) reload(sched *cron.Cron, recon *ticker, job func()) {
 			d.log.Error("reload: keeping the API tokens in use", "err", err)
 		}
 	}
-	sessRunner, err := sessionRunner(cfg, d.log)
-	if err != nil {
-		d.log.Error("reload: keeping the running config", "err", err)
-		return
-	}
-	if nodes, ok := d.p.store.(store.Nodes); ok {
-		if cfg.Node != d.p.cfg.Node {
-			d.log.Error("reload: keeping the running config; node changed, restart wgkeeper to become another node", "node", d.p.cfg.Node, "new_node", cfg.Node)
-			return
-		}
-		if err := nodes.RegisterNode(d.env.ctx, nodeDecl(cfg)); err != nil {
-			d.log.Error("reload: keeping the running config", "err", err)
-			return
-		}
-	}
 	d.p.engine.SetConfig(cfg, runner)
 	d.p.engine.SetSessionRunner(sessRunner)
+	d.sched.SetJob(d.sessionPoll(cfg))
 	d.p.cfg = cfg
 	d.p.runner = runner
-	recon.reset(cfg.Housekeeping.ReconcileInterval)
-	for _, en := range sched.Entries() {
-		sched.Remove(en.ID)
-	}
-	if err := schedule(sched, cfg.Housekeeping.Schedule, job); err != nil {
-		d.log.Error("reload: schedule", "err", err)
-	}
 	d.log.Info("config reloaded", "config", d.env.configPath)
+}
+
+// interfacesChanged says what differs between the interfaces of the
+// running config and of a new one, in what the daemon set up at start:
+// names, modes, key files, listen ports and, for the interfaces it owns,
+// addresses (from the profiles); "" when nothing does.
+func interfacesChanged(old, cur *config.Config) string {
+	var diffs []string
+	byName := map[string]config.Interface{}
+	for _, ifc := range cur.Interfaces {
+		byName[ifc.Name] = ifc
+	}
+	seen := map[string]bool{}
+	for _, o := range old.Interfaces {
+		seen[o.Name] = true
+		n, ok := byName[o.Name]
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("interface %s removed", o.Name))
+			continue
+		}
+		if o.Mode != n.Mode {
+			diffs = append(diffs, fmt.Sprintf("interface %s: mode %s -> %s", o.Name, o.Mode, n.Mode))
+		}
+		if o.PrivateKeyFile != n.PrivateKeyFile {
+			diffs = append(diffs, fmt.Sprintf("interface %s: private_key_file %q -> %q", o.Name, o.PrivateKeyFile, n.PrivateKeyFile))
+		}
+		if o.ListenPort != n.ListenPort {
+			diffs = append(diffs, fmt.Sprintf("interface %s: listen_port %d -> %d", o.Name, o.ListenPort, n.ListenPort))
+		}
+		if o.Owned() && n.Owned() {
+			if a, b := serverAddrs(old, o.Name), serverAddrs(cur, n.Name); !slices.Equal(a, b) {
+				diffs = append(diffs, fmt.Sprintf("interface %s: addresses %v -> %v", o.Name, a, b))
+			}
+		}
+	}
+	for _, n := range cur.Interfaces {
+		if !seen[n.Name] {
+			diffs = append(diffs, fmt.Sprintf("interface %s added", n.Name))
+		}
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// serverAddrs are the addresses the daemon puts on an interface it owns:
+// those of the profiles on it, in config order.
+func serverAddrs(cfg *config.Config, iface string) []netip.Prefix {
+	var addrs []netip.Prefix
+	for _, prof := range cfg.Profiles {
+		if prof.Interface == iface {
+			addrs = append(addrs, prof.ServerAddrs()...)
+		}
+	}
+	return addrs
 }
 
 // upInterfaces creates the interfaces wgkeeper owns and sets key and port
@@ -609,12 +468,7 @@ func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
 			if key == nil {
 				return fmt.Errorf("interface %s: mode %s needs private_key_file", ifc.Name, ifc.Mode)
 			}
-			var addrs []netip.Prefix
-			for _, prof := range cfg.Profiles {
-				if prof.Interface == ifc.Name {
-					addrs = append(addrs, prof.ServerAddrs()...)
-				}
-			}
+			addrs := serverAddrs(cfg, ifc.Name)
 			l, err := wg.Up(ctx, wg.Spec{Name: ifc.Name, Mode: ifc.Mode, PrivateKey: *key, ListenPort: ifc.ListenPort, Addresses: addrs, Logger: d.log})
 			if err != nil {
 				return fmt.Errorf("interface %s: %w", ifc.Name, err)
@@ -635,10 +489,10 @@ func (d *daemon) upInterfaces(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// watchLinks returns the names of owned interfaces as the kernel reports
-// them deleted or down; nil (never ready) when the daemon owns none or the
-// kernel cannot be watched, and then the reconcile interval repairs them.
-func (d *daemon) watchLinks(ctx context.Context) <-chan string {
+// watchLinks returns how the scheduler watches the owned interfaces: the
+// names of those the kernel reports deleted or down; nil when the daemon
+// owns none.
+func (d *daemon) watchLinks() func(ctx context.Context) (<-chan string, error) {
 	if len(d.links) == 0 {
 		return nil
 	}
@@ -646,14 +500,11 @@ func (d *daemon) watchLinks(ctx context.Context) <-chan string {
 	for i, l := range d.links {
 		names[i] = l.Name()
 	}
-	ch, err := wg.WatchLinks(ctx, names, func(err error) {
-		d.log.Warn("watch interfaces", "err", err)
-	})
-	if err != nil {
-		d.log.Warn("watch interfaces; repairs wait for the reconcile interval", "err", err)
-		return nil
+	return func(ctx context.Context) (<-chan string, error) {
+		return wg.WatchLinks(ctx, names, func(err error) {
+			d.log.Warn("watch interfaces", "err", err)
+		})
 	}
-	return ch
 }
 
 // ownedLinks are the interfaces the daemon created, by name: the engine
@@ -679,13 +530,6 @@ func (d *daemon) downInterfaces() {
 	d.links = nil
 }
 
-type cronLogger struct{ l *slog.Logger }
-
-func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
-func (c cronLogger) Error(err error, msg string, kv ...any) {
-	c.l.Error("cron: "+msg, append(kv, "err", err)...)
-}
-
 // nodeDecl is what cfg declares to the other nodes sharing the database.
 func nodeDecl(cfg *config.Config) store.NodeDecl {
 	d := store.NodeDecl{Name: cfg.Node, Version: Version}
@@ -704,16 +548,9 @@ func nodeDecl(cfg *config.Config) store.NodeDecl {
 // heartbeatEvery is how often a node records that it is alive.
 const heartbeatEvery = 10 * time.Second
 
-// heartbeat records the node's liveness until ctx ends.
-func (d *daemon) heartbeat(ctx context.Context, nodes store.Nodes) {
-	t := time.NewTicker(heartbeatEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// heartbeat is the job that records the node's liveness.
+func (d *daemon) heartbeat(nodes store.Nodes) sched.Job {
+	return sched.Job{Name: "node heartbeat", Every: heartbeatEvery, Run: func(ctx context.Context) error {
 		cfg := d.p.engine.Config() // d.p.cfg belongs to the main loop
 		err := nodes.Heartbeat(ctx, cfg.Node)
 		if errors.Is(err, store.ErrNotFound) {
@@ -723,5 +560,6 @@ func (d *daemon) heartbeat(ctx context.Context, nodes store.Nodes) {
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("node heartbeat", "node", cfg.Node, "err", err)
 		}
-	}
+		return nil // logged above, as a warning: the next beat tries again
+	}}
 }

@@ -194,14 +194,25 @@ func New(o Options) (*Scheduler, error) {
 	return s, nil
 }
 
+// Validate reports what Reload would refuse in c: an invalid schedule.
+func Validate(c Config) error {
+	if c.Schedule == "" {
+		return nil
+	}
+	if _, err := config.ParseSchedule(c.Schedule); err != nil {
+		return fmt.Errorf("housekeeping.schedule %q: %w", c.Schedule, err)
+	}
+	return nil
+}
+
 // builtinJobs returns housekeeping and the reconcile ticker for c.
 func (s *Scheduler) builtinJobs(c Config) ([]Job, error) {
+	if err := Validate(c); err != nil {
+		return nil, err
+	}
 	var hk cron.Schedule
 	if c.Schedule != "" {
-		var err error
-		if hk, err = config.ParseSchedule(c.Schedule); err != nil {
-			return nil, fmt.Errorf("housekeeping.schedule %q: %w", c.Schedule, err)
-		}
+		hk, _ = config.ParseSchedule(c.Schedule) // valid: checked above
 	}
 	jobs := []Job{
 		{Name: JobReconcile, Every: c.ReconcileInterval, Run: func(ctx context.Context) error {
