@@ -229,6 +229,31 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatalf("create on node-a for node-b's profile: %d %s, want 421 wrong_node naming node-b", code, body)
 	}
 
+	// Node A's status lists both nodes with their interfaces; so does
+	// the CLI's.
+	code, body = a.call("GET", "/v1/status", "")
+	var st struct {
+		Nodes []struct {
+			Name       string    `json:"name"`
+			Self       bool      `json:"self"`
+			Alive      bool      `json:"alive"`
+			LastSeen   time.Time `json:"last_seen"`
+			Interfaces []string  `json:"interfaces"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); code != http.StatusOK || err != nil {
+		t.Fatalf("status on node-a: %d %v %s", code, err, body)
+	}
+	if len(st.Nodes) != 2 || st.Nodes[0].Name != "node-a" || !st.Nodes[0].Self || st.Nodes[1].Name != "node-b" || st.Nodes[1].Self ||
+		!st.Nodes[1].Alive || time.Since(st.Nodes[1].LastSeen) > time.Minute ||
+		fmt.Sprint(st.Nodes[0].Interfaces) != fmt.Sprint([]string{a.srv.Name}) || fmt.Sprint(st.Nodes[1].Interfaces) != fmt.Sprint([]string{b.srv.Name}) {
+		t.Fatalf("nodes in node-a's status: %+v", st.Nodes)
+	}
+	if out := runSelf(t, "-config", a.cfgPath, "status"); !strings.Contains(out, "node node-a (this node)  alive") ||
+		!strings.Contains(out, "node node-b  alive") || !strings.Contains(out, b.srv.Name) {
+		t.Fatalf("status on node-a does not list both nodes:\n%s", out)
+	}
+
 	// Bob's client talks to node B, so its peer has byte counters.
 	cl := b.srv.NewClient(t, wgtest.WithClientKey(bobKey), wgtest.WithClientAddrs(bobAddr, netip.Addr{}))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -266,6 +291,33 @@ func TestTwoNodes(t *testing.T) {
 	}
 	if n, _, _ := a.runs("D", bobKey.PublicKey()); n != 0 {
 		t.Fatalf("node-a ran the D of node-b's config: %v", a.events())
+	}
+
+	// Delivery is at least once: a kill between the script and recording
+	// it done runs it again. Kill node B only once bob's D is recorded.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var evs struct {
+			Events []struct {
+				Event     string `json:"event"`
+				PublicKey string `json:"public_key"`
+				Status    string `json:"status"`
+			} `json:"events"`
+		}
+		json.Unmarshal([]byte(runSelf(t, "-config", a.cfgPath, "events", "-json")), &evs)
+		done := false
+		for _, ev := range evs.Events {
+			if ev.Event == "D" && ev.PublicKey == bobKey.PublicKey().String() && ev.Status == "done" {
+				done = true
+			}
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's D not recorded done: %+v", evs.Events)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	// Node B dies. Node A goes on creating and deleting.

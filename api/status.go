@@ -93,6 +93,18 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 	}
 	out = StatusResponse{Version: src.Version, Events: evs,
 		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
+	if nodes := src.nodes(); nodes != nil {
+		ns, err := nodes.ListNodes(ctx)
+		if err != nil {
+			return out, err
+		}
+		out.Nodes = make([]NodeStatus, 0, len(ns))
+		for _, n := range ns {
+			out.Nodes = append(out.Nodes, NodeStatus{Name: n.Name, Self: n.Name == cfg.Node, Version: n.Version,
+				StartedAt: n.StartedAt, LastSeen: n.LastSeen, Alive: src.Now.Sub(n.LastSeen) <= NodeAliveWindow,
+				Interfaces: append([]string{}, n.Interfaces...)})
+		}
+	}
 	for _, ifc := range cfg.Interfaces {
 		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode}
 		for k, n := range active {
@@ -334,4 +346,16 @@ func (src Source) Events(ctx context.Context, f store.EventFilter) (EventsRespon
 		out.NextBeforeID = &next
 	}
 	return out, nil
+}
+
+// nodes is where the nodes sharing the database are listed: the store, or
+// the engine's (the server's Store is its engine); nil with one node.
+func (src Source) nodes() store.Nodes {
+	if n, ok := src.Store.(store.Nodes); ok {
+		return n
+	}
+	if e, ok := src.Engine.(interface{ Nodes() store.Nodes }); ok {
+		return e.Nodes()
+	}
+	return nil
 }

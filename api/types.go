@@ -160,7 +160,26 @@ type StatusResponse struct {
 	Interfaces []InterfaceStatus `json:"interfaces"`
 	Profiles   []ProfileStatus   `json:"profiles"`
 	Events     map[string]int    `json:"events"`
+	// Nodes lists every node sharing the database (PostgreSQL), by name;
+	// absent with SQLite.
+	Nodes []NodeStatus `json:"nodes,omitempty"`
 }
+
+// NodeStatus is one node in GET /v1/status.
+type NodeStatus struct {
+	Name      string    `json:"name"`
+	Self      bool      `json:"self"` // the node answering
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	// Alive: a heartbeat within NodeAliveWindow.
+	Alive      bool     `json:"alive"`
+	Interfaces []string `json:"interfaces"`
+}
+
+// NodeAliveWindow is how recent a node's last heartbeat must be for it to
+// count as alive: three heartbeats (every 10 s).
+const NodeAliveWindow = 30 * time.Second
 
 // InterfaceStatus is one interface in GET /v1/status.
 type InterfaceStatus struct {

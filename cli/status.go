@@ -131,6 +131,21 @@ func statusCounts(si api.InterfaceStatus) map[string]int {
 
 // printStatus renders GET /v1/status for people, relative to t.
 func printStatus(w io.Writer, st api.StatusResponse, t time.Time) {
+	for _, n := range st.Nodes {
+		state := "alive"
+		if !n.Alive {
+			state = "not seen"
+		}
+		self := ""
+		if n.Self {
+			self = " (this node)"
+		}
+		fmt.Fprintf(w, "node %s%s  %s, last seen %s  interfaces %s\n", n.Name, self, state,
+			n.LastSeen.UTC().Format(time.RFC3339), joinNonEmpty(n.Interfaces...))
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintln(w)
+	}
 	for i, si := range st.Interfaces {
 		if i > 0 {
 			fmt.Fprintln(w)

@@ -372,6 +372,10 @@ func graceOf(r Runner) time.Duration {
 // Config returns the configuration in force.
 func (e *Engine) Config() *config.Config { return e.cfg.Load() }
 
+// Nodes returns Options.Nodes: where the nodes sharing the database are
+// registered; nil when this is the only node.
+func (e *Engine) Nodes() store.Nodes { return e.nodes }
+
 // Owner is the name this engine uses in event leases (followed by "/" and
 // a claim number).
 func (e *Engine) Owner() string { return e.ownerName() }
