@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"math"
 	"slices"
 	"time"
 
@@ -87,9 +86,9 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 	rxGrew := false
 	if obs != nil {
 		rx, tx := max(obs.RxBytes, 0), max(obs.TxBytes, 0)
-		dIn, dOut = delta(prev.RxBase, rx), delta(prev.TxBase, tx)
+		dIn, dOut = store.CounterDelta(prev.RxBase, rx), store.CounterDelta(prev.TxBase, tx)
 		next.RxBase, next.TxBase = rx, tx
-		next.BytesIn, next.BytesOut = satAdd(prev.BytesIn, dIn), satAdd(prev.BytesOut, dOut)
+		next.BytesIn, next.BytesOut = store.SatAdd(prev.BytesIn, dIn), store.SatAdd(prev.BytesOut, dOut)
 		rxGrew = dIn > 0
 		if newerHandshake(obs.LastHandshake, prev.LastHandshake) {
 			next.LastHandshake = obs.LastHandshake.UTC()
@@ -145,8 +144,8 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 		if !started && next.Endpoint != prev.Endpoint && prev.Endpoint.IsValid() {
 			out = append(out, SessionChange{Kind: SessionRoam, At: now, Endpoint: next.Endpoint})
 		}
-		next.Session.BytesIn = satAdd(next.Session.BytesIn, dIn)
-		next.Session.BytesOut = satAdd(next.Session.BytesOut, dOut)
+		next.Session.BytesIn = store.SatAdd(next.Session.BytesIn, dIn)
+		next.Session.BytesOut = store.SatAdd(next.Session.BytesOut, dOut)
 		// a start or roam reports the session as it stands after the poll
 		for i := range out {
 			if out[i].Kind != SessionEnd {
@@ -230,23 +229,6 @@ func compareKeys(a, b wgtypes.Key) int {
 		}
 	}
 	return 0
-}
-
-// delta is how much a counter grew from base to cur; a counter below its
-// base was reset, and everything it holds is new.
-func delta(base, cur int64) int64 {
-	if cur < base {
-		return cur
-	}
-	return cur - base
-}
-
-// satAdd adds two non-negative counts, saturating at math.MaxInt64.
-func satAdd(a, b int64) int64 {
-	if b > math.MaxInt64-a {
-		return math.MaxInt64
-	}
-	return a + b
 }
 
 // newerHandshake reports whether cur is a later handshake than last, in

@@ -88,17 +88,21 @@ type Event struct {
 // base was reset and counts whole), saturating: what SetEventsBytes
 // stores.
 func (e Event) AddCounters(in, out int64) (int64, int64) {
-	return satAdd(e.BytesIn, counterDelta(e.RxBase, in)), satAdd(e.BytesOut, counterDelta(e.TxBase, out))
+	return SatAdd(e.BytesIn, CounterDelta(e.RxBase, in)), SatAdd(e.BytesOut, CounterDelta(e.TxBase, out))
 }
 
-func counterDelta(base, cur int64) int64 {
+// CounterDelta is how much a device byte counter grew from base to cur; a
+// counter below its base was reset (the peer was re-added), and everything
+// it holds is new.
+func CounterDelta(base, cur int64) int64 {
 	if cur < base {
 		return cur
 	}
 	return cur - base
 }
 
-func satAdd(a, b int64) int64 {
+// SatAdd adds two non-negative byte counts, saturating at math.MaxInt64.
+func SatAdd(a, b int64) int64 {
 	if b > math.MaxInt64-a {
 		return math.MaxInt64
 	}
