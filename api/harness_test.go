@@ -19,7 +19,6 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/api/apitest"
 	"github.com/wgkeeper/wgkeeper/config"
-	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/internal/enginetest"
 	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/internal/testenv"
@@ -103,10 +102,10 @@ type harnessOpts struct {
 type harness struct {
 	t       testing.TB
 	dir     string
-	srv     *server
+	srv     *testenv.Server
 	cfg     *config.Config
 	st      *sqlite.Store
-	dev     testDevice
+	dev     testenv.Device
 	fake    *enginetest.Device // the in-memory device; nil on a real one
 	eng     *reconcile.Engine
 	metrics *Metrics
@@ -116,32 +115,6 @@ type harness struct {
 	client *http.Client
 	clock  *fakeclock.Clock
 	ctx    context.Context
-}
-
-// testDevice is what the tests do to a device (wg.Client and
-// enginetest.Device both do it).
-type testDevice interface {
-	reconcile.Device
-	RemovePeers(ctx context.Context, name string, keys []wgtypes.Key) error
-}
-
-// server is the interface under test: a real userspace device (wgtest) or
-// one of the in-memory device.
-type server struct {
-	Name      string
-	Port      int
-	PublicKey wgtypes.Key
-	real      *wgtest.Server
-}
-
-// NewClient starts a real client of the real device; it needs
-// harnessOpts.real.
-func (s *server) NewClient(t testing.TB, opts ...wgtest.ClientOption) *wgtest.ClientDev {
-	t.Helper()
-	if s.real == nil {
-		t.Fatal("a client needs a real device: give the harness real: true")
-	}
-	return s.real.NewClient(t, opts...)
 }
 
 // handshake makes the config of key (with its addresses and preshared
@@ -172,25 +145,12 @@ func (h *harness) handshake(t testing.TB, priv wgtypes.Key, a4, a6 netip.Addr, p
 // root.
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	fakes := !o.real && testenv.Fakes()
-	if !fakes {
-		wgtest.RequireRoot(t)
-	}
 	if o.maxPerUser == 0 {
 		o.maxPerUser = 3
 	}
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	var key wgtypes.Key
-	if fakes {
-		var err error
-		if key, err = wgtypes.GeneratePrivateKey(); err != nil {
-			t.Fatal(err)
-		}
-		h.srv = &server{Name: wgtest.UniqueName("wgf"), Port: 51820, PublicKey: key.PublicKey()}
-	} else {
-		srv := wgtest.NewServer(t)
-		h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
-	}
+	h.srv = testenv.NewServer(t, o.real)
+	h.dev, h.fake = h.srv.Device, h.srv.Fake
 	if o.hooks == "" {
 		o.hooks = `timeout = "5s"`
 	}
@@ -207,27 +167,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.st.Close() })
-	var runner reconcile.Runner
-	if fakes {
-		h.fake = enginetest.NewDevice()
-		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port})
-		h.dev = h.fake
-		var script enginetest.Script
-		if !o.noScript {
-			script = h.hook
-		}
-		runner = enginetest.NewRunner(enginetest.RunnerConfig{Script: script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
-	} else {
-		dev, err := wg.NewClient()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { dev.Close() })
-		h.dev = dev
-		if runner, err = hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency}); err != nil {
-			t.Fatal(err)
-		}
+	var script enginetest.Script
+	if !o.noScript {
+		script = h.hook
 	}
+	runner := h.srv.Runner(t, cfg, script)
 	h.metrics = NewMetrics()
 	h.eng, err = reconcile.New(reconcile.Options{Config: cfg, Store: h.st, Device: h.dev, Runner: runner, Now: h.clock.Now, Observer: h.metrics})
 	if err != nil {

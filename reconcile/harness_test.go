@@ -85,55 +85,15 @@ type harnessOpts struct {
 type harness struct {
 	t      testing.TB
 	dir    string
-	srv    *server
+	srv    *testenv.Server
 	cfg    *config.Config
 	st     *sqlite.Store
-	dev    testDevice
+	dev    testenv.Device
 	fake   *enginetest.Device // the in-memory device; nil on a real one
 	runner Runner
-	script *enginetest.Runner // the in-memory runner; nil with the real script
 	eng    *Engine
 	clock  *fakeclock.Clock
 	ctx    context.Context
-}
-
-// testDevice is what the tests do to a device: the engine's Device and
-// RemovePeers (wg.Client and enginetest.Device both have them).
-type testDevice interface {
-	Device
-	RemovePeers(ctx context.Context, name string, keys []wgtypes.Key) error
-}
-
-// server is the interface under test: a real userspace device (wgtest) or
-// one of the in-memory device.
-type server struct {
-	Name      string
-	Port      int
-	PublicKey wgtypes.Key
-	real      *wgtest.Server
-	fake      *enginetest.Device
-}
-
-// Close removes the interface.
-func (s *server) Close() {
-	if s.real != nil {
-		s.real.Close()
-		return
-	}
-	s.fake.DeleteInterface(s.Name)
-}
-
-// Restart restarts the implementation: same key and port, no peers, a new
-// UAPI socket.
-func (s *server) Restart(t testing.TB) {
-	t.Helper()
-	if s.real != nil {
-		s.real.Restart(t)
-		return
-	}
-	if err := s.fake.Restart(s.Name); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // newHarness opens a store on a temporary file and an engine on it, with
@@ -142,9 +102,6 @@ func (s *server) Restart(t testing.TB) {
 // the real device or script set harnessOpts.real and skip without root.
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	if o.real || !testenv.Fakes() {
-		wgtest.RequireRoot(t)
-	}
 	if o.orphans == "" {
 		o.orphans = "remove"
 	}
@@ -152,25 +109,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		o.maxPerUser = 3
 	}
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	if o.real || !testenv.Fakes() {
-		srv := wgtest.NewServer(t, wgtest.WithPeers(o.peers...))
-		h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
-	} else {
-		key, err := wgtypes.GeneratePrivateKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.fake = enginetest.NewDevice()
-		h.srv = &server{Name: wgtest.UniqueName("wgf"), Port: 51820, PublicKey: key.PublicKey(), fake: h.fake}
-		h.fake.AddInterface(h.srv.Name, enginetest.Interface{PrivateKey: key, ListenPort: h.srv.Port, Peers: o.peers})
-	}
+	h.srv = testenv.NewServer(t, o.real, o.peers...)
+	h.dev, h.fake = h.srv.Device, h.srv.Fake
 	h.open(testConfig(h.srv.Name, h.srv.Port, o.orphans, o.ifaceExtra, o.maxPerUser, o.psk))
 	return h
 }
 
 // open writes the hook script and the config text into h.dir and opens
 // store, device, runner and engine on them: the in-memory device and
-// runner when h.fake is set, else a device client and the real script.
+// runner when h.fake is set, else (when h.dev is not set yet) a device
+// client, and the real script.
 func (h *harness) open(toml string) {
 	t := h.t
 	t.Helper()
@@ -183,22 +131,25 @@ func (h *harness) open(toml string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.st.Close() })
-	if h.fake != nil {
+	switch {
+	case h.dev != nil:
+	case h.fake != nil:
 		h.dev = h.fake
-		h.script = enginetest.NewRunner(enginetest.RunnerConfig{Script: h.hook, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
-		h.runner = h.script
-		h.eng = h.newEngine(nil)
-		return
+	default:
+		dev, err := wg.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dev.Close() })
+		h.dev = dev
 	}
-	dev, err := wg.NewClient()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { dev.Close() })
-	h.dev = dev
-	h.runner, err = hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
-	if err != nil {
-		t.Fatal(err)
+	if h.fake != nil {
+		h.runner = enginetest.NewRunner(enginetest.RunnerConfig{Script: h.hook, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
+	} else {
+		h.runner, err = hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: cfg.Hooks.Concurrency})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	h.eng = h.newEngine(nil)
 }
@@ -304,14 +255,11 @@ func (h *harness) create(user string, mod ...func(*CreateRequest)) *Created {
 // It needs a real device (harnessOpts.real).
 func (h *harness) connect(c *Created) *wgtest.ClientDev {
 	h.t.Helper()
-	if h.srv.real == nil {
-		h.t.Fatal("connect needs a real device: give the harness real: true")
-	}
 	opts := []wgtest.ClientOption{wgtest.WithClientKey(*c.PrivateKey), wgtest.WithClientAddrs(c.Peer.IPv4, c.Peer.IPv6)}
 	if c.Peer.PresharedKey != nil {
 		opts = append(opts, wgtest.WithPresharedKey(*c.Peer.PresharedKey))
 	}
-	cl := h.srv.real.NewClient(h.t, opts...)
+	cl := h.srv.NewClient(h.t, opts...)
 	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
 	defer cancel()
 	if err := cl.Handshake(ctx); err != nil {

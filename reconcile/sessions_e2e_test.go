@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/store"
-	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
 // sessionScript records its runs in events.log like hookScript, marked
@@ -34,10 +34,9 @@ func newSessionHarness(t *testing.T, extra string) *harness {
 // newSessionHarnessWith adds profileExtra to the profile's keys.
 func newSessionHarnessWith(t *testing.T, extra, profileExtra string) *harness {
 	t.Helper()
-	wgtest.RequireRoot(t)
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
-	srv := wgtest.NewServer(t)
-	h.srv = &server{Name: srv.Name, Port: srv.Port, PublicKey: srv.PublicKey, real: srv}
+	h.srv = testenv.NewServer(t, true)
+	h.dev = h.srv.Device
 	if err := os.WriteFile(filepath.Join(h.dir, "session.sh"), []byte(sessionScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
