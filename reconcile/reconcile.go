@@ -234,6 +234,9 @@ type Engine struct {
 	maxQueue    atomic.Int64             // longest hooks.queue_timeout configured so far (ns)
 	maxGrace    atomic.Int64             // longest kill grace of the runners so far (ns)
 
+	pollMu   sync.Mutex                // serialises PollSessions; guards actCache
+	actCache map[string]*activityCache // interface -> activity as this engine last read and wrote it
+
 	ownerMu    sync.Mutex // guards the four fields below
 	owner      string     // host:pid:token, the name leases carry before "/claim"
 	ownerToken string     // names the owner file

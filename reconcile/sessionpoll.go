@@ -43,6 +43,63 @@ type SessionPoll struct {
 	Written int
 	// Shared is set when the poll used the reconcile's device read.
 	Shared bool
+	// Reloaded is set when the configs' activity was read from the store
+	// (not taken from what this engine last read and wrote).
+	Reloaded bool
+}
+
+// activityCacheAge bounds how long an interface's activity is taken from
+// memory: a safety net, since any change of the configs on the interface
+// shows as a change of the device's peers first.
+const activityCacheAge = 5 * time.Minute
+
+// activityCache is the activity of an interface's configs as this engine
+// last read and wrote it, and the device's peers at that read. The
+// engine is the only writer of activity; configs come and go through the
+// device (a create adds its peer, a removal takes it off), so the cache
+// holds while the device shows the same peers: the configs, the device
+// peers that were no config (orphans), and no config missing that was
+// there.
+type activityCache struct {
+	acts    map[wgtypes.Key]store.Activity
+	others  map[wgtypes.Key]bool // on the device at the read, not a config
+	missing map[wgtypes.Key]bool // a config not on the device at the read
+	at      time.Time
+}
+
+func newActivityCache(acts map[wgtypes.Key]store.Activity, d *wg.Device, now time.Time) *activityCache {
+	c := &activityCache{acts: acts, others: map[wgtypes.Key]bool{}, missing: map[wgtypes.Key]bool{}, at: now}
+	on := make(map[wgtypes.Key]bool, len(d.Peers))
+	for _, p := range d.Peers {
+		on[p.PublicKey] = true
+		if _, ok := acts[p.PublicKey]; !ok {
+			c.others[p.PublicKey] = true
+		}
+	}
+	for k := range acts {
+		if !on[k] {
+			c.missing[k] = true
+		}
+	}
+	return c
+}
+
+// fits reports whether the cache still describes the interface whose
+// device read is d.
+func (c *activityCache) fits(d *wg.Device, now time.Time) bool {
+	if c == nil || now.Sub(c.at) >= activityCacheAge || now.Before(c.at) {
+		return false
+	}
+	n := 0
+	for _, p := range d.Peers {
+		if _, ok := c.acts[p.PublicKey]; ok {
+			n++
+		} else if !c.others[p.PublicKey] {
+			return false // a new peer: a new config, perhaps
+		}
+	}
+	// every config is on the device but those that were missing
+	return n+len(c.missing) == len(c.acts) && n+len(c.others) == len(d.Peers)
 }
 
 // PollSessions tracks the sessions of one interface: one device read (a
@@ -79,16 +136,38 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 			return out, fmt.Errorf("poll sessions on %s: %w", iface, unavailable(err))
 		}
 	}
-	prev, err := e.sess.ListActivity(ctx, iface)
-	if err != nil {
-		return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+	e.pollMu.Lock()
+	defer e.pollMu.Unlock()
+	if e.actCache == nil {
+		e.actCache = map[string]*activityCache{}
 	}
+	cache := e.actCache[iface]
+	if !cache.fits(d, now) {
+		acts, err := e.sess.ListActivity(ctx, iface)
+		if err != nil {
+			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+		}
+		cache = newActivityCache(acts, d, now)
+		e.actCache[iface] = cache
+		out.Reloaded = true
+	}
+	prev := cache.acts
 	changed, changes := TrackSessions(prev, d, Poll{Prev: last, Now: now, OfflineAfter: sc.OfflineAfter})
 	evs, err := e.sess.SaveActivity(ctx, store.ActivityUpdate{
 		Interface: iface, Configs: changed, Changes: changes, Events: sc.Script != "",
 	})
 	if err != nil {
+		delete(e.actCache, iface) // what was written is unknown: read it again
 		return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+	}
+	online := 0
+	for _, a := range prev {
+		if a.Online() {
+			online++
+		}
+	}
+	for _, c := range changed {
+		prev[c.Key] = c.Activity
 	}
 	e.mu.Lock()
 	e.polls[iface] = now
@@ -96,12 +175,6 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 		e.watched[iface] = now
 	}
 	e.mu.Unlock()
-	online := 0
-	for _, a := range prev {
-		if a.Online() {
-			online++
-		}
-	}
 	for _, c := range changes {
 		switch c.Kind {
 		case store.SessionStart:

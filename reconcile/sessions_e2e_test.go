@@ -402,3 +402,43 @@ func TestSessionsIdleReclaim(t *testing.T) {
 		t.Fatalf("talking config reclaimed: %v", err)
 	}
 }
+
+// The activity a poll takes from memory follows the configs: a config
+// created (its peer added to the device) after a poll is tracked at the
+// next one, and a removed one is dropped.
+func TestSessionsCacheFollowsConfigs(t *testing.T) {
+	h := newSessionHarness(t, "")
+	a := h.create("alice")
+	if sp := h.poll(10 * time.Second); !sp.Reloaded {
+		t.Fatal("first poll did not read the store")
+	}
+	if sp := h.poll(10 * time.Second); sp.Reloaded {
+		t.Fatal("unchanged interface read from the store again")
+	}
+	b := h.create("bob")
+	cl := h.connect(b)
+	defer cl.Close()
+	sp := h.poll(10 * time.Second)
+	if !sp.Reloaded || len(sp.Changes) != 1 || sp.Changes[0].Key != b.Peer.PublicKey || sp.Changes[0].Kind != store.SessionStart {
+		t.Fatalf("poll after a create = %+v; want bob's session start, read from the store", sp)
+	}
+	if _, err := h.eng.Delete(h.ctx, a.Peer.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	if sp := h.poll(10 * time.Second); !sp.Reloaded || sp.Online != 1 {
+		t.Fatalf("poll after a delete = %+v", sp)
+	}
+	// the safety net: read again after activityCacheAge whatever happens
+	for elapsed := time.Duration(0); elapsed < activityCacheAge; elapsed += 30 * time.Second {
+		pctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
+		err := cl.Ping(pctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp = h.poll(30 * time.Second)
+	}
+	if !sp.Reloaded {
+		t.Fatalf("no store read after %s", activityCacheAge)
+	}
+}
