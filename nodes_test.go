@@ -372,3 +372,61 @@ func TestTwoNodes(t *testing.T) {
 	stopDaemon(t, a.proc)
 	stopDaemon(t, b.proc)
 }
+
+// TestNodeSurvivesPostgresRestart stops and restarts PostgreSQL (fast
+// shutdown) under a running daemon: creates answer 503 unavailable while
+// it is down and nothing is half-written; once it is back the daemon
+// reconnects, reconciles every interface in full, and creates and deletes
+// work again.
+func TestNodeSurvivesPostgresRestart(t *testing.T) {
+	wgtest.RequireRoot(t)
+	srv := pgtest.NewServer(t)
+	db := pgtest.CreateDatabase(t, srv.URL())
+	a := newNode(t, db, "node-a", "staff-a", "10.63.0.0/24")
+	runSelf(t, "-config", a.cfgPath, "migrate")
+	a.start()
+	dev, err := wg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	k1 := newKey(t)
+	a.mustCreate("alice", "staff-a", k1.PublicKey())
+
+	srv.Stop(t)
+	code, body := a.create("bob", "staff-a", newKey(t).PublicKey())
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"unavailable"`) || !strings.Contains(body, "cannot be reached") {
+		t.Fatalf("create with PostgreSQL down: %d %s, want 503 unavailable", code, body)
+	}
+	// A peer removed by hand meanwhile comes back with the full reconcile
+	// that follows the reconnection.
+	if _, err := dev.Apply(context.Background(), a.srv.Name, wg.Plan{Remove: []wgtypes.Key{k1.PublicKey()}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Start(t)
+	a.proc.waitLog(t, "reconnected; reconciling every interface", 30*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.onDevice(dev, k1.PublicKey()) {
+		if time.Now().After(deadline) {
+			t.Fatal("alice's peer not restored by the reconcile after the reconnection")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	k2 := newKey(t)
+	a.mustCreate("carol", "staff-a", k2.PublicKey())
+	a.mustDelete(k2.PublicKey())
+	if n, _, _ := a.runs("C", k2.PublicKey()); n != 1 {
+		t.Fatalf("carol's C ran %d times", n)
+	}
+	// Bob's refused create left nothing behind.
+	var list struct {
+		Peers []struct {
+			UserID string `json:"user_id"`
+		} `json:"peers"`
+	}
+	json.Unmarshal([]byte(runSelf(t, "-config", a.cfgPath, "peer", "list", "-json")), &list)
+	if len(list.Peers) != 1 || list.Peers[0].UserID != "alice" {
+		t.Fatalf("configs after the restart: %+v, want alice's only", list.Peers)
+	}
+	stopDaemon(t, a.proc)
+}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -235,8 +236,25 @@ func (d *daemon) run() error {
 	}
 	sdNotify("READY=1")
 
+	// PostgreSQL: notifications sent while the listening connection was
+	// down are lost; each time it is back, reconcile every interface in
+	// full (the periodic reconcile stays the safety net).
+	var resyncs <-chan struct{}
+	if r, ok := p.store.(store.Resyncer); ok {
+		resyncs = r.Resyncs(ctx)
+	}
+	var resyncing sync.WaitGroup
+	defer resyncing.Wait() // before the interfaces go down (deferred earlier)
+
 	for {
 		select {
+		case _, ok := <-resyncs:
+			if !ok {
+				resyncs = nil
+				continue
+			}
+			d.log.Info("database change listener reconnected; reconciling every interface")
+			resyncing.Go(func() { p.engine.ReconcileAll(ctx, false) })
 		case <-ctx.Done():
 			sdNotify("STOPPING=1")
 			d.log.Info("stopping", "reason", context.Cause(ctx))

@@ -57,3 +57,13 @@ type Nodes interface {
 	// ordered by name; none when no node does.
 	ProfileNodes(ctx context.Context, profile string) ([]string, error)
 }
+
+// Resyncer is implemented by backends whose change notifications can be
+// lost while a connection is down (store/postgres): Resyncs receives a
+// value each time the listening connection is re-established after a
+// loss, when the caller should re-read everything (a full reconcile)
+// rather than trust that it heard of every change. It is closed when ctx
+// is done or the handle is closed.
+type Resyncer interface {
+	Resyncs(ctx context.Context) <-chan struct{}
+}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/wgkeeper/wgkeeper/store"
 )
 
 // The NOTIFY channels the schema's triggers use: every change goes to
@@ -68,6 +70,7 @@ func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 	default:
 	}
 	s.subs[ch] = struct{}{}
+	s.wg.Add(1) // the goroutine below, added under lmu (see Close)
 	var ready chan struct{}
 	if !s.started {
 		s.started = true
@@ -83,7 +86,6 @@ func (s *Store) Changes(ctx context.Context) <-chan struct{} {
 		case <-ctx.Done():
 		}
 	}
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		select {
@@ -130,8 +132,13 @@ func (s *Store) listen(ready chan struct{}) {
 				first = false
 				close(ready)
 			} else {
-				// Changes may have been missed while disconnected.
+				// The pool's idle connections most likely died with this
+				// one (a server restart): drop them rather than have the
+				// next requests fail on them. Changes may have been
+				// missed while disconnected.
+				s.pool.Reset()
 				s.wake()
+				s.resynced()
 			}
 			delay = 100 * time.Millisecond
 		})
@@ -171,5 +178,52 @@ func (s *Store) listenOnce(ctx context.Context, up func()) error {
 			return err
 		}
 		s.wake()
+	}
+}
+
+var _ store.Resyncer = (*Store)(nil)
+
+// Resyncs returns a channel that receives a value each time the listening
+// connection is re-established after it was lost (the server restarted,
+// the network failed): notifications sent meanwhile are lost, so the
+// caller should re-read everything. It holds at most one value and is
+// closed when ctx is done or the Store is closed. The listener starts
+// with the first Changes; without one nothing is sent.
+func (s *Store) Resyncs(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	s.lmu.Lock()
+	select {
+	case <-s.closed:
+		s.lmu.Unlock()
+		close(ch)
+		return ch
+	default:
+	}
+	s.resyncSubs[ch] = struct{}{}
+	s.wg.Add(1)
+	s.lmu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-ctx.Done():
+		case <-s.closed:
+		}
+		s.lmu.Lock()
+		delete(s.resyncSubs, ch)
+		close(ch)
+		s.lmu.Unlock()
+	}()
+	return ch
+}
+
+// resynced sends to every Resyncs subscriber that has no value pending.
+func (s *Store) resynced() {
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
+	for ch := range s.resyncSubs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }

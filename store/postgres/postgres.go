@@ -107,10 +107,12 @@ type Store struct {
 	node string
 	name string // the URL without its password, for messages
 
-	lmu      sync.Mutex // guards the listener fields below
-	started  bool       // the listener goroutine runs
-	subs     map[chan struct{}]struct{}
-	notified uint64 // notifications the listener received
+	lmu     sync.Mutex // guards the listener fields below
+	started bool       // the listener goroutine runs
+	subs    map[chan struct{}]struct{}
+	// resyncSubs are the Resyncs channels.
+	resyncSubs map[chan struct{}]struct{}
+	notified   uint64 // notifications the listener received
 
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
@@ -147,7 +149,7 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
 	s := &Store{cfg: cfg, now: opts.Now, log: opts.Logger, node: opts.Node, name: name,
-		subs: map[chan struct{}]struct{}{}, closed: make(chan struct{})}
+		subs: map[chan struct{}]struct{}{}, resyncSubs: map[chan struct{}]struct{}{}, closed: make(chan struct{})}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -320,7 +322,15 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 func (s *Store) writeOnce(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
-		return convErr(err)
+		err = convErr(err)
+		var ue *store.UnavailableError
+		if errors.As(err, &ue) && ue.Cause == store.CauseUnreachable && ctx.Err() == nil {
+			// A pooled connection that died (a server restart): nothing
+			// was sent, so drop the pool's connections and try again.
+			s.pool.Reset()
+			return fmt.Errorf("%w: %w", err, errRetry)
+		}
+		return err
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback(context.WithoutCancel(ctx))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -219,5 +220,56 @@ func TestIsURLAndRedact(t *testing.T) {
 	}
 	if got := Redact("postgres://u:secret@h/db"); strings.Contains(got, "secret") {
 		t.Errorf("Redact kept the password: %s", got)
+	}
+}
+
+// A server restart under a listening handle: Changes and Resyncs both
+// fire once the listener is back, and changes after it are heard again.
+func TestListenerResyncsAfterRestart(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	url := pgtest.CreateDatabase(t, srv.URL())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := open(t, url, Options{Create: true})
+	w := open(t, url, Options{})
+	changes := s.Changes(ctx)
+	resyncs := s.Resyncs(ctx)
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s within 30 s", what)
+		}
+	}
+	drain := func(ch <-chan struct{}) {
+		for {
+			select {
+			case <-ch:
+			default:
+				return
+			}
+		}
+	}
+	v0, err := s.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart(t)
+	wait(resyncs, "resync after the restart")
+	wait(changes, "change after the restart")
+	if v, err := s.Version(ctx); err != nil || v == v0 {
+		t.Errorf("Version after a resync = %d, %v; want other than %d", v, err, v0)
+	}
+	drain(changes)
+	if _, _, err := w.InsertPending(ctx, store.NewPeer{PublicKey: testKey(1), Interface: "wg0", ProfileID: "p", UserID: "u",
+		IPv4Range: netip.MustParsePrefix("10.0.0.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	wait(changes, "change by another handle after the restart")
+	select {
+	case <-resyncs:
+		t.Error("a resync without a lost connection")
+	default:
 	}
 }
