@@ -18,7 +18,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/store"
 )
 
-func open(t *testing.T, url string, opts Options) *Store {
+func open(t testing.TB, url string, opts Options) *Store {
 	t.Helper()
 	s, err := Open(context.Background(), url, opts)
 	if err != nil {
