@@ -176,10 +176,14 @@ func TestDaemon(t *testing.T) {
 		t.Fatal("created peer not on the daemon's device")
 	}
 
-	// The D script runs within a second of the expiry.
+	// The D script runs at the expiry. How soon is a benchmark figure
+	// (reconcile/sched BenchmarkExpiryLatency: a few ms); this end-to-end
+	// check keeps a bound a loaded CI machine cannot overrun by accident,
+	// while still failing when the daemon waits for a housekeeping run
+	// (housekeeping.schedule is an hour here) instead of the expiry.
 	expires := c.Peer.ExpiresAt
 	var dAt time.Time
-	for time.Now().Before(expires.Add(5 * time.Second)) {
+	for time.Now().Before(expires.Add(20 * time.Second)) {
 		if at, ok := eventTime(t, dir, "D", key); ok {
 			dAt = at
 			break
@@ -187,12 +191,12 @@ func TestDaemon(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if dAt.IsZero() {
-		t.Fatalf("no D event within 5 s of expiry %s", expires)
+		t.Fatalf("no D event within 20 s of expiry %s", expires)
 	}
 	late := dAt.Sub(expires)
 	t.Logf("D script ran %v after expiry", late)
-	if late < 0 || late > time.Second {
-		t.Fatalf("D script ran %v after expiry, want within 1s", late)
+	if late < 0 || late > 10*time.Second {
+		t.Fatalf("D script ran %v after expiry, want within 10s", late)
 	}
 	if dv, err := dev.Read(ctx, name); err != nil {
 		t.Fatal(err)
