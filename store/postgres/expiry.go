@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // SetExpiry sets expires_at to at (zero: never) on those of keys that are
@@ -25,11 +27,11 @@ import (
 // given a new expiry. Errors: at outside the storable range, or a database
 // error (nothing changed then).
 func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error) {
-	atV, err := encTime(at)
+	atV, err := sqlrow.EncTime(at)
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
 	}
-	nowV, err := encTime(s.clock())
+	nowV, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
 	}
@@ -42,16 +44,16 @@ func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time)
 				continue
 			}
 			seen[key] = true
-			var r peerRow
+			var r sqlrow.PeerRow
 			if err := tx.QueryRow(ctx, `UPDATE peers SET expires_at = $1
 				WHERE public_key = $2 AND state = 'active' AND (expires_at IS NULL OR expires_at > $3)
-				RETURNING `+peerColumns, atV, key.String(), nowV).Scan(r.dest()...); err != nil {
+				RETURNING `+sqlrow.PeerColumns, atV, key.String(), nowV).Scan(r.Dest()...); err != nil {
 				if errors.Is(err, pgx.ErrNoRows) {
 					continue
 				}
 				return fmt.Errorf("peer %s: %w", key, convErr(err))
 			}
-			p, err := r.decode()
+			p, err := r.Decode()
 			if err != nil {
 				return fmt.Errorf("peer %s: %w", key, err)
 			}

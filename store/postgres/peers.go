@@ -4,14 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // poolQuery finds the lowest free host index of a profile at or above $3
@@ -66,11 +68,11 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		psk := *np.PresharedKey
 		p.PresharedKey = &psk
 	}
-	createdAt, err := encTime(now)
+	createdAt, err := sqlrow.EncTime(now)
 	if err != nil {
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
 	}
-	expiresAt, err := encTime(p.ExpiresAt)
+	expiresAt, err := sqlrow.EncTime(p.ExpiresAt)
 	if err != nil {
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
 	}
@@ -131,9 +133,9 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		}
 		p.IPv4 = store.HostAddr(v4, idx)
 		p.IPv6 = store.HostAddr(v6, idx)
-		if _, err := tx.Exec(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		if _, err := tx.Exec(ctx, `INSERT INTO peers (`+sqlrow.PeerColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
-			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
+			sqlrow.EncAddr(p.IPv4), sqlrow.EncAddr(p.IPv6), psk, sqlrow.EncAddr(p.OriginatingIP),
 			string(store.StatePending), createdAt, expiresAt); err != nil {
 			var pe *pgconn.PgError
 			if !errors.As(err, &pe) || pe.Code != "23505" {
@@ -176,9 +178,9 @@ func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error)
 	if ev.SessionID != 0 {
 		sessionID = ev.SessionID
 	}
-	vals := make([]any, 0, len(eventColumnNames)-1)
+	vals := make([]any, 0, len(sqlrow.EventColumnNames)-1)
 	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
-		v, err := encTime(t)
+		v, err := sqlrow.EncTime(t)
 		if err != nil {
 			return 0, err
 		}
@@ -193,7 +195,7 @@ func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error)
 		$23, $24, $25, $26)
 		RETURNING id`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
-		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
+		sqlrow.EncAddr(ev.IPv4), sqlrow.EncAddr(ev.IPv6), sqlrow.EncAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
 		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], encActor(ev.Actor),
 		ev.Scope, sessionID, ev.RxBase, ev.TxBase).Scan(&id)
 	if err != nil {
@@ -256,7 +258,7 @@ func explainEvent(ctx context.Context, q querier, id int64, wantKind, wantStatus
 // this peer's running C event.
 func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error {
 	k := key.String()
-	doneAt, err := encTime(s.clock())
+	doneAt, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("activate peer %s: %w", key, err)
 	}
@@ -301,7 +303,7 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 // C event.
 func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventID int64) error {
 	k := key.String()
-	now, err := encTime(s.clock())
+	now, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("mark connect of %s started: %w", key, err)
 	}
@@ -365,12 +367,12 @@ func (s *Store) RejectPending(ctx context.Context, key wgtypes.Key, cEventID int
 
 // GetPeer returns the peer with this key, or an error matching ErrNotFound.
 func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error) {
-	var r peerRow
-	err := s.pool.QueryRow(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = $1`, key.String()).Scan(r.dest()...)
+	var r sqlrow.PeerRow
+	err := s.pool.QueryRow(ctx, `SELECT `+sqlrow.PeerColumns+` FROM peers WHERE public_key = $1`, key.String()).Scan(r.Dest()...)
 	if err != nil {
 		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, convErr(err))
 	}
-	p, err := r.decode()
+	p, err := r.Decode()
 	if err != nil {
 		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, err)
 	}
@@ -402,20 +404,20 @@ func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer
 		add("state = ?", string(f.State))
 	}
 	if !f.ExpiresBefore.IsZero() {
-		v, err := encTime(f.ExpiresBefore)
+		v, err := sqlrow.EncTime(f.ExpiresBefore)
 		if err != nil {
 			return nil, fmt.Errorf("list peers: expires before: %w", err)
 		}
 		add("expires_at <= ?", v)
 	}
 	if !f.CreatedBefore.IsZero() {
-		v, err := encTime(f.CreatedBefore)
+		v, err := sqlrow.EncTime(f.CreatedBefore)
 		if err != nil {
 			return nil, fmt.Errorf("list peers: created before: %w", err)
 		}
 		add("created_at < ?", v)
 	}
-	q := `SELECT ` + peerColumns + ` FROM peers`
+	q := `SELECT ` + sqlrow.PeerColumns + ` FROM peers`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -431,11 +433,11 @@ func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer
 	defer rows.Close()
 	var out []store.Peer
 	for rows.Next() {
-		var r peerRow
-		if err := rows.Scan(r.dest()...); err != nil {
+		var r sqlrow.PeerRow
+		if err := rows.Scan(r.Dest()...); err != nil {
 			return nil, fmt.Errorf("list peers: %w", convErr(err))
 		}
-		p, err := r.decode()
+		p, err := r.Decode()
 		if err != nil {
 			return nil, fmt.Errorf("list peers: %w", err)
 		}
@@ -573,7 +575,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 	if owner == "" {
 		leaseUntil = time.Time{}
 	}
-	nowV, err := encTime(now)
+	nowV, err := sqlrow.EncTime(now)
 	if err != nil {
 		return nil, fmt.Errorf("delete peers: %w", err)
 	}
@@ -614,14 +616,14 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 		// overlapping deletes lock their rows in one order).
 		rows, err := tx.Query(ctx, `DELETE FROM peers WHERE public_key IN (
 				SELECT public_key FROM peers WHERE public_key = ANY($1) ORDER BY public_key FOR UPDATE)
-			RETURNING `+peerColumns, strs)
+			RETURNING `+sqlrow.PeerColumns, strs)
 		if err != nil {
 			return convErr(err)
 		}
-		deleted := make(map[string]peerRow, len(keys))
+		deleted := make(map[string]sqlrow.PeerRow, len(keys))
 		for rows.Next() {
-			var r peerRow
-			if err := rows.Scan(r.dest()...); err != nil {
+			var r sqlrow.PeerRow
+			if err := rows.Scan(r.Dest()...); err != nil {
 				rows.Close()
 				return convErr(err)
 			}
@@ -637,7 +639,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 				continue
 			}
 			delete(deleted, key.String()) // repeated keys count once
-			p, err := r.decode()
+			p, err := r.Decode()
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // TestCorruptRowsGiveClearErrors edits stored values by hand, as an operator
@@ -90,16 +91,16 @@ func TestTimeRange(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "expires at: time 9999-01-01T00:00:00Z is outside the storable range 1677..2262") {
 		t.Errorf("far-future expiry: err = %v", err)
 	}
-	for _, tm := range []time.Time{minTime, maxTime, time.Unix(0, 1).UTC(), time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600))} {
-		v, err := encTime(tm)
+	for _, tm := range []time.Time{sqlrow.MinTime, sqlrow.MaxTime, time.Unix(0, 1).UTC(), time.Date(2026, 1, 2, 3, 4, 5, 6, time.FixedZone("x", 3600))} {
+		v, err := sqlrow.EncTime(tm)
 		if err != nil {
 			t.Fatalf("encTime(%s): %v", tm, err)
 		}
-		if back := decTime(sql.NullInt64{Int64: v.(int64), Valid: true}); !back.Equal(tm) || back.Location() != time.UTC {
+		if back := sqlrow.DecTime(sql.NullInt64{Int64: v.(int64), Valid: true}); !back.Equal(tm) || back.Location() != time.UTC {
 			t.Errorf("round trip of %s gave %s", tm, back)
 		}
 	}
-	if v, err := encTime(time.Time{}); v != nil || err != nil {
+	if v, err := sqlrow.EncTime(time.Time{}); v != nil || err != nil {
 		t.Errorf("encTime(zero) = %v, %v; want NULL", v, err)
 	}
 }
@@ -119,12 +120,12 @@ func FuzzPeerRowDecode(f *testing.F) {
 	f.Add("QgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB=", "10.0.0.1", true, "", false, "", false, "", false, "active", int64(0))
 	f.Fuzz(func(t *testing.T, key, four string, fourOK bool, six string, sixOK bool, psk string, pskOK bool,
 		orig string, origOK bool, state string, index int64) {
-		r := peerRow{
+		r := sqlrow.PeerRow{
 			PublicKey: key, Interface: "wg0", ProfileID: "p", UserID: "u", IPIndex: index,
 			IPFour: nullStr(four, fourOK), IPSix: nullStr(six, sixOK), PresharedKey: nullStr(psk, pskOK),
 			OriginatingIP: nullStr(orig, origOK), State: state, CreatedAt: 1,
 		}
-		p, err := r.decode()
+		p, err := r.Decode()
 		if err != nil {
 			if !errors.Is(err, store.ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row peer ") {
 				t.Fatalf("error %q is not a corrupt-row error naming the peer", err)
@@ -141,7 +142,7 @@ func FuzzPeerRowDecode(f *testing.F) {
 		for _, c := range []struct {
 			in  sql.NullString
 			out any
-		}{{r.IPFour, encAddr(p.IPv4)}, {r.IPSix, encAddr(p.IPv6)}, {r.OriginatingIP, encAddr(p.OriginatingIP)}} {
+		}{{r.IPFour, sqlrow.EncAddr(p.IPv4)}, {r.IPSix, sqlrow.EncAddr(p.IPv6)}, {r.OriginatingIP, sqlrow.EncAddr(p.OriginatingIP)}} {
 			if c.in.Valid != (c.out != nil) || (c.in.Valid && c.out.(string) != c.in.String) {
 				t.Fatalf("address %q decoded to %v, which encodes differently", c.in.String, c.out)
 			}
@@ -165,7 +166,7 @@ func FuzzEventRowDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id int64, kind string, kindOK bool, key string, keyOK bool,
 		four, six, orig, status string, statusOK bool, attempts, bytesIn int64) {
 		opt := func(s string) sql.NullString { return nullStr(s, s != "") }
-		r := eventRow{
+		r := sqlrow.EventRow{
 			ID: sql.NullInt64{Int64: id, Valid: true}, Kind: nullStr(kind, kindOK), Reason: opt("deleted"),
 			PublicKey: nullStr(key, keyOK), Interface: opt("wg0"), ProfileID: opt("p"), UserID: opt("u"),
 			IPFour: opt(four), IPSix: opt(six), OriginatingIP: opt(orig),
@@ -176,7 +177,7 @@ func FuzzEventRowDecode(f *testing.F) {
 		if r.LastError.String == "" {
 			r.LastError.Valid = true
 		}
-		e, err := r.decode()
+		e, err := r.Decode()
 		if err != nil {
 			if !errors.Is(err, store.ErrCorrupt) || !strings.HasPrefix(err.Error(), "corrupt row event ") {
 				t.Fatalf("error %q is not a corrupt-row error naming the event", err)
@@ -186,7 +187,7 @@ func FuzzEventRowDecode(f *testing.F) {
 		if !kindOK || !keyOK || !statusOK || e.PublicKey.String() != key || e.Attempts < 0 || e.BytesIn < 0 || e.ID != id {
 			t.Fatalf("accepted %+v from %+v", e, r)
 		}
-		if (four != "" && encAddr(e.IPv4) != four) || (six != "" && encAddr(e.IPv6) != six) || (orig != "" && encAddr(e.OriginatingIP) != orig) {
+		if (four != "" && sqlrow.EncAddr(e.IPv4) != four) || (six != "" && sqlrow.EncAddr(e.IPv6) != six) || (orig != "" && sqlrow.EncAddr(e.OriginatingIP) != orig) {
 			t.Fatalf("addresses do not round-trip: %q %q %q -> %v %v %v", four, six, orig, e.IPv4, e.IPv6, e.OriginatingIP)
 		}
 	})

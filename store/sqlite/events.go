@@ -14,18 +14,19 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
-// scanEvents reads rows of eventColumns.
+// scanEvents reads rows of sqlrow.EventColumns.
 func scanEvents(rows *sql.Rows) ([]store.Event, error) {
 	defer rows.Close()
 	var out []store.Event
 	for rows.Next() {
-		var r eventRow
-		if err := rows.Scan(r.dest()...); err != nil {
+		var r sqlrow.EventRow
+		if err := rows.Scan(r.Dest()...); err != nil {
 			return nil, convErr(err)
 		}
-		e, err := r.decode()
+		e, err := r.Decode()
 		if err != nil {
 			return nil, err
 		}
@@ -103,11 +104,11 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 		return nil, fmt.Errorf("claim due events for %q: lease end %s is not after now %s", owner,
 			leaseUntil.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
 	}
-	nowV, err := encTime(now)
+	nowV, err := sqlrow.EncTime(now)
 	if err != nil {
 		return nil, fmt.Errorf("claim due events for %q: %w", owner, err)
 	}
-	untilV, err := encTime(leaseUntil)
+	untilV, err := sqlrow.EncTime(leaseUntil)
 	if err != nil {
 		return nil, fmt.Errorf("claim due events for %q: %w", owner, err)
 	}
@@ -118,7 +119,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 				WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND next_attempt_at <= ?3
 				  AND (lease_owner = '' OR lease_until IS NULL OR lease_until < ?3)
 				ORDER BY id LIMIT ?4)
-			RETURNING `+eventColumns, owner, untilV, nowV, limit)
+			RETURNING `+sqlrow.EventColumns, owner, untilV, nowV, limit)
 		if err != nil {
 			return s.note(convErr(err))
 		}
@@ -173,7 +174,7 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 	if owner == "" {
 		return fmt.Errorf("mark event %d done: owner is empty", id)
 	}
-	doneAt, err := encTime(s.clock())
+	doneAt, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("mark event %d done: %w", id, err)
 	}
@@ -200,11 +201,11 @@ func (s *Store) MarkDone(ctx context.Context, id int64, owner string) error {
 // holds a live lease (it ran out and another claim may have taken the
 // event): the caller must then not run the script.
 func (s *Store) RenewLease(ctx context.Context, id int64, owner string, until time.Time) error {
-	nowV, err := encTime(s.clock())
+	nowV, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("renew lease of event %d: %w", id, err)
 	}
-	untilV, err := encTime(until)
+	untilV, err := sqlrow.EncTime(until)
 	if err != nil || untilV == nil {
 		return fmt.Errorf("renew lease of event %d: bad time %v", id, until)
 	}
@@ -242,7 +243,7 @@ func (s *Store) MarkAttemptFailed(ctx context.Context, id int64, owner, errMsg s
 		if next.IsZero() {
 			return fmt.Errorf("mark event %d failed: no next attempt time for a non-final failure", id)
 		}
-		v, err := encTime(next)
+		v, err := sqlrow.EncTime(next)
 		if err != nil {
 			return fmt.Errorf("mark event %d failed: next attempt: %w", id, err)
 		}
@@ -284,7 +285,7 @@ func truncateError(msg string) string {
 // reset to 0 (last_error is kept until the next attempt). Errors: ErrNotFound
 // if there is no such event; ErrConflict if it is not failed.
 func (s *Store) RetryEvent(ctx context.Context, id int64) error {
-	nowV, err := encTime(s.clock())
+	nowV, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("retry event %d: %w", id, err)
 	}
@@ -309,7 +310,7 @@ func (s *Store) RetryEvent(ctx context.Context, id int64) error {
 // RetryFailed puts every failed event back as RetryEvent does and returns how
 // many there were.
 func (s *Store) RetryFailed(ctx context.Context) (int, error) {
-	nowV, err := encTime(s.clock())
+	nowV, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return 0, fmt.Errorf("retry failed events: %w", err)
 	}
@@ -364,7 +365,7 @@ func (s *Store) ListEvents(ctx context.Context, f store.EventFilter) ([]store.Ev
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
 	}
-	q := `SELECT ` + eventColumns + ` FROM events`
+	q := `SELECT ` + sqlrow.EventColumns + ` FROM events`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -446,7 +447,7 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due event: %w", s.note(convErr(err)))
 	}
-	return decTime(v), v.Valid, nil
+	return sqlrow.DecTime(v), v.Valid, nil
 }
 
 // NextExpiry returns the earliest expires_at among active peers; ok is false
@@ -499,7 +500,7 @@ const pruneBatch = 5000
 // It deletes in batches of separate transactions; on error the batches
 // already committed stay deleted.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) {
-	beforeV, err := encTime(before)
+	beforeV, err := sqlrow.EncTime(before)
 	if err != nil {
 		return 0, fmt.Errorf("prune events: %w", err)
 	}
@@ -534,7 +535,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int, error) 
 
 // sessionQuery pairs each C event with the first D event of the same key
 // after it (a key has at most one live peer, so its C and D events alternate).
-var sessionQuery = `SELECT ` + eventColumnsOf("c") + `, ` + eventColumnsOf("d") + `
+var sessionQuery = `SELECT ` + sqlrow.EventColumnsOf("c") + `, ` + sqlrow.EventColumnsOf("d") + `
 	FROM events c
 	LEFT JOIN events d ON d.id = (SELECT min(x.id) FROM events x
 		WHERE x.public_key = c.public_key AND x.event = 'D' AND x.scope = 'config' AND x.id > c.id)
@@ -548,17 +549,17 @@ func (s *Store) sessions(ctx context.Context, cond string, args ...any) ([]store
 	defer rows.Close()
 	var out []store.Session
 	for rows.Next() {
-		var c, d eventRow
-		if err := rows.Scan(append(c.dest(), d.dest()...)...); err != nil {
+		var c, d sqlrow.EventRow
+		if err := rows.Scan(append(c.Dest(), d.Dest()...)...); err != nil {
 			return nil, s.note(convErr(err))
 		}
-		ce, err := c.decode()
+		ce, err := c.Decode()
 		if err != nil {
 			return nil, err
 		}
 		sess := store.Session{C: ce}
 		if d.ID.Valid {
-			de, err := d.decode()
+			de, err := d.Decode()
 			if err != nil {
 				return nil, err
 			}
@@ -581,7 +582,7 @@ func (s *Store) WhoHad(ctx context.Context, ip netip.Addr, at time.Time) ([]stor
 		return nil, errors.New("who had: no address given")
 	}
 	ip = ip.Unmap().WithZone("")
-	atV, err := encTime(at)
+	atV, err := sqlrow.EncTime(at)
 	if err != nil || atV == nil {
 		return nil, fmt.Errorf("who had %s at %s: time out of range", ip, at.UTC().Format(time.RFC3339))
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // SetExpiry sets expires_at to at (zero: never) on those of keys that are
@@ -25,11 +26,11 @@ import (
 // given a new expiry. Errors: at outside the storable range, or a database
 // error (nothing changed then).
 func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time) ([]store.Peer, error) {
-	atV, err := encTime(at)
+	atV, err := sqlrow.EncTime(at)
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
 	}
-	nowV, err := encTime(s.clock())
+	nowV, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return nil, fmt.Errorf("set expiry: %w", err)
 	}
@@ -37,7 +38,7 @@ func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time)
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		upd, err := tx.PrepareContext(ctx, `UPDATE peers SET expires_at = ?
 			WHERE public_key = ? AND state = 'active' AND (expires_at IS NULL OR expires_at > ?)
-			RETURNING `+peerColumns)
+			RETURNING `+sqlrow.PeerColumns)
 		if err != nil {
 			return convErr(err)
 		}
@@ -48,14 +49,14 @@ func (s *Store) SetExpiry(ctx context.Context, keys []wgtypes.Key, at time.Time)
 				continue
 			}
 			seen[key] = true
-			var r peerRow
-			if err := upd.QueryRowContext(ctx, atV, key.String(), nowV).Scan(r.dest()...); err != nil {
+			var r sqlrow.PeerRow
+			if err := upd.QueryRowContext(ctx, atV, key.String(), nowV).Scan(r.Dest()...); err != nil {
 				if errors.Is(err, sql.ErrNoRows) {
 					continue
 				}
 				return fmt.Errorf("peer %s: %w", key, convErr(err))
 			}
-			p, err := r.decode()
+			p, err := r.Decode()
 			if err != nil {
 				return fmt.Errorf("peer %s: %w", key, err)
 			}

@@ -11,6 +11,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // poolQuery finds the lowest free host index of a profile at or above ?3
@@ -65,11 +66,11 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		psk := *np.PresharedKey
 		p.PresharedKey = &psk
 	}
-	createdAt, err := encTime(now)
+	createdAt, err := sqlrow.EncTime(now)
 	if err != nil {
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
 	}
-	expiresAt, err := encTime(p.ExpiresAt)
+	expiresAt, err := sqlrow.EncTime(p.ExpiresAt)
 	if err != nil {
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
 	}
@@ -121,9 +122,9 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		}
 		p.IPv4 = store.HostAddr(v4, idx)
 		p.IPv6 = store.HostAddr(v6, idx)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO peers (`+peerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		if _, err := tx.ExecContext(ctx, `INSERT INTO peers (`+sqlrow.PeerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
-			encAddr(p.IPv4), encAddr(p.IPv6), psk, encAddr(p.OriginatingIP),
+			sqlrow.EncAddr(p.IPv4), sqlrow.EncAddr(p.IPv6), psk, sqlrow.EncAddr(p.OriginatingIP),
 			string(store.StatePending), createdAt, expiresAt); err != nil {
 			err = s.note(convErr(err))
 			if errors.Is(err, store.ErrConflict) {
@@ -156,9 +157,9 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error
 		ev.Scope = store.ScopeConfig
 	}
 	scope, sessionID := ev.Scope, sql.NullInt64{Int64: ev.SessionID, Valid: ev.SessionID != 0}
-	vals := make([]any, 0, len(eventColumnNames)-1)
+	vals := make([]any, 0, len(sqlrow.EventColumnNames)-1)
 	for _, t := range []time.Time{ev.ExpiresAt, ev.CreatedAt, ev.NextAttemptAt, ev.DoneAt, ev.LeaseUntil, ev.StartedAt} {
-		v, err := encTime(t)
+		v, err := sqlrow.EncTime(t)
 		if err != nil {
 			return 0, err
 		}
@@ -170,7 +171,7 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error
 		actor, scope, session_id, rx_base, tx_base)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
-		encAddr(ev.IPv4), encAddr(ev.IPv6), encAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
+		sqlrow.EncAddr(ev.IPv4), sqlrow.EncAddr(ev.IPv6), sqlrow.EncAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
 		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5],
 		encActor(ev.Actor), scope, sessionID, ev.RxBase, ev.TxBase)
 	if err != nil {
@@ -237,7 +238,7 @@ func explainEvent(ctx context.Context, q queryer, id int64, wantKind, wantStatus
 // this peer's running C event.
 func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) error {
 	k := key.String()
-	doneAt, err := encTime(s.clock())
+	doneAt, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("activate peer %s: %w", key, err)
 	}
@@ -282,7 +283,7 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 // C event.
 func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventID int64) error {
 	k := key.String()
-	now, err := encTime(s.clock())
+	now, err := sqlrow.EncTime(s.clock())
 	if err != nil {
 		return fmt.Errorf("mark connect of %s started: %w", key, err)
 	}
@@ -349,12 +350,12 @@ func (s *Store) GetPeer(ctx context.Context, key wgtypes.Key) (store.Peer, error
 	if err := s.Fault(); err != nil {
 		return store.Peer{}, err
 	}
-	var r peerRow
-	err := s.db.QueryRowContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.dest()...)
+	var r sqlrow.PeerRow
+	err := s.db.QueryRowContext(ctx, `SELECT `+sqlrow.PeerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.Dest()...)
 	if err != nil {
 		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, s.note(convErr(err)))
 	}
-	p, err := r.decode()
+	p, err := r.Decode()
 	if err != nil {
 		return store.Peer{}, fmt.Errorf("get peer %s: %w", key, err)
 	}
@@ -389,20 +390,20 @@ func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer
 		add("state = ?", string(f.State))
 	}
 	if !f.ExpiresBefore.IsZero() {
-		v, err := encTime(f.ExpiresBefore)
+		v, err := sqlrow.EncTime(f.ExpiresBefore)
 		if err != nil {
 			return nil, fmt.Errorf("list peers: expires before: %w", err)
 		}
 		add("expires_at <= ?", v)
 	}
 	if !f.CreatedBefore.IsZero() {
-		v, err := encTime(f.CreatedBefore)
+		v, err := sqlrow.EncTime(f.CreatedBefore)
 		if err != nil {
 			return nil, fmt.Errorf("list peers: created before: %w", err)
 		}
 		add("created_at < ?", v)
 	}
-	q := `SELECT ` + peerColumns + ` FROM peers`
+	q := `SELECT ` + sqlrow.PeerColumns + ` FROM peers`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -418,11 +419,11 @@ func (s *Store) ListPeers(ctx context.Context, f store.PeerFilter) ([]store.Peer
 	defer rows.Close()
 	var out []store.Peer
 	for rows.Next() {
-		var r peerRow
-		if err := rows.Scan(r.dest()...); err != nil {
+		var r sqlrow.PeerRow
+		if err := rows.Scan(r.Dest()...); err != nil {
 			return nil, fmt.Errorf("list peers: %w", s.note(convErr(err)))
 		}
-		p, err := r.decode()
+		p, err := r.Decode()
 		if err != nil {
 			return nil, fmt.Errorf("list peers: %w", err)
 		}
@@ -560,7 +561,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 	if owner == "" {
 		leaseUntil = time.Time{}
 	}
-	nowV, err := encTime(now)
+	nowV, err := sqlrow.EncTime(now)
 	if err != nil {
 		return nil, fmt.Errorf("delete peers: %w", err)
 	}
@@ -570,7 +571,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 	}
 	var out []store.Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		sel, err := tx.PrepareContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`)
+		sel, err := tx.PrepareContext(ctx, `SELECT `+sqlrow.PeerColumns+` FROM peers WHERE public_key = ?`)
 		if err != nil {
 			return s.note(convErr(err))
 		}
@@ -586,14 +587,14 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 				continue
 			}
 			seen[key] = true
-			var r peerRow
-			if err := sel.QueryRowContext(ctx, key.String()).Scan(r.dest()...); err != nil {
+			var r sqlrow.PeerRow
+			if err := sel.QueryRowContext(ctx, key.String()).Scan(r.Dest()...); err != nil {
 				if errors.Is(err, sql.ErrNoRows) {
 					continue
 				}
 				return fmt.Errorf("peer %s: %w", key, s.note(convErr(err)))
 			}
-			p, err := r.decode()
+			p, err := r.Decode()
 			if err != nil {
 				return err
 			}

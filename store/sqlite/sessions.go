@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // ListActivity returns the session-tracking activity of every active config
@@ -58,11 +59,11 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 		if err := rows.Scan(&key, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
 			return nil, fmt.Errorf("list activity on %s: %w", iface, s.note(convErr(err)))
 		}
-		k, err := parseStoredKey(key)
+		k, err := sqlrow.ParseStoredKey(key)
 		if err != nil {
-			d := rowDecoder{row: "peer " + quoteValue(key)}
-			d.fail("public_key", key, err)
-			return nil, fmt.Errorf("list activity on %s: %w", iface, d.err)
+			d := sqlrow.RowDecoder{Row: "peer " + sqlrow.QuoteValue(key)}
+			d.Fail("public_key", key, err)
+			return nil, fmt.Errorf("list activity on %s: %w", iface, d.Err)
 		}
 		if hs != 0 {
 			a.LastHandshake = time.Unix(0, hs).UTC()
@@ -72,9 +73,9 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 		}
 		if ep != "" {
 			if a.Endpoint, err = netip.ParseAddrPort(ep); err != nil {
-				d := rowDecoder{row: "peer " + quoteValue(key)}
-				d.fail("endpoint", ep, err)
-				return nil, fmt.Errorf("list activity on %s: %w", iface, d.err)
+				d := sqlrow.RowDecoder{Row: "peer " + sqlrow.QuoteValue(key)}
+				d.Fail("endpoint", ep, err)
+				return nil, fmt.Errorf("list activity on %s: %w", iface, d.Err)
 			}
 		}
 		if o, ok := open[key]; ok {
@@ -123,11 +124,11 @@ func (s *Store) SaveActivity(ctx context.Context, u store.ActivityUpdate) ([]sto
 		online := map[wgtypes.Key]store.OpenSession{}
 		for _, c := range u.Configs {
 			a := c.Activity
-			hs, err := encTime(a.LastHandshake)
+			hs, err := sqlrow.EncTime(a.LastHandshake)
 			if err != nil {
 				return fmt.Errorf("config %s: last handshake: %w", c.Key, err)
 			}
-			la, err := encTime(a.LastActive)
+			la, err := sqlrow.EncTime(a.LastActive)
 			if err != nil {
 				return fmt.Errorf("config %s: last activity: %w", c.Key, err)
 			}
@@ -202,11 +203,11 @@ func (s *Store) SaveActivity(ctx context.Context, u store.ActivityUpdate) ([]sto
 // peerIdentity reads the stored identity of a config; ErrNotFound when it
 // has no row.
 func peerIdentity(ctx context.Context, tx *sql.Tx, key wgtypes.Key) (store.Peer, error) {
-	var r peerRow
-	if err := tx.QueryRowContext(ctx, `SELECT `+peerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.dest()...); err != nil {
+	var r sqlrow.PeerRow
+	if err := tx.QueryRowContext(ctx, `SELECT `+sqlrow.PeerColumns+` FROM peers WHERE public_key = ?`, key.String()).Scan(r.Dest()...); err != nil {
 		return store.Peer{}, convErr(err)
 	}
-	return r.decode()
+	return r.Decode()
 }
 
 // startSession records a session of an active config, and its session C
@@ -219,7 +220,7 @@ func startSession(ctx context.Context, tx *sql.Tx, iface string, c store.Session
 	if p.State != store.StateActive || p.Interface != iface {
 		return nil, store.ErrNotFound
 	}
-	started, err := encTime(c.At)
+	started, err := sqlrow.EncTime(c.At)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +240,7 @@ func startSession(ctx context.Context, tx *sql.Tx, iface string, c store.Session
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO sessions (public_key, interface, profile_id, user_id, ip_four, ip_six,
 		started_at, endpoint, endpoints, bytes_in, bytes_out, notify) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.Key.String(), p.Interface, p.ProfileID, p.UserID, encAddr(p.IPv4), encAddr(p.IPv6), started, ep, ep,
+		c.Key.String(), p.Interface, p.ProfileID, p.UserID, sqlrow.EncAddr(p.IPv4), sqlrow.EncAddr(p.IPv6), started, ep, ep,
 		c.Session.BytesIn, c.Session.BytesOut, notify)
 	if err != nil {
 		return nil, convErr(err)
@@ -267,7 +268,7 @@ func startSession(ctx context.Context, tx *sql.Tx, iface string, c store.Session
 // bytes from final when given. It returns the session D event to record
 // (not inserted; nil when no session was open or its start had no event).
 func closeSession(ctx context.Context, tx *sql.Tx, p store.Peer, reason string, at time.Time, final *store.OpenSession, now time.Time) (*store.Event, error) {
-	atV, err := encTime(at)
+	atV, err := sqlrow.EncTime(at)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +327,7 @@ func (s *Store) ListClientSessions(ctx context.Context, f store.ClientSessionFil
 		where, args = append(where, "user_id = ?"), append(args, f.UserID)
 	}
 	if !f.At.IsZero() {
-		v, err := encTime(f.At)
+		v, err := sqlrow.EncTime(f.At)
 		if err != nil {
 			return nil, fmt.Errorf("list sessions: at: %w", err)
 		}
@@ -360,20 +361,20 @@ func (s *Store) ListClientSessions(ctx context.Context, f store.ClientSessionFil
 			&cs.EndReason, &endpoints, &cs.BytesIn, &cs.BytesOut); err != nil {
 			return nil, fmt.Errorf("list sessions: %w", s.note(convErr(err)))
 		}
-		d := rowDecoder{row: fmt.Sprintf("session %d", cs.ID)}
-		cs.PublicKey = d.key("public_key", key)
-		cs.IPv4, cs.IPv6 = d.addr("ip_four", ip4), d.addr("ip_six", ip6)
-		cs.Started, cs.Ended = time.Unix(0, started).UTC(), decTime(ended)
+		d := sqlrow.RowDecoder{Row: fmt.Sprintf("session %d", cs.ID)}
+		cs.PublicKey = d.Key("public_key", key)
+		cs.IPv4, cs.IPv6 = d.Addr("ip_four", ip4), d.Addr("ip_six", ip6)
+		cs.Started, cs.Ended = time.Unix(0, started).UTC(), sqlrow.DecTime(ended)
 		for _, e := range strings.Fields(endpoints) {
 			ap, err := netip.ParseAddrPort(e)
 			if err != nil {
-				d.fail("endpoints", endpoints, err)
+				d.Fail("endpoints", endpoints, err)
 				break
 			}
 			cs.Endpoints = append(cs.Endpoints, ap)
 		}
-		if d.err != nil {
-			return nil, fmt.Errorf("list sessions: %w", d.err)
+		if d.Err != nil {
+			return nil, fmt.Errorf("list sessions: %w", d.Err)
 		}
 		out = append(out, cs)
 	}

@@ -39,6 +39,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/migrations"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
 
 // Options configure a Store. The zero value is valid.
@@ -406,7 +407,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return convErr(err)
 			}
-			at, err := encTime(s.clock())
+			at, err := sqlrow.EncTime(s.clock())
 			if err != nil {
 				return err
 			}
