@@ -135,7 +135,7 @@ func (d *RowDecoder) Key(column, s string) wgtypes.Key {
 
 // secretKey decodes a secret (preshared) key; its value never appears in
 // errors.
-func (d *RowDecoder) SecretKey(column string, s sql.NullString) *wgtypes.Key {
+func (d *RowDecoder) secretKey(column string, s sql.NullString) *wgtypes.Key {
 	if !s.Valid {
 		return nil
 	}
@@ -159,8 +159,8 @@ func (d *RowDecoder) Addr(column string, s sql.NullString) netip.Addr {
 	return a
 }
 
-// Family checks that a is of the family the column holds.
-func (d *RowDecoder) Family(column string, a netip.Addr, want4 bool) {
+// family checks that a is of the family the column holds.
+func (d *RowDecoder) family(column string, a netip.Addr, want4 bool) {
 	if a.IsValid() && a.Is4() != want4 {
 		fam := "IPv6"
 		if want4 {
@@ -170,8 +170,8 @@ func (d *RowDecoder) Family(column string, a netip.Addr, want4 bool) {
 	}
 }
 
-// OneOf checks that a text column holds one of allowed.
-func (d *RowDecoder) OneOf(column, s string, allowed ...string) string {
+// oneof checks that a text column holds one of allowed.
+func (d *RowDecoder) oneOf(column, s string, allowed ...string) string {
 	for _, a := range allowed {
 		if s == a {
 			return s
@@ -181,8 +181,8 @@ func (d *RowDecoder) OneOf(column, s string, allowed ...string) string {
 	return s
 }
 
-// NonNegative checks that an integer column is not negative.
-func (d *RowDecoder) NonNegative(column string, v int64) int64 {
+// nonnegative checks that an integer column is not negative.
+func (d *RowDecoder) nonNegative(column string, v int64) int64 {
 	if v < 0 {
 		d.Fail(column, fmt.Sprint(v), errors.New("negative"))
 	}
@@ -228,15 +228,15 @@ func (r *PeerRow) Decode() (store.Peer, error) {
 		DisplayName:   r.DisplayName,
 		IPv4:          d.Addr("ip_four", r.IPFour),
 		IPv6:          d.Addr("ip_six", r.IPSix),
-		PresharedKey:  d.SecretKey("preshared_key", r.PresharedKey),
+		PresharedKey:  d.secretKey("preshared_key", r.PresharedKey),
 		OriginatingIP: d.Addr("originating_ip", r.OriginatingIP),
-		State:         store.State(d.OneOf("state", r.State, string(store.StatePending), string(store.StateActive))),
+		State:         store.State(d.oneOf("state", r.State, string(store.StatePending), string(store.StateActive))),
 		CreatedAt:     time.Unix(0, r.CreatedAt).UTC(),
 		ExpiresAt:     DecTime(r.ExpiresAt),
 	}
-	d.NonNegative("ip_index", r.IPIndex)
-	d.Family("ip_four", p.IPv4, true)
-	d.Family("ip_six", p.IPv6, false)
+	d.nonNegative("ip_index", r.IPIndex)
+	d.family("ip_four", p.IPv4, true)
+	d.family("ip_six", p.IPv6, false)
 	if d.Err == nil && !p.IPv4.IsValid() && !p.IPv6.IsValid() {
 		d.Fail("ip_four", "NULL", errors.New("peer has neither an IPv4 nor an IPv6 address"))
 	}
@@ -335,7 +335,7 @@ func (r *EventRow) Decode() (store.Event, error) {
 	}
 	e := store.Event{
 		ID:            r.ID.Int64,
-		Kind:          d.OneOf("event", r.Kind.String, store.KindConnect, store.KindDisconnect),
+		Kind:          d.oneOf("event", r.Kind.String, store.KindConnect, store.KindDisconnect),
 		Reason:        r.Reason.String,
 		PublicKey:     d.Key("public_key", r.PublicKey.String),
 		Interface:     r.Interface.String,
@@ -345,11 +345,11 @@ func (r *EventRow) Decode() (store.Event, error) {
 		IPv6:          d.Addr("ip_six", r.IPSix),
 		OriginatingIP: d.Addr("originating_ip", r.OriginatingIP),
 		ExpiresAt:     DecTime(r.ExpiresAt),
-		BytesIn:       d.NonNegative("bytes_in", r.BytesIn.Int64),
-		BytesOut:      d.NonNegative("bytes_out", r.BytesOut.Int64),
+		BytesIn:       d.nonNegative("bytes_in", r.BytesIn.Int64),
+		BytesOut:      d.nonNegative("bytes_out", r.BytesOut.Int64),
 		CreatedAt:     DecTime(r.CreatedAt),
-		Status:        d.OneOf("status", r.Status.String, store.StatusRunning, store.StatusPending, store.StatusDone, store.StatusFailed),
-		Attempts:      int(d.NonNegative("attempts", r.Attempts.Int64)),
+		Status:        d.oneOf("status", r.Status.String, store.StatusRunning, store.StatusPending, store.StatusDone, store.StatusFailed),
+		Attempts:      int(d.nonNegative("attempts", r.Attempts.Int64)),
 		NextAttemptAt: DecTime(r.NextAttemptAt),
 		LastError:     r.LastError.String,
 		DoneAt:        DecTime(r.DoneAt),
@@ -357,13 +357,13 @@ func (r *EventRow) Decode() (store.Event, error) {
 		LeaseUntil:    DecTime(r.LeaseUntil),
 		StartedAt:     DecTime(r.StartedAt),
 		Actor:         r.Actor.String,
-		Scope:         d.OneOf("scope", r.Scope.String, store.ScopeConfig, store.ScopeSession),
+		Scope:         d.oneOf("scope", r.Scope.String, store.ScopeConfig, store.ScopeSession),
 		SessionID:     r.SessionID.Int64,
-		RxBase:        d.NonNegative("rx_base", r.RxBase.Int64),
-		TxBase:        d.NonNegative("tx_base", r.TxBase.Int64),
+		RxBase:        d.nonNegative("rx_base", r.RxBase.Int64),
+		TxBase:        d.nonNegative("tx_base", r.TxBase.Int64),
 	}
-	d.Family("ip_four", e.IPv4, true)
-	d.Family("ip_six", e.IPv6, false)
+	d.family("ip_four", e.IPv4, true)
+	d.family("ip_six", e.IPv6, false)
 	if r.Attempts.Int64 > math.MaxInt32 {
 		d.Fail("attempts", fmt.Sprint(r.Attempts.Int64), errors.New("out of range"))
 	}
