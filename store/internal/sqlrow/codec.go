@@ -170,7 +170,7 @@ func (d *RowDecoder) family(column string, a netip.Addr, want4 bool) {
 	}
 }
 
-// oneof checks that a text column holds one of allowed.
+// oneOf checks that a text column holds one of allowed.
 func (d *RowDecoder) oneOf(column, s string, allowed ...string) string {
 	for _, a := range allowed {
 		if s == a {
@@ -181,7 +181,7 @@ func (d *RowDecoder) oneOf(column, s string, allowed ...string) string {
 	return s
 }
 
-// nonnegative checks that an integer column is not negative.
+// nonNegative checks that an integer column is not negative.
 func (d *RowDecoder) nonNegative(column string, v int64) int64 {
 	if v < 0 {
 		d.Fail(column, fmt.Sprint(v), errors.New("negative"))
