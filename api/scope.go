@@ -25,9 +25,6 @@ const (
 	ScopeRead Scope = "read"
 )
 
-// CanWrite reports whether the scope may change things.
-func (s Scope) CanWrite() bool { return s == ScopeAdmin }
-
 // tokens are the hashes of the bearer tokens in use. A value is never
 // changed once stored; SetTokens stores a new one.
 type tokens struct {

@@ -468,9 +468,6 @@ func planOut(r reconcile.Report) InterfacePlan {
 // which needs no escaping.
 func keyPath(k wgtypes.Key) string { return base64.URLEncoding.EncodeToString(k[:]) }
 
-// EventView is an event in the API's JSON shape.
-func EventView(e store.Event) EventJSON { return eventOut(e) }
-
 // PlanOf is the answer of GET /v1/plan (and `reconcile -json`) for
 // reconcile reports; the reports that failed are left out (the endpoint
 // answers 503 instead, the CLI names them on stderr).
