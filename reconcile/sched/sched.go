@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -156,7 +157,12 @@ type Scheduler struct {
 type jobState struct {
 	job  Job
 	next time.Time // zero: never
-	run  cron.Job  // job.Run wrapped: recover, skip if still running
+	run  cron.Job  // job.Run wrapped: recover, log its error
+	// running is set by the loop when it starts a run and cleared by the
+	// run's goroutine before it pokes the loop, so a tick that comes
+	// after that poke never finds the job still running. A tick while it
+	// runs is skipped (and logged), as cron's SkipIfStillRunning does.
+	running atomic.Bool
 }
 
 // New checks o and returns a scheduler that does nothing until Start.
@@ -248,18 +254,25 @@ func (s *Scheduler) setJobLocked(j Job) {
 	run := j.Run
 	name := j.Name
 	js := &jobState{job: j}
-	// Recover inside SkipIfStillRunning: the other way round, a panic
-	// skips the return of SkipIfStillRunning's token and every later run
-	// of the job is skipped.
-	js.run = cron.NewChain(cron.SkipIfStillRunning(cl), cron.Recover(cl)).Then(cron.FuncJob(func() {
+	// Recover only: skipping a tick while a run is in progress is the
+	// loop's (jobState.running), which clears the flag before the loop
+	// hears of the run's end, and a panic cannot leave it set.
+	js.run = cron.NewChain(cron.Recover(cl)).Then(cron.FuncJob(func() {
 		ctx := s.ctxForJobs()
 		if err := run(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error(name, "err", err)
 		}
-		s.Poke() // a job may have changed what is due
 	}))
 	js.next = nextRun(j, s.clk.Now())
 	s.jobs[name] = js
+}
+
+// jobIdle reports whether no run of the named job is in progress.
+func (s *Scheduler) jobIdle(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	js := s.jobs[name]
+	return js == nil || !js.running.Load()
 }
 
 // nextRun returns when j next runs after now; zero for never.
@@ -470,11 +483,17 @@ func (s *Scheduler) loop(ctx context.Context, links <-chan string) {
 				continue
 			}
 			if !now.Before(js.next) {
-				s.tasks.Add(1)
-				go func(r cron.Job) {
-					defer s.tasks.Done()
-					r.Run()
-				}(js.run)
+				if js.running.CompareAndSwap(false, true) {
+					s.tasks.Add(1)
+					go func(js *jobState) {
+						defer s.tasks.Done()
+						js.run.Run()
+						js.running.Store(false)
+						s.Poke() // a job may have changed what is due
+					}(js)
+				} else {
+					s.log.Debug("cron: skip", "job", js.job.Name)
+				}
 				js.next = nextRun(js.job, now)
 				if js.next.IsZero() {
 					continue
