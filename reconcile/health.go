@@ -264,8 +264,11 @@ func (e *Engine) rollBack(ctx context.Context, p store.Peer, cause error, log *s
 	log.Error("add config to device failed; rolling the config back with a D event", "err", cause)
 	r, err := e.remove(ctx, []store.Peer{p}, store.ReasonFailed)
 	if err != nil {
-		log.Error("roll back a config the device refused; the stale cleanup will", "err", err)
-		return unavailable(fmt.Errorf("add %s to %s: %w (roll-back failed: %v)", p.PublicKey, p.Interface, cause, err))
+		// The row is active, so no stale cleanup will take it: it stays a
+		// valid config, and the next reconcile adds it to the device. A
+		// portal's retry with the same key gets it back (200).
+		log.Error("roll back a config the device refused; it stays active and the next reconcile adds it", "err", err)
+		return unavailable(fmt.Errorf("add %s to %s: %w (roll-back failed: %v; the config stays active and the next reconcile adds it)", p.PublicKey, p.Interface, cause, err))
 	}
 	id := int64(0)
 	if len(r.Events) > 0 {
