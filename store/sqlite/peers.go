@@ -517,30 +517,8 @@ func (s *Store) CancelHeldDisconnect(ctx context.Context, key wgtypes.Key) (int,
 	return int(n), nil
 }
 
-// DeletePeers deletes the peers with these keys (any state) in one
-// transaction and inserts one D event each (status pending, due now) carrying
-// the peer's identity at that moment. Missing keys are skipped, so a retry is
-// harmless; the events of the rows actually deleted are returned in key order
-// of the input.
-//
-// With a non-empty owner the D events are born leased to owner until
-// leaseUntil: the caller reads byte counters, removes the peers from the
-// device, calls SetEventBytes and delivers the events itself; if it dies, the
-// lease runs out and ClaimDue hands them to another process. With an empty
-// owner they are immediately claimable.
-//
-// A pending peer removed as "stale" whose connect script never started
-// (MarkConnectStarted was not called) gets no D event: its running C event
-// is deleted, as for a rejected create, and it is absent from the result.
-//
-// For any other deleted pending peer its running C event is closed (status
-// done) with last_error NoteStaleConnect when reason is "stale", else
-// NotePendingDeleted;
-// in the latter case its connect script may still be running, so its D event
-// is not leased to owner but due only at leaseUntil, when that script must
-// have ended: a script never sees D before C.
-//
-// The events record no actor; DeletePeersBy records one.
+// DeletePeers implements store.Store.DeletePeers (its contract is
+// written there); it records no actor.
 func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	return s.DeletePeersBy(ctx, "", keys, reason, owner, leaseUntil)
 }
@@ -548,26 +526,14 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 // DeletePeersBy is DeletePeers recording actor (see store.Event.Actor) on
 // every D event it inserts; an empty actor is not recorded.
 func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
-	switch reason {
-	case store.ReasonDeleted, store.ReasonExpired, store.ReasonRevoked, store.ReasonStale, store.ReasonFailed, store.ReasonIdle:
-	default:
-		return nil, fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed, idle", reason)
-	}
 	now := s.clock()
-	if owner != "" && !leaseUntil.After(now) {
-		return nil, fmt.Errorf("delete peers: lease for %q must end after now (%s), got %s",
-			owner, now.Format(time.RFC3339Nano), leaseUntil.UTC().Format(time.RFC3339Nano))
-	}
-	if owner == "" {
-		leaseUntil = time.Time{}
+	leaseUntil, note, err := store.DeleteTerms(reason, owner, now, leaseUntil)
+	if err != nil {
+		return nil, err
 	}
 	nowV, err := sqlrow.EncTime(now)
 	if err != nil {
 		return nil, fmt.Errorf("delete peers: %w", err)
-	}
-	note := store.NotePendingDeleted
-	if reason == store.ReasonStale {
-		note = store.NoteStaleConnect
 	}
 	var out []store.Event
 	err = s.write(ctx, func(tx *sql.Tx) error {
