@@ -225,7 +225,7 @@ func TestAuditTrail(t *testing.T) {
 		{`msg="config removed"`, "user=erin", "reason=expired", "actor=daemon"},
 		{`msg="expiry changed"`, "user=bob", "actor=" + patchedBy},
 	} {
-		if !logHas(d.log(), parts...) {
+		if !d.eventuallyLogs(5*time.Second, parts...) {
 			t.Errorf("the daemon logged no line with %q", parts)
 		}
 	}
@@ -250,7 +250,9 @@ func TestAuditTrail(t *testing.T) {
 			t.Errorf("after SIGHUP: %s %s with %q: %d %s, want %d", tt.method, tt.path, tt.token, st, body, tt.status)
 		}
 	}
-	if !logHas(d.log(), "msg=housekeeping", "actor=api:admin@127.0.0.1:") || !logHas(d.log(), "msg=housekeeping", "actor=daemon") {
+	// The daemon's output reaches the test through a pipe: a line written
+	// before the answer may still be on its way when the answer arrives.
+	if !d.eventuallyLogs(5*time.Second, "msg=housekeeping", "actor=api:admin@127.0.0.1:") || !logHas(d.log(), "msg=housekeeping", "actor=daemon") {
 		t.Errorf("housekeeping runs are not logged with their actor")
 	}
 }
@@ -271,6 +273,21 @@ func bobKey(t *testing.T, api *apiClient, token string) string {
 }
 
 // logHas reports whether one line of log holds every part.
+// eventuallyLogs reports whether one line of the daemon's log holds every
+// part within timeout.
+func (d *daemonProc) eventuallyLogs(timeout time.Duration, parts ...string) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if logHas(d.log(), parts...) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func logHas(log string, parts ...string) bool {
 	for _, line := range strings.Split(log, "\n") {
 		all := true
