@@ -22,7 +22,7 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
-func freeTCPPort(t *testing.T) int {
+func freeTCPPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

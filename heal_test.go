@@ -18,7 +18,7 @@ import (
 )
 
 // runSelf runs this binary as wgkeeper with args and returns its stdout.
-func runSelf(t *testing.T, args ...string) string {
+func runSelf(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1")
@@ -189,7 +189,7 @@ func testDaemonHeals(t *testing.T, interval string) {
 	}
 }
 
-func stopDaemon(t *testing.T, d *daemonProc) {
+func stopDaemon(t testing.TB, d *daemonProc) {
 	t.Helper()
 	d.cmd.Process.Signal(os.Interrupt)
 	select {

@@ -42,7 +42,7 @@ type daemonProc struct {
 	exited chan struct{} // closed once the process is reaped
 }
 
-func startDaemon(t *testing.T, cfgPath string) *daemonProc {
+func startDaemon(t testing.TB, cfgPath string) *daemonProc {
 	t.Helper()
 	return startDaemonIn(t, "", os.Args[0], append(os.Environ(), "WGKEEPER_TEST_AS_MAIN=1"),
 		"-config", cfgPath, "daemon", "-log-level", "debug")
@@ -54,7 +54,7 @@ func (d *daemonProc) log() string {
 	return d.logs.String()
 }
 
-func (d *daemonProc) waitLog(t *testing.T, what string, timeout time.Duration) {
+func (d *daemonProc) waitLog(t testing.TB, what string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -446,7 +446,7 @@ func TestReadmeCommands(t *testing.T) {
 
 // startDaemonIn runs the program self with args in dir, collecting its
 // log; cleanup kills its whole process group.
-func startDaemonIn(t *testing.T, dir, self string, env []string, args ...string) *daemonProc {
+func startDaemonIn(t testing.TB, dir, self string, env []string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{done: make(chan error, 1), exited: make(chan struct{})}
 	d.cmd = exec.Command(self, args...)

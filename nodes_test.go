@@ -60,7 +60,7 @@ echo "$VPN_EVENT $VPN_CONNECTION_ID ${VPN_BYTES_IN:-0} ${VPN_BYTES_OUT:-0} $VPN_
 
 // node is one wgkeeper daemon of the two-node tests.
 type node struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	dir     string
 	cfgPath string
@@ -69,7 +69,7 @@ type node struct {
 	proc    *daemonProc
 }
 
-func newNode(t *testing.T, db, name, profile, v4 string) *node {
+func newNode(t testing.TB, db, name, profile, v4 string) *node {
 	t.Helper()
 	n := &node{t: t, name: name, dir: t.TempDir(), apiPort: freeTCPPort(t), srv: wgtest.NewServer(t)}
 	n.cfgPath = filepath.Join(n.dir, "wgkeeper.toml")
@@ -184,7 +184,7 @@ func (n *node) onDevice(dev *wg.Client, key wgtypes.Key) bool {
 	return ok
 }
 
-func newKey(t *testing.T) wgtypes.Key {
+func newKey(t testing.TB) wgtypes.Key {
 	t.Helper()
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
