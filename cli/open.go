@@ -31,7 +31,13 @@ func (e *env) loadConfig() (*config.Config, error) {
 // database the administrator made), anything else a SQLite file.
 func (e *env) openStore(cfg *config.Config, log *slog.Logger) (store.Store, error) {
 	if cfg.PostgreSQL() {
-		st, err := postgres.Open(e.ctx, cfg.Database, postgres.Options{Logger: log, Create: e.createDB, Node: cfg.Node})
+		// The node delivers the events and expires the configs of the
+		// interfaces its config declares, and of no others.
+		var ifaces []string
+		for _, ifc := range cfg.Interfaces {
+			ifaces = append(ifaces, ifc.Name)
+		}
+		st, err := postgres.Open(e.ctx, cfg.Database, postgres.Options{Logger: log, Create: e.createDB, Node: cfg.Node, Interfaces: ifaces})
 		if errors.Is(err, store.ErrNoDatabase) {
 			return nil, fmt.Errorf("database %s has no wgkeeper schema (create it with: wgkeeper migrate)", cfg.DatabaseName())
 		}

@@ -41,7 +41,7 @@ func TestConcurrentClaimsNeverShare(t *testing.T) {
 	got := map[int64]string{}
 	var wg sync.WaitGroup
 	for c := 0; c < 8; c++ {
-		s := open(t, url, Options{Node: "node-b"})
+		s := open(t, url, Options{Node: "node-b", Interfaces: []string{"wg-x"}})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -89,7 +89,9 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []store.EventBytes) error
 // now), in id order, to owner until leaseUntil, in one atomic update: two
 // claimers, in one process or two, never get the same event while its lease
 // lives. An expired lease (its holder crashed) is simply claimed again. The
-// events are returned in id order with their new lease.
+// events are returned in id order with their new lease. With Options.Node
+// only the events that node delivers are claimed: its own, and those no
+// node owns of Options.Interfaces.
 func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error) {
 	switch {
 	case owner == "":
@@ -117,10 +119,10 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time
 			WHERE id IN (SELECT id FROM events
 				WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND next_attempt_at <= $3
 				  AND (lease_owner = '' OR lease_until IS NULL OR lease_until < $3)
-				  AND ($5 = '' OR node = $5 OR node = '')
+				  AND `+mineEvents("$5", "$6")+`
 				ORDER BY id LIMIT $4
 				FOR UPDATE SKIP LOCKED)
-			RETURNING `+sqlrow.EventColumns, owner, untilV, nowV, limit, s.node)
+			RETURNING `+sqlrow.EventColumns, owner, untilV, nowV, limit, s.node, s.ifaces)
 		if err != nil {
 			return convErr(err)
 		}
@@ -419,6 +421,13 @@ func (s *Store) Disconnected(ctx context.Context, keys []wgtypes.Key) (map[wgtyp
 	return out, nil
 }
 
+// mineEvents is the condition on events that a handle with a node (the
+// parameter node; empty for none) delivers: that node's, and those no node
+// owns of the interfaces it declares (the parameter ifaces, a text array).
+func mineEvents(node, ifaces string) string {
+	return "(" + node + " = '' OR node = " + node + " OR (node = '' AND interface = ANY(" + ifaces + ")))"
+}
+
 // NextDue returns when ClaimDue can next return something: the earliest
 // next_attempt_at of pending D events, or, for an event under a lease that
 // ends later, the end of that lease. ok is false when nothing is pending.
@@ -427,7 +436,7 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	err = s.pool.QueryRow(ctx, `SELECT min(CASE
 			WHEN lease_owner != '' AND lease_until IS NOT NULL AND lease_until > next_attempt_at THEN lease_until
 			ELSE next_attempt_at END)
-		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND ($1 = '' OR node = $1 OR node = '')`, s.node).Scan(&v)
+		FROM events WHERE status = 'pending' AND (event = 'D' OR scope = 'session') AND `+mineEvents("$1", "$2"), s.node, s.ifaces).Scan(&v)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("next due event: %w", convErr(err))
 	}
@@ -437,12 +446,14 @@ func (s *Store) NextDue(ctx context.Context) (at time.Time, ok bool, err error) 
 	return time.Unix(0, *v).UTC(), true, nil
 }
 
-// NextExpiry returns the earliest expires_at among active peers; ok is false
-// when no active peer expires.
+// NextExpiry returns the earliest expires_at among active peers (with
+// Options.Node: those of Options.Interfaces, the only ones this node
+// expires); ok is false when no such peer expires.
 func (s *Store) NextExpiry(ctx context.Context) (at time.Time, ok bool, err error) {
 	var v int64
 	err = s.pool.QueryRow(ctx, `SELECT expires_at FROM peers
-		WHERE state = 'active' AND expires_at IS NOT NULL ORDER BY expires_at LIMIT 1`).Scan(&v)
+		WHERE state = 'active' AND expires_at IS NOT NULL AND ($1 = '' OR interface = ANY($2))
+		ORDER BY expires_at LIMIT 1`, s.node, s.ifaces).Scan(&v)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return time.Time{}, false, nil
 	}

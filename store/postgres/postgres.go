@@ -88,11 +88,18 @@ type Options struct {
 	Create bool
 	// Node is the node this handle works for; "" for none. A handle with
 	// a node claims (ClaimDue, NextDue) only the events of that node and
-	// those no node owns (recorded for an interface no node declares),
-	// and hears, through Changes, of the changes that concern its node's
-	// interfaces (LISTEN on its node's channel); without one it claims
-	// every event and hears of every change.
+	// those no node owns (recorded for an interface no node declares)
+	// of the interfaces in Interfaces, looks (NextExpiry) only at the
+	// configs of Interfaces, and hears, through Changes, of the changes
+	// that concern its node's interfaces (LISTEN on its node's channel);
+	// without one it claims every event, looks at every config and hears
+	// of every change.
 	Node string
+	// Interfaces are the interfaces the node's configuration declares
+	// (with Node only): the node delivers no event and expires no config
+	// of any other interface, so that a script never runs on a node whose
+	// firewall is not the event's.
+	Interfaces []string
 	// MaxConns bounds the connection pool; 0 means 16.
 	MaxConns int32
 }
@@ -105,7 +112,9 @@ type Store struct {
 	now  func() time.Time
 	log  *slog.Logger
 	node string
-	name string // the URL without its password, for messages
+	// ifaces are Options.Interfaces (never nil, for the queries).
+	ifaces []string
+	name   string // the URL without its password, for messages
 
 	lmu     sync.Mutex // guards the listener fields below
 	started bool       // the listener goroutine runs
@@ -148,7 +157,7 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
 	}
-	s := &Store{cfg: cfg, now: opts.Now, log: opts.Logger, node: opts.Node, name: name,
+	s := &Store{cfg: cfg, now: opts.Now, log: opts.Logger, node: opts.Node, ifaces: append([]string{}, opts.Interfaces...), name: name,
 		subs: map[chan struct{}]struct{}{}, resyncSubs: map[chan struct{}]struct{}{}, closed: make(chan struct{})}
 	if s.now == nil {
 		s.now = time.Now
