@@ -123,9 +123,25 @@ func (s *Store) Heartbeat(ctx context.Context, node string) error {
 	return nil
 }
 
+// MarkDead marks the nodes whose heartbeat stopped before the given time;
+// see store.Nodes.
+func (s *Store) MarkDead(ctx context.Context, before time.Time) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE nodes SET dead_since = $2
+		WHERE last_seen < $1 AND dead_since IS NULL RETURNING name`, before.UnixNano(), s.clock().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("mark dead nodes: %w", convErr(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("mark dead nodes: %w", convErr(err))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
 // ListNodes returns every registered node, ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen,
+	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen, n.dead_since,
 			coalesce(array_agg(ni.interface ORDER BY ni.interface) FILTER (WHERE ni.interface IS NOT NULL), '{}')
 		FROM nodes n LEFT JOIN node_interfaces ni ON ni.node = n.name
 		GROUP BY n.name ORDER BY n.name`)
@@ -137,10 +153,14 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	for rows.Next() {
 		var n store.Node
 		var started, seen int64
-		if err := rows.Scan(&n.Name, &n.Version, &started, &seen, &n.Interfaces); err != nil {
+		var dead *int64
+		if err := rows.Scan(&n.Name, &n.Version, &started, &seen, &dead, &n.Interfaces); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", convErr(err))
 		}
 		n.StartedAt, n.LastSeen = time.Unix(0, started).UTC(), time.Unix(0, seen).UTC()
+		if dead != nil {
+			n.DeadSince = time.Unix(0, *dead).UTC()
+		}
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {

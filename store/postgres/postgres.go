@@ -123,6 +123,12 @@ type Store struct {
 	resyncSubs map[chan struct{}]struct{}
 	notified   uint64 // notifications the listener received
 
+	// cmu guards cluster, and is held across its connection's round
+	// trips (one LeadCluster at a time). Taken after closed is closed in
+	// Close; never held with lmu.
+	cmu     sync.Mutex
+	cluster clusterConn // the cluster-job lock's dedicated connection
+
 	closed    chan struct{} // closed by Close
 	closeOnce sync.Once
 	wg        sync.WaitGroup // the listener goroutine
@@ -180,13 +186,17 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the pool and the listener. Calling it again returns nil.
+// Close closes the pool, the listener and the cluster-job lock's
+// connection (releasing the lock). Calling it again returns nil.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.lmu.Lock() // Changes adds to wg only under lmu, before closed is closed
 		close(s.closed)
 		s.lmu.Unlock()
 		s.wg.Wait()
+		s.cmu.Lock() // a LeadCluster in progress ends within its timeouts
+		s.cluster.drop()
+		s.cmu.Unlock()
 		s.pool.Close()
 	})
 	return nil
