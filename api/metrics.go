@@ -41,6 +41,7 @@ type Metrics struct {
 	sessionsOnline   *prometheus.GaugeVec
 	sessionChanges   *prometheus.CounterVec
 	sessionRuns      *prometheus.CounterVec
+	clusterLeader    prometheus.Gauge
 
 	mu  sync.Mutex // guards src
 	src *source
@@ -142,10 +143,14 @@ func NewMetrics() *Metrics {
 			Name: "wgkeeper_session_script_runs_total",
 			Help: "Runs of sessions.script by event (C, D) and result (ok, failed).",
 		}, []string{"event", "result"}),
+		clusterLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wgkeeper_cluster_leader",
+			Help: "1 while this node runs the cluster-wide jobs (pruning old events, marking silent nodes dead): it holds the cluster-job lock (PostgreSQL), or it is the only node (SQLite); else 0.",
+		}),
 	}
 	m.reg.MustRegister(m.scriptRuns, m.scriptDuration, m.reconcileRuns, m.reconcileSeconds,
 		m.reconcileChanges, m.housekeepingRuns, m.expired, m.deviceReadErrors,
-		m.sessionsOnline, m.sessionChanges, m.sessionRuns,
+		m.sessionsOnline, m.sessionChanges, m.sessionRuns, m.clusterLeader,
 		(*stateCollector)(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -263,6 +268,15 @@ func (m *Metrics) SessionsPolled(iface string, online int, changes []store.Sessi
 	for _, c := range changes {
 		m.sessionChanges.WithLabelValues(iface, c.Kind.String()).Inc()
 	}
+}
+
+// ClusterLeader implements reconcile.Observer.
+func (m *Metrics) ClusterLeader(lead bool) {
+	v := 0.0
+	if lead {
+		v = 1
+	}
+	m.clusterLeader.Set(v)
 }
 
 // SessionScriptRun implements reconcile.Observer.

@@ -73,6 +73,13 @@ func (s *Server) pageData(ctx context.Context, filter string) (*ui.Page, error) 
 	s.addLive(ctx, peers, views)
 
 	page := &ui.Page{Version: st.Version, EventCounts: st.Events}
+	for _, n := range st.Nodes {
+		pn := ui.Node{Name: n.Name, Version: n.Version, Self: n.Self, State: n.State, LastSeen: n.LastSeen, Interfaces: n.Interfaces}
+		if n.DeadSince != nil {
+			pn.DeadSince = *n.DeadSince
+		}
+		page.Nodes = append(page.Nodes, pn)
+	}
 	for _, is := range st.Interfaces {
 		pi := ui.Interface{Name: is.Name, Mode: is.Mode, DeviceError: is.DeviceError, Blocked: is.Blocked,
 			Orphans: is.Orphans, OrphanLimit: is.OrphanRemovalLimit, Link: is.Link, Drift: is.Drift}

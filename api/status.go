@@ -100,9 +100,17 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 		}
 		out.Nodes = make([]NodeStatus, 0, len(ns))
 		for _, n := range ns {
-			out.Nodes = append(out.Nodes, NodeStatus{Name: n.Name, Self: n.Name == cfg.Node, Version: n.Version,
+			st := NodeStatus{Name: n.Name, Self: n.Name == cfg.Node, Version: n.Version,
 				StartedAt: n.StartedAt, LastSeen: n.LastSeen, Alive: src.Now.Sub(n.LastSeen) <= NodeAliveWindow,
-				Interfaces: append([]string{}, n.Interfaces...)})
+				State: NodeSilent, Interfaces: append([]string{}, n.Interfaces...)}
+			switch {
+			case !n.DeadSince.IsZero():
+				t := n.DeadSince
+				st.State, st.DeadSince = NodeDead, &t
+			case st.Alive:
+				st.State = NodeAlive
+			}
+			out.Nodes = append(out.Nodes, st)
 		}
 	}
 	for _, ifc := range cfg.Interfaces {

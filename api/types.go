@@ -173,12 +173,26 @@ type NodeStatus struct {
 	StartedAt time.Time `json:"started_at"`
 	LastSeen  time.Time `json:"last_seen"`
 	// Alive: a heartbeat within NodeAliveWindow.
-	Alive      bool     `json:"alive"`
-	Interfaces []string `json:"interfaces"`
+	Alive bool `json:"alive"`
+	// State is NodeAlive, NodeSilent or NodeDead.
+	State string `json:"state"`
+	// DeadSince is when the cluster leader marked the node dead (its
+	// heartbeat stopped for longer than NodeAliveWindow); nil while it
+	// is not marked. Its next heartbeat clears it.
+	DeadSince  *time.Time `json:"dead_since"`
+	Interfaces []string   `json:"interfaces"`
 }
 
+// A node's state, in NodeStatus.State.
+const (
+	NodeAlive  = "alive"  // a heartbeat within NodeAliveWindow
+	NodeSilent = "silent" // no heartbeat within NodeAliveWindow; not marked dead (yet)
+	NodeDead   = "dead"   // marked dead by the cluster leader (DeadSince)
+)
+
 // NodeAliveWindow is how recent a node's last heartbeat must be for it to
-// count as alive: three heartbeats (every 10 s).
+// count as alive: three heartbeats (every 10 s). The cluster leader marks
+// a node dead when its heartbeat is older.
 const NodeAliveWindow = 30 * time.Second
 
 // InterfaceStatus is one interface in GET /v1/status.

@@ -108,9 +108,10 @@ func (e *env) openPartsWith(cfg *config.Config, log *slog.Logger, obs ...reconci
 		p.close()
 		return nil, err
 	}
-	nodes, _ := p.store.(store.Nodes) // many nodes on one database (PostgreSQL)
+	nodes, _ := p.store.(store.Nodes)          // many nodes on one database (PostgreSQL)
+	leader, _ := p.store.(store.ClusterLeader) // the cluster-wide jobs run on one of them
 	p.engine, err = reconcile.New(reconcile.Options{Config: cfg, Store: p.store, Device: p.dev, Runner: p.runner,
-		SessionRunner: sessRunner, Logger: log, Observer: observer, Nodes: nodes})
+		SessionRunner: sessRunner, Logger: log, Observer: observer, Nodes: nodes, Leader: leader})
 	if err != nil {
 		p.close()
 		return nil, err
@@ -192,6 +193,9 @@ func (d *daemon) run() error {
 		if err := nodes.RegisterNode(ctx, nodeDecl(p.cfg)); err != nil {
 			return err
 		}
+		// Take the cluster-job lock now if it is free (logged), rather
+		// than at the first cluster job.
+		p.engine.Lead(ctx)
 	}
 	if err := d.upInterfaces(ctx, p.cfg); err != nil {
 		d.downInterfaces()
@@ -203,7 +207,7 @@ func (d *daemon) run() error {
 
 	jobs := []sched.Job{d.sessionPoll(p.cfg)}
 	if nodes, ok := p.store.(store.Nodes); ok {
-		jobs = append(jobs, d.heartbeat(nodes))
+		jobs = append(jobs, d.heartbeat(nodes), d.clusterJobs())
 	}
 	d.sched, err = sched.New(sched.Options{
 		Engine: p.engine, Store: p.store, Config: schedConfig(p.cfg), Logger: d.log,
@@ -579,5 +583,20 @@ func (d *daemon) heartbeat(nodes store.Nodes) sched.Job {
 			d.log.Warn("node heartbeat", "node", cfg.Node, "err", err)
 		}
 		return nil // logged above, as a warning: the next beat tries again
+	}}
+}
+
+// clusterJobs is the job that, every heartbeat, confirms or tries to take
+// the cluster-job lock (so a node learns within one heartbeat that it
+// lost it, or that it is free) and, on the leader, marks dead the nodes
+// silent for longer than api.NodeAliveWindow (three heartbeats). Pruning,
+// the other cluster-wide job, follows housekeeping.schedule and asks for
+// the lock itself.
+func (d *daemon) clusterJobs() sched.Job {
+	return sched.Job{Name: "cluster jobs", Every: heartbeatEvery, Run: func(ctx context.Context) error {
+		if _, err := d.p.engine.MarkDeadNodes(ctx, api.NodeAliveWindow); err != nil && ctx.Err() == nil {
+			d.log.Warn("mark dead nodes; the next cluster job tries again", "err", err)
+		}
+		return nil // logged above, as a warning
 	}}
 }

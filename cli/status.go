@@ -132,9 +132,12 @@ func statusCounts(si api.InterfaceStatus) map[string]int {
 // printStatus renders GET /v1/status for people, relative to t.
 func printStatus(w io.Writer, st api.StatusResponse, t time.Time) {
 	for _, n := range st.Nodes {
-		state := "alive"
-		if !n.Alive {
-			state = "not seen"
+		state := n.State
+		switch {
+		case n.DeadSince != nil:
+			state = "dead since " + n.DeadSince.UTC().Format(time.RFC3339)
+		case n.State == api.NodeSilent:
+			state = "silent (no heartbeat within " + api.NodeAliveWindow.String() + ")"
 		}
 		self := ""
 		if n.Self {

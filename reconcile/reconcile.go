@@ -179,6 +179,10 @@ type Options struct {
 	// *WrongNodeError, and expiry and stale cleanup touch only this node's
 	// interfaces.
 	Nodes store.Nodes
+	// Leader, when the database is shared by many nodes (PostgreSQL),
+	// elects the node that runs the cluster-wide jobs (see Lead); nil
+	// means this is the only node, and it runs them.
+	Leader store.ClusterLeader
 	// crash is called at named points of the lifecycle; tests use it to
 	// simulate a process dying there.
 	crash func(point string)
@@ -199,6 +203,10 @@ type Observer interface {
 	SessionsPolled(iface string, online int, changes []store.SessionChange)
 	// SessionScriptRun is called after every run of sessions.script.
 	SessionScriptRun(event string, ok bool, d time.Duration)
+	// ClusterLeader is called when the node becomes (true) or stops
+	// being (false) the one that runs the cluster-wide jobs, and once
+	// with true at New when it is the only node (no Options.Leader).
+	ClusterLeader(lead bool)
 }
 
 // Engine runs the lifecycle. It is safe for concurrent use.
@@ -212,7 +220,8 @@ type Engine struct {
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
-	nodes   store.Nodes // Options.Nodes; nil: the only node
+	nodes   store.Nodes         // Options.Nodes; nil: the only node
+	leader  store.ClusterLeader // Options.Leader; nil: the only node
 	obs     Observer
 	crash   func(string)
 
@@ -236,6 +245,9 @@ type Engine struct {
 
 	pollMu   sync.Mutex                // serialises PollSessions; guards actCache
 	actCache map[string]*activityCache // interface -> activity as this engine last read and wrote it
+
+	leadMu  sync.Mutex // guards leading; held across Lead's round trip to the store, so Leads run one at a time
+	leading bool       // the last Lead's answer
 
 	ownerMu    sync.Mutex // guards the four fields below
 	owner      string     // host:pid:token, the name leases carry before "/claim"
@@ -269,6 +281,7 @@ func New(o Options) (*Engine, error) {
 		now:         o.Now,
 		lockDir:     o.LockDir,
 		nodes:       o.Nodes,
+		leader:      o.Leader,
 		obs:         o.Observer,
 		crash:       o.crash,
 		firstKeys:   map[string]wgtypes.Key{},
@@ -291,6 +304,10 @@ func New(o Options) (*Engine, error) {
 	}
 	if e.obs == nil {
 		e.obs = nopObserver{}
+	}
+	if e.leader == nil {
+		e.leading = true
+		e.obs.ClusterLeader(true)
 	}
 	e.owner, e.ownerToken = newOwnerName()
 	if e.lockDir == "" {
@@ -400,6 +417,7 @@ func (nopObserver) DeviceReadError(string)                             {}
 func (nopObserver) HousekeepingRun(time.Duration, error)               {}
 func (nopObserver) SessionsPolled(string, int, []store.SessionChange)  {}
 func (nopObserver) SessionScriptRun(string, bool, time.Duration)       {}
+func (nopObserver) ClusterLeader(bool)                                 {}
 
 // ErrDeviceUnavailable matches (errors.Is) every error the engine returns
 // because a WireGuard device could not be read: the interface is missing,

@@ -238,17 +238,20 @@ type Summary struct {
 	// Delivery counts every D event delivered in the run: those of the
 	// configs it expired or cleaned as stale, run as they were removed,
 	// and the due ones the delivery step ran.
-	Delivery  Delivery
-	Pruned    int
-	Duration  time.Duration
-	Errors    []string
-	StartedAt time.Time
+	Delivery Delivery
+	Pruned   int
+	// PruneSkipped: another node is the cluster leader and prunes (see
+	// Engine.Lead).
+	PruneSkipped bool
+	Duration     time.Duration
+	Errors       []string
+	StartedAt    time.Time
 }
 
 // Housekeeping runs, in order: expire, reclaim idle configs, clean stale
 // pending, reconcile every
 // interface, deliver due events, prune done events older than
-// log_retention. Two runs never overlap, across processes too: with wait the
+// log_retention (on the cluster leader only, see Lead). Two runs never overlap, across processes too: with wait the
 // call waits for a running one to end; without, it returns ErrBusy.
 // Failures of one step are recorded in Summary.Errors and the later steps
 // still run; the error returned joins them all (errors.Join), each wrapped
@@ -300,8 +303,14 @@ func (e *Engine) Housekeeping(ctx context.Context, wait bool) (Summary, error) {
 	note("deliver", err)
 
 	if ret := e.Config().Housekeeping.LogRetention; ret > 0 {
-		s.Pruned, err = e.store.PruneEvents(ctx, e.clock().Add(-ret))
-		note("prune", err)
+		// A cluster-wide job: with many nodes, the leader's alone.
+		if e.Lead(ctx) {
+			s.Pruned, err = e.store.PruneEvents(ctx, e.clock().Add(-ret))
+			note("prune", err)
+		} else {
+			s.PruneSkipped = true
+			e.log.Debug("housekeeping: not pruning old events; the cluster leader does", "node", e.Config().Node)
+		}
 	}
 	s.Duration = time.Since(start)
 	e.obs.HousekeepingRun(s.Duration, errors.Join(errs...))

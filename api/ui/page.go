@@ -23,7 +23,10 @@ const (
 
 // Page is everything one view of the admin page shows.
 type Page struct {
-	Version    string
+	Version string
+	// Nodes are the nodes sharing the database (PostgreSQL), by name;
+	// none with SQLite.
+	Nodes      []Node
 	Interfaces []Interface
 	// Events are the latest events, failed ones first.
 	Events []Event
@@ -32,6 +35,18 @@ type Page struct {
 	// Filter and Now are set by the Handler.
 	Filter string
 	Now    time.Time
+}
+
+// Node is one node sharing the database.
+type Node struct {
+	Name, Version string
+	Self          bool // the node serving the page
+	// State is "alive", "silent" (its heartbeat is late) or "dead" (the
+	// cluster leader marked it dead at DeadSince).
+	State      string
+	LastSeen   time.Time
+	DeadSince  time.Time // zero unless dead
+	Interfaces []string
 }
 
 // Interface is one WireGuard interface and its configs.
