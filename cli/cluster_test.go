@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,22 @@ func TestStatusDeadNode(t *testing.T) {
 		t.Errorf("status:\n%s", out)
 	}
 	s.same([]string{"status", "-json"}, "GET", "/v1/status", "")
+	// The admin page, logged in with the token.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	resp, err := browser.PostForm(hs.URL+"/ui/login", url.Values{"token": {"shape-token"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	html := string(body)
+	for _, want := range []string{`<tr class="node" data-state="dead">`, `<td>node-gone</td>`, `<span class="tag bad">dead</span>`,
+		`<tr class="node" data-state="alive">`, cfg.Node + ` <span class="muted">(this node)</span>`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("admin page (%d) lacks %s:\n%s", resp.StatusCode, want, html)
+		}
+	}
 
 	// Marked once: a later run keeps the first time.
 	first := *g.DeadSince
