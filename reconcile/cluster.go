@@ -25,6 +25,8 @@ func (e *Engine) Lead(ctx context.Context) bool {
 	switch {
 	case lead && !e.leading:
 		e.log.Info("this node is now the cluster leader: it runs the cluster-wide jobs (pruning old events, marking silent nodes dead)", "node", node)
+	case !lead && e.leading && ctx.Err() != nil:
+		e.log.Info("this node is no longer the cluster leader: it is stopping", "node", node)
 	case !lead && e.leading && err != nil:
 		e.log.Warn("this node is no longer the cluster leader; another node takes over the cluster-wide jobs", "node", node, "err", err)
 	case !lead && e.leading:
