@@ -14,7 +14,9 @@
 // with a serialization failure or a deadlock is retried a few times.
 // Events are claimed with FOR UPDATE SKIP LOCKED. Changes are announced
 // with NOTIFY by triggers, so every writer announces them, and handles
-// learn of them through LISTEN on a dedicated connection.
+// learn of them through LISTEN on a dedicated connection. The cluster-wide
+// jobs run on the one handle that holds a session advisory lock, on
+// another dedicated connection of its own (LeadCluster).
 //
 // Transaction-mode connection poolers (PgBouncer's pool_mode=transaction)
 // break LISTEN and session advisory locks: connect directly, or through a
