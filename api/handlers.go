@@ -146,8 +146,9 @@ func (s *Server) readDevice(ctx context.Context, iface string) (*wg.Device, erro
 	return d, nil
 }
 
-// live is a config's state on its device.
-func live(p store.Peer, onDev map[wgtypes.Key]wg.Peer, now time.Time) *LiveJSON {
+// live is a config's state on its device; online as ov says, on the
+// device only.
+func live(p store.Peer, onDev map[wgtypes.Key]wg.Peer, ov onlineView) *LiveJSON {
 	dp, ok := onDev[p.PublicKey]
 	l := &LiveJSON{OnDevice: ok}
 	if !ok {
@@ -159,8 +160,8 @@ func live(p store.Peer, onDev map[wgtypes.Key]wg.Peer, now time.Time) *LiveJSON 
 	if !dp.LastHandshake.IsZero() {
 		hs := dp.LastHandshake.UTC()
 		l.LastHandshake = &hs
-		l.Online = dp.Online(now)
 	}
+	l.Online = ov.config(p.PublicKey)
 	if dp.Endpoint.IsValid() {
 		e := dp.Endpoint.String()
 		l.Endpoint = &e
@@ -254,19 +255,8 @@ func (s *Server) statusView(ctx context.Context) (StatusResponse, error) {
 // source is what this server's read views are built from, with the time
 // of now.
 func (s *Server) source() Source {
-	return Source{Engine: s.eng, Store: s.st, Read: s.readDevice, Version: s.version, Now: s.now()}
-}
-
-// countOnline counts the device's peers with a handshake within
-// wg.OnlineWindow of now.
-func countOnline(d *wg.Device, now time.Time) int {
-	n := 0
-	for _, p := range d.Peers {
-		if p.Online(now) {
-			n++
-		}
-	}
-	return n
+	return Source{Engine: s.eng, Store: s.st, Read: s.readDevice, Version: s.version,
+		Online: reconcile.OnlineRule(s.eng.Config().Sessions), Now: s.now()}
 }
 
 // Paging of GET /v1/events.

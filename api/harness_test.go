@@ -120,7 +120,9 @@ type harness struct {
 // handshake makes the config of key (with its addresses and preshared
 // key) online: a real client handshakes and pings on a real device; on the
 // in-memory one the peer gets what such a client leaves there (a handshake
-// now, bytes both ways, an endpoint on loopback).
+// now, bytes both ways, an endpoint on loopback). Then the engine polls the
+// interface's sessions, as the daemon does every sessions.poll_interval:
+// online is an open session (reconcile.Online).
 func (h *harness) handshake(t testing.TB, priv wgtypes.Key, a4, a6 netip.Addr, psk wgtypes.Key) {
 	t.Helper()
 	if h.fake != nil {
@@ -128,12 +130,15 @@ func (h *harness) handshake(t testing.TB, priv wgtypes.Key, a4, a6 netip.Addr, p
 			Endpoint: netip.MustParseAddrPort("127.0.0.1:40000")}); err != nil {
 			t.Fatal(err)
 		}
-		return
+	} else {
+		cl := h.srv.NewClient(t, wgtest.WithClientKey(priv), wgtest.WithClientAddrs(a4, a6), wgtest.WithPresharedKey(psk))
+		ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
+		defer cancel()
+		if err := cl.Handshake(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cl := h.srv.NewClient(t, wgtest.WithClientKey(priv), wgtest.WithClientAddrs(a4, a6), wgtest.WithPresharedKey(psk))
-	ctx, cancel := context.WithTimeout(h.ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Handshake(ctx); err != nil {
+	if _, err := h.eng.PollSessions(h.ctx, h.srv.Name); err != nil {
 		t.Fatal(err)
 	}
 }

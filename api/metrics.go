@@ -23,10 +23,17 @@ import (
 // collectors. It is safe for concurrent use.
 //
 // A scrape costs two grouped store queries (configs per interface, profile
-// and state; events per status) and one device read per configured
-// interface (for wgkeeper_peers_online); a device that cannot be read is
-// counted in wgkeeper_device_read_errors_total and its gauge is left out of
-// that scrape.
+// and state; events per status) and, per configured interface, one device
+// read and one read of its configs' session activity (for
+// wgkeeper_peers_online, decided by reconcile.Online); a device that cannot
+// be read is counted in wgkeeper_device_read_errors_total and its gauges
+// are left out of that scrape.
+//
+// wgkeeper_sessions_online{interface,profile} is what the latest session
+// poll of the interface counted (SessionsPolled), for the interfaces
+// configured at the scrape: every profile configured on the interface (0
+// when none of its configs is online) and any other profile with configs
+// online.
 type Metrics struct {
 	reg *prometheus.Registry
 
@@ -38,13 +45,15 @@ type Metrics struct {
 	housekeepingRuns *prometheus.CounterVec
 	expired          prometheus.Counter
 	deviceReadErrors *prometheus.CounterVec
-	sessionsOnline   *prometheus.GaugeVec
 	sessionChanges   *prometheus.CounterVec
 	sessionRuns      *prometheus.CounterVec
 	clusterLeader    prometheus.Gauge
 
-	mu  sync.Mutex // guards src
+	mu  sync.Mutex // guards src and sessOnline
 	src *source
+	// sessOnline is interface -> profile -> configs online, as the latest
+	// session poll of the interface counted them.
+	sessOnline map[string]map[string]int
 }
 
 var _ reconcile.Observer = (*Metrics)(nil)
@@ -65,8 +74,11 @@ var (
 		"Configs in the store by interface, profile and state (pending: connect script running).",
 		[]string{"interface", "profile", "state"}, nil)
 	descOnline = prometheus.NewDesc("wgkeeper_peers_online",
-		"Device peers with a handshake within the last 3 minutes.",
+		"Device peers online: configs with a session open and not stale (see README, Sessions), other peers with a handshake within sessions.offline_after.",
 		[]string{"interface"}, nil)
+	descSessionsOnline = prometheus.NewDesc("wgkeeper_sessions_online",
+		"Configs online (a session open: a client really talking) by interface and profile, as of the latest session poll.",
+		[]string{"interface", "profile"}, nil)
 	descDevicePeers = prometheus.NewDesc("wgkeeper_device_peers",
 		"Peers on the device, whether or not the store has them.",
 		[]string{"interface"}, nil)
@@ -131,10 +143,6 @@ func NewMetrics() *Metrics {
 			Name: "wgkeeper_device_read_errors_total",
 			Help: "Failed reads of a WireGuard device by interface.",
 		}, []string{"interface"}),
-		sessionsOnline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "wgkeeper_sessions_online",
-			Help: "Configs with an open session (a client really talking) by interface, as of the latest session poll.",
-		}, []string{"interface"}),
 		sessionChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wgkeeper_session_changes_total",
 			Help: "Session changes seen by the session polls by interface and kind (start, roam, end).",
@@ -150,7 +158,7 @@ func NewMetrics() *Metrics {
 	}
 	m.reg.MustRegister(m.scriptRuns, m.scriptDuration, m.reconcileRuns, m.reconcileSeconds,
 		m.reconcileChanges, m.housekeepingRuns, m.expired, m.deviceReadErrors,
-		m.sessionsOnline, m.sessionChanges, m.sessionRuns, m.clusterLeader,
+		m.sessionChanges, m.sessionRuns, m.clusterLeader,
 		(*stateCollector)(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -260,8 +268,13 @@ func (m *Metrics) HousekeepingRun(_ time.Duration, err error) {
 }
 
 // SessionsPolled implements reconcile.Observer.
-func (m *Metrics) SessionsPolled(iface string, online int, changes []store.SessionChange) {
-	m.sessionsOnline.WithLabelValues(iface).Set(float64(online))
+func (m *Metrics) SessionsPolled(iface string, online map[string]int, changes []store.SessionChange) {
+	m.mu.Lock()
+	if m.sessOnline == nil {
+		m.sessOnline = map[string]map[string]int{}
+	}
+	m.sessOnline[iface] = online
+	m.mu.Unlock()
 	for _, k := range []store.SessionKind{store.SessionStart, store.SessionRoam, store.SessionEnd} {
 		m.sessionChanges.WithLabelValues(iface, k.String())
 	}
@@ -292,7 +305,7 @@ func (m *Metrics) SessionScriptRun(event string, ok bool, _ time.Duration) {
 type stateCollector Metrics
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConfigs, descOnline, descDevicePeers, descPool, descEvents, descBlocked, descOrphans} {
+	for _, d := range []*prometheus.Desc{descConfigs, descOnline, descSessionsOnline, descDevicePeers, descPool, descEvents, descBlocked, descOrphans} {
 		ch <- d
 	}
 }
@@ -304,6 +317,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	m := (*Metrics)(c)
 	m.mu.Lock()
 	src := m.src
+	polled := make(map[string]map[string]int, len(m.sessOnline))
+	for iface, byProfile := range m.sessOnline {
+		polled[iface] = byProfile // never written after SessionsPolled stored it
+	}
 	m.mu.Unlock()
 	if src == nil {
 		return
@@ -311,6 +328,23 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
 	cfg := src.cfg()
+
+	for _, ifc := range cfg.Interfaces {
+		byProfile, ok := polled[ifc.Name]
+		if !ok {
+			continue // not polled yet
+		}
+		configured := map[string]bool{}
+		for _, p := range cfg.ProfilesOn(ifc.Name) {
+			configured[p.ID] = true
+			ch <- prometheus.MustNewConstMetric(descSessionsOnline, prometheus.GaugeValue, float64(byProfile[p.ID]), ifc.Name, p.ID)
+		}
+		for p, n := range byProfile {
+			if !configured[p] && n > 0 {
+				ch <- prometheus.MustNewConstMetric(descSessionsOnline, prometheus.GaugeValue, float64(n), ifc.Name, p)
+			}
+		}
+	}
 
 	counts, err := src.st.CountPeers(ctx)
 	if err != nil {
@@ -355,6 +389,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	now := src.now()
+	rule := reconcile.OnlineRule(cfg.Sessions)
 	for _, ifc := range cfg.Interfaces {
 		if src.orphans != nil {
 			// Known from the engine's latest look, even when this
@@ -374,7 +409,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			src.log.Warn("metrics: read device", "iface", ifc.Name, "err", err)
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(countOnline(d, now)), ifc.Name)
 		ch <- prometheus.MustNewConstMetric(descDevicePeers, prometheus.GaugeValue, float64(len(d.Peers)), ifc.Name)
+		acts, err := src.st.ListActivity(ctx, ifc.Name)
+		if err != nil {
+			src.log.Error("metrics: list activity", "iface", ifc.Name, "err", err)
+			ch <- prometheus.NewInvalidMetric(descOnline, err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descOnline, prometheus.GaugeValue, float64(rule.CountDevice(d, acts, now)), ifc.Name)
 	}
 }

@@ -144,25 +144,9 @@ func (s *Server) pageData(ctx context.Context, filter string) (*ui.Page, error) 
 	return page, nil
 }
 
-// pageState is a config's state from its live fields, which wg.Peer.Online
-// and wg.InSync decided.
-func pageState(p PeerJSON) string {
-	switch {
-	case p.State == string(store.StatePending):
-		return ui.StatePending
-	case p.Live == nil:
-		return ui.StateUnknown
-	case !p.Live.OnDevice:
-		return ui.StateMissing
-	case !p.Live.InSync:
-		return ui.StateDrift
-	case p.Live.LastHandshake == nil:
-		return ui.StateNever
-	case p.Live.Online:
-		return ui.StateOnline
-	}
-	return ui.StateOffline
-}
+// pageState is a config's state on the page: its status in GET
+// /v1/status (ConfigStatus); the page's states have the same names.
+func pageState(p PeerJSON) string { return ConfigStatus(p) }
 
 func pageConfig(p PeerJSON) ui.Config {
 	c := ui.Config{State: pageState(p), User: p.UserID, Profile: p.ProfileID, Name: p.DisplayName,

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"sort"
 	"time"
@@ -16,9 +17,9 @@ import (
 
 // What a config is on its device, in StatusConfig.Status.
 const (
-	ConfigOnline  = "online"  // a handshake within wg.OnlineWindow
-	ConfigOffline = "offline" // a handshake, longer ago
-	ConfigNever   = "never"   // on the device, never a handshake
+	ConfigOnline  = "online"  // reconcile.Online: a session open and not stale
+	ConfigOffline = "offline" // not online, a handshake seen once
+	ConfigNever   = "never"   // on the device, never a handshake (seen by the device or recorded)
 	ConfigMissing = "missing" // active, but not on the device
 	ConfigDrift   = "drift"   // on the device with other allowed IPs, preshared key or keepalive
 	ConfigPending = "pending" // its connect script runs
@@ -41,8 +42,9 @@ type OrphanPeer struct {
 	AllowedIPs []string `json:"allowed_ips"`
 	// Kept: left on the device with orphans = "keep"; Keeps are the pool
 	// addresses it holds (never given to a config).
-	Kept          bool       `json:"kept"`
-	Keeps         []string   `json:"keeps"`
+	Kept  bool     `json:"kept"`
+	Keeps []string `json:"keeps"`
+	// Online: a handshake within sessions.offline_after (reconcile.Online).
 	Online        bool       `json:"online"`
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       int64      `json:"rx_bytes"`
@@ -61,8 +63,11 @@ type Source struct {
 	// interface's device_error.
 	Read    func(ctx context.Context, iface string) (*wg.Device, error)
 	Version string
-	// Now decides which peers are online.
-	Now time.Time
+	// Online and Now decide which peers are online: reconcile.OnlineRule
+	// of the configuration's sessions (the zero Online assumes their
+	// defaults), at Now.
+	Online reconcile.Online
+	Now    time.Time
 }
 
 // Status builds the answer of GET /v1/status. `wgkeeper status -json`
@@ -91,6 +96,7 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 			pending[k] += c.Count
 		}
 	}
+	rule := src.Online
 	out = StatusResponse{Version: src.Version, Events: evs,
 		Interfaces: make([]InterfaceStatus, 0, len(cfg.Interfaces)), Profiles: make([]ProfileStatus, 0, len(cfg.Profiles))}
 	if nodes := src.nodes(); nodes != nil {
@@ -129,6 +135,10 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 		if err != nil {
 			return out, err
 		}
+		acts, err := src.Store.ListActivity(ctx, ifc.Name)
+		if err != nil {
+			return out, err
+		}
 		var kept map[wgtypes.Key]reconcile.HeldOrphan
 		d, err := src.Read(ctx, ifc.Name)
 		if err != nil {
@@ -139,7 +149,7 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 			}
 			d = nil
 		} else {
-			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), countOnline(d, src.Now)
+			pk, port, n, online := d.PublicKey.String(), d.ListenPort, len(d.Peers), rule.CountDevice(d, acts, src.Now)
 			is.PublicKey, is.ListenPort, is.PeersOnDevice, is.PeersOnline = &pk, &port, &n, &online
 			// The verdict a reconcile would reach on this read.
 			st, err := src.Engine.Inspect(ctx, ifc.Name, d)
@@ -156,12 +166,7 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 			}
 		}
 		is.Health = src.Engine.Health(ctx, ifc.Name, d)
-		is.Configs, is.OrphanPeers = statusRows(peers, d, kept, src.Now)
-		acts, err := src.Store.ListActivity(ctx, ifc.Name)
-		if err != nil {
-			return out, err
-		}
-		addTraffic(acts, d, is.Configs)
+		is.Configs, is.OrphanPeers = statusRows(peers, d, kept, onlineView{rule, acts, src.Now})
 		out.Interfaces = append(out.Interfaces, is)
 	}
 	for _, p := range cfg.Profiles {
@@ -174,12 +179,26 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 	return out, nil
 }
 
+// onlineView judges the configs and orphans of one interface online with
+// reconcile.Online, from the activity of its active configs.
+type onlineView struct {
+	rule reconcile.Online
+	acts map[wgtypes.Key]store.Activity
+	now  time.Time
+}
+
+// config reports whether the config with key k is online.
+func (v onlineView) config(k wgtypes.Key) bool { return v.rule.Config(v.acts[k], v.now) }
+
+// orphan reports whether the device peer p, no config, is online.
+func (v onlineView) orphan(p wg.Peer) bool { return v.rule.Orphan(p, v.now) }
+
 // statusRows joins the store's configs of one interface with its device
-// peers (dev nil: the device could not be read). Configs are sorted by
-// user and profile, then by address as the store lists them; orphans by
-// key, those kept with orphans = "keep" (in kept) with the pool addresses
-// they hold.
-func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconcile.HeldOrphan, now time.Time) ([]StatusConfig, []OrphanPeer) {
+// peers (dev nil: the device could not be read), online as ov says.
+// Configs are sorted by user and profile, then by address as the store
+// lists them; orphans by key, those kept with orphans = "keep" (in kept)
+// with the pool addresses they hold.
+func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconcile.HeldOrphan, ov onlineView) ([]StatusConfig, []OrphanPeer) {
 	onDev := map[wgtypes.Key]wg.Peer{}
 	if dev != nil {
 		for _, p := range dev.Peers {
@@ -191,26 +210,17 @@ func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconci
 	for _, p := range peers {
 		known[p.PublicKey] = true
 		r := StatusConfig{PeerJSON: peerOut(p)}
-		d, on := onDev[p.PublicKey]
 		if dev != nil {
-			r.Live = live(p, onDev, now)
+			r.Live = live(p, onDev, ov)
 		}
-		switch {
-		case p.State == store.StatePending:
-			r.Status = ConfigPending
-		case dev == nil:
-			r.Status = ConfigUnknown
-		case !on:
-			r.Status = ConfigMissing
-		case !wg.InSync(reconcile.WantedPeer(p), d):
-			r.Status = ConfigDrift
-		case d.LastHandshake.IsZero():
-			r.Status = ConfigNever
-		case d.Online(now):
-			r.Status = ConfigOnline
-		default:
-			r.Status = ConfigOffline
+		if a, ok := ov.acts[p.PublicKey]; ok {
+			var dp *wg.Peer
+			if x, on := onDev[p.PublicKey]; on {
+				dp = &x
+			}
+			r.Traffic = trafficOut(a, dp)
 		}
+		r.Status = ConfigStatus(r.PeerJSON)
 		rows = append(rows, r)
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
@@ -229,7 +239,7 @@ func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconci
 			continue
 		}
 		o := OrphanPeer{PublicKey: d.PublicKey.String(), AllowedIPs: prefixesOut(d.AllowedIPs), Keeps: []string{},
-			Online: d.Online(now), LastHandshake: optTime(d.LastHandshake), RxBytes: d.RxBytes, TxBytes: d.TxBytes}
+			Online: ov.orphan(d), LastHandshake: optTime(d.LastHandshake), RxBytes: d.RxBytes, TxBytes: d.TxBytes}
 		if h, ok := kept[d.PublicKey]; ok {
 			o.Kept = true
 			o.Keeps = AddressesText(h.Keeps)
@@ -284,27 +294,34 @@ func (src Source) addLive(ctx context.Context, peers []store.Peer, out []PeerJSO
 		byIface[p.Interface] = append(byIface[p.Interface], i)
 	}
 	var errs map[string]string
+	fail := func(iface, msg string) {
+		if errs == nil {
+			errs = map[string]string{}
+		}
+		errs[iface] = msg
+	}
+	rule := src.Online
 	for _, iface := range order {
 		idx := byIface[iface]
+		// online is decided from the recorded activity: without it, no
+		// live fields
+		acts, err := src.Store.ListActivity(ctx, iface)
+		if err != nil {
+			fail(iface, fmt.Sprintf("read the session activity of %s: %v", iface, err))
+			continue
+		}
 		d, err := src.Read(ctx, iface)
 		if err != nil {
-			if errs == nil {
-				errs = map[string]string{}
-			}
-			errs[iface] = err.Error()
+			fail(iface, err.Error())
 			continue
 		}
 		onDev := make(map[wgtypes.Key]wg.Peer, len(idx))
 		for _, dp := range d.Peers {
 			onDev[dp.PublicKey] = dp
 		}
+		ov := onlineView{rule, acts, src.Now}
 		for _, i := range idx {
-			out[i].Live = live(peers[i], onDev, src.Now)
-		}
-		acts, err := src.Store.ListActivity(ctx, iface)
-		if err != nil {
-			// the live fields stand; only the recorded traffic is missing
-			continue
+			out[i].Live = live(peers[i], onDev, ov)
 		}
 		for _, i := range idx {
 			if a, ok := acts[peers[i].PublicKey]; ok {
@@ -319,25 +336,27 @@ func (src Source) addLive(ctx context.Context, peers []store.Peer, out []PeerJSO
 	return errs
 }
 
-// addTraffic fills the traffic of the active configs of rows from their
-// recorded activity and the device read d (nil: not read).
-func addTraffic(acts map[wgtypes.Key]store.Activity, d *wg.Device, rows []StatusConfig) {
-	var onDev map[wgtypes.Key]*wg.Peer
-	if d != nil {
-		onDev = make(map[wgtypes.Key]*wg.Peer, len(d.Peers))
-		for i := range d.Peers {
-			onDev[d.Peers[i].PublicKey] = &d.Peers[i]
-		}
+// ConfigStatus is a config's status in GET /v1/status and on the admin
+// page, from its live state (nil: the device could not be read) and its
+// recorded traffic: pending, unknown, missing, drift, online (live.online,
+// decided by reconcile.Online), never (no handshake on the device nor
+// recorded), else offline.
+func ConfigStatus(p PeerJSON) string {
+	switch {
+	case p.State == string(store.StatePending):
+		return ConfigPending
+	case p.Live == nil:
+		return ConfigUnknown
+	case !p.Live.OnDevice:
+		return ConfigMissing
+	case !p.Live.InSync:
+		return ConfigDrift
+	case p.Live.Online:
+		return ConfigOnline
+	case p.Live.LastHandshake == nil && (p.Traffic == nil || p.Traffic.LastHandshake == nil):
+		return ConfigNever
 	}
-	for i := range rows {
-		k, err := wgtypes.ParseKey(rows[i].PublicKey)
-		if err != nil {
-			continue
-		}
-		if a, ok := acts[k]; ok {
-			rows[i].Traffic = trafficOut(a, onDev[k])
-		}
-	}
+	return ConfigOffline
 }
 
 // Events builds the answer of GET /v1/events: the events f selects,

@@ -65,7 +65,8 @@ type LiveJSON struct {
 	// InSync: an active config is on the device with exactly its allowed IPs,
 	// preshared key and keepalive; a pending one is not on the device.
 	InSync bool `json:"in_sync"`
-	// Online: a handshake within the last wg.OnlineWindow (3 minutes).
+	// Online: the config has a session open and not stale
+	// (reconcile.Online; see README, Sessions).
 	Online        bool       `json:"online"`
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       int64      `json:"rx_bytes"`
@@ -576,7 +577,7 @@ func trafficOut(a store.Activity, dp *wg.Peer) *TrafficJSON {
 		t.BytesIn, t.BytesOut = store.Event{BytesIn: a.BytesIn, BytesOut: a.BytesOut, RxBase: a.RxBase, TxBase: a.TxBase}.
 			AddCounters(max(dp.RxBytes, 0), max(dp.TxBytes, 0))
 	}
-	if a.Online() {
+	if a.SessionOpen() {
 		t.Session = &OpenSessionJSON{StartedAt: a.Session.Started.UTC()}
 		if a.Endpoint.IsValid() {
 			ep := a.Endpoint.String()

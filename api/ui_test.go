@@ -310,11 +310,13 @@ func TestAdminPageContent(t *testing.T) {
 		t.Errorf("erin's event, recorded without an actor, does not say unknown:\n%s", erin)
 	}
 
-	// Past the online window, alice is offline.
-	h.clock.Advance(wg.OnlineWindow + time.Second)
+	// With no session poll for offline_after + poll_interval, alice's
+	// session, still open in the store, is stale: she is offline.
+	stale := h.cfg.Sessions.OfflineAfter + h.cfg.Sessions.PollInterval
+	h.clock.Advance(stale)
 	_, body = get(t, c, hs.URL+"/ui/")
 	if r := row(keys["alice"]); !strings.Contains(r, `data-state="`+ui.StateOffline+`"`) {
-		t.Errorf("alice %s after her handshake: want offline in\n%s", wg.OnlineWindow, r)
+		t.Errorf("alice %s after her last poll: want offline in\n%s", stale, r)
 	}
 
 	// The filter (GET query): by user, by address.

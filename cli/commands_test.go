@@ -187,6 +187,10 @@ func testCommandsEndToEnd(t *testing.T, db string) {
 	if err := cl.Handshake(ctx); err != nil {
 		t.Fatalf("client with the printed config: %v", err)
 	}
+	// online is an open session: the daemon's session poll opens bob's
+	if _, err := c.poller(nil).PollSessions(ctx, c.srv.Name); err != nil {
+		t.Fatal(err)
+	}
 
 	var s statusJSON
 	c.json(&s, "status")

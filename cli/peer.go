@@ -262,7 +262,7 @@ func cmdPeerList(e *env, args []string) error {
 				return fmt.Errorf("open WireGuard control: %w", err)
 			}
 			defer dev.Close()
-			out, err := api.Source{Store: st, Read: dev.Read, Now: now()}.Peers(e.ctx, f)
+			out, err := api.Source{Store: st, Read: dev.Read, Online: reconcile.OnlineRule(cfg.Sessions), Now: now()}.Peers(e.ctx, f)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,8 @@ import (
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
 	"github.com/wgkeeper/wgkeeper/reconcile"
+	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/postgres"
 	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -37,24 +39,7 @@ func TestLogShowsSessionEndpoint(t *testing.T) {
 	}
 
 	// what the daemon's session poll does
-	cfg, err := config.Load(c.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlite.Open(ctx, filepath.Join(c.dir, "wgkeeper.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := reconcile.New(reconcile.Options{Config: cfg, Store: st, Device: c.dev, Runner: r})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp, err := eng.PollSessions(ctx, c.srv.Name)
+	sp, err := c.poller(nil).PollSessions(ctx, c.srv.Name)
 	if err != nil || len(sp.Changes) != 1 {
 		t.Fatalf("poll = %+v, %v", sp, err)
 	}
@@ -100,4 +85,33 @@ func TestLogShowsSessionEndpoint(t *testing.T) {
 	if err != nil || string(runs) != "C "+k.PublicKey().String()+" created\n" {
 		t.Fatalf("config script runs %q, %v; want the config's C only", runs, err)
 	}
+}
+
+// poller is an engine on the test's config, store and device, with the
+// clock clk (nil: time.Now), to do what the daemon's session poll does.
+func (c *cliEnv) poller(clk func() time.Time) *reconcile.Engine {
+	c.t.Helper()
+	cfg, err := config.Load(c.cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var st store.Store
+	if config.IsPostgresURL(c.db) {
+		st, err = postgres.Open(context.Background(), c.db, postgres.Options{Now: clk})
+	} else {
+		st, err = sqlite.Open(context.Background(), filepath.Join(c.dir, c.db), sqlite.Options{Now: clk})
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { st.Close() })
+	r, err := hooks.New(hooks.Config{Script: cfg.Hooks.Script, Timeout: cfg.Hooks.Timeout, Concurrency: 1})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	eng, err := reconcile.New(reconcile.Options{Config: cfg, Store: st, Device: c.dev, Runner: r, Now: clk})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return eng
 }

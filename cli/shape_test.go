@@ -208,6 +208,10 @@ func TestJSONMatchesAPI(t *testing.T) {
 	if err := cl.Handshake(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// the daemon's session poll opens bob's session: he is online
+	if _, err := s.poller(func() time.Time { return t0 }).PollSessions(ctx, s.srv.Name); err != nil {
+		t.Fatal(err)
+	}
 	ck, _ := wgtypes.GeneratePrivateKey()
 	carol := ck.PublicKey()
 	s.ok("peer", "add", "-user", "carol", "-profile", "staff", "-public-key", carol.String())

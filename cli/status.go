@@ -61,7 +61,8 @@ func cmdStatus(e *env, args []string) error {
 	}
 	return e.withParts(func(p *parts) error {
 		t := now()
-		src := api.Source{Engine: p.engine, Store: p.store, Read: p.dev.Read, Version: Version, Now: t}
+		src := api.Source{Engine: p.engine, Store: p.store, Read: p.dev.Read, Version: Version,
+			Online: reconcile.OnlineRule(p.engine.Config().Sessions), Now: t}
 		st, err := src.Status(e.ctx)
 		if err != nil {
 			return err

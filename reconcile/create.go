@@ -497,7 +497,7 @@ func (e *Engine) addToDevice(ctx context.Context, iface string, p store.Peer) er
 	if err != nil {
 		return err
 	}
-	_, err = e.dev.Apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(cur)}})
+	_, err = e.apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(cur)}})
 	return err
 }
 

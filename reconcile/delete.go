@@ -386,7 +386,7 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 	if len(plan.Remove) == 0 {
 		return nil
 	}
-	_, err = e.dev.Apply(ctx, iface, plan)
+	_, err = e.apply(ctx, iface, plan)
 	return err
 }
 

@@ -199,8 +199,10 @@ type Observer interface {
 	// took the lock; err is the run's error (nil when every step succeeded).
 	HousekeepingRun(d time.Duration, err error)
 	// SessionsPolled is called after every session poll that was written:
-	// the configs online on the interface and the poll's changes.
-	SessionsPolled(iface string, online int, changes []store.SessionChange)
+	// the configs online on the interface by profile (every profile
+	// configured on it present, 0 when none is online; see Online) and the
+	// poll's changes. The engine does not use online after the call.
+	SessionsPolled(iface string, online map[string]int, changes []store.SessionChange)
 	// SessionScriptRun is called after every run of sessions.script.
 	SessionScriptRun(event string, ok bool, d time.Duration)
 	// ClusterLeader is called when the node becomes (true) or stops
@@ -245,6 +247,7 @@ type Engine struct {
 
 	pollMu   sync.Mutex                // serialises PollSessions; guards actCache
 	actCache map[string]*activityCache // interface -> activity as this engine last read and wrote it
+	peerGen  atomic.Uint64             // counts this engine's device writes that add or remove peers (see apply)
 
 	leadMu  sync.Mutex // guards leading; held across Lead's round trip to the store, so Leads run one at a time
 	leading bool       // the last Lead's answer
@@ -410,14 +413,14 @@ func (e *Engine) point(name string) {
 
 type nopObserver struct{}
 
-func (nopObserver) ScriptRun(string, bool, time.Duration)              {}
-func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error) {}
-func (nopObserver) Expired(int)                                        {}
-func (nopObserver) DeviceReadError(string)                             {}
-func (nopObserver) HousekeepingRun(time.Duration, error)               {}
-func (nopObserver) SessionsPolled(string, int, []store.SessionChange)  {}
-func (nopObserver) SessionScriptRun(string, bool, time.Duration)       {}
-func (nopObserver) ClusterLeader(bool)                                 {}
+func (nopObserver) ScriptRun(string, bool, time.Duration)                        {}
+func (nopObserver) Reconciled(string, wg.Counts, time.Duration, error)           {}
+func (nopObserver) Expired(int)                                                  {}
+func (nopObserver) DeviceReadError(string)                                       {}
+func (nopObserver) HousekeepingRun(time.Duration, error)                         {}
+func (nopObserver) SessionsPolled(string, map[string]int, []store.SessionChange) {}
+func (nopObserver) SessionScriptRun(string, bool, time.Duration)                 {}
+func (nopObserver) ClusterLeader(bool)                                           {}
 
 // ErrDeviceUnavailable matches (errors.Is) every error the engine returns
 // because a WireGuard device could not be read: the interface is missing,

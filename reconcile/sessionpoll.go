@@ -37,8 +37,12 @@ type SessionPoll struct {
 	// Events are the session events recorded (empty without
 	// sessions.script).
 	Events []store.Event
-	// Online counts the configs of the interface with an open session.
+	// Online counts the configs of the interface online after the poll
+	// (Online.Config at the poll's time: their session is open).
 	Online int
+	// OnlineByProfile counts them by profile; every profile configured on
+	// the interface is present, at 0 when none of its configs is online.
+	OnlineByProfile map[string]int
 	// Written counts the configs whose activity was written.
 	Written int
 	// Shared is set when the poll used the reconcile's device read.
@@ -54,21 +58,27 @@ type SessionPoll struct {
 const activityCacheAge = 5 * time.Minute
 
 // activityCache is the activity of an interface's configs as this engine
-// last read and wrote it, and the device's peers at that read. The
-// engine is the only writer of activity; configs come and go through the
-// device (a create adds its peer, a removal takes it off), so the cache
-// holds while the device shows the same peers: the configs, the device
-// peers that were no config (orphans), and no config missing that was
-// there.
+// last read and wrote it, their profiles, and the device's peers at that
+// read. The engine is the only writer of activity; configs come and go
+// through the device (a create adds its peer, a removal takes it off), so
+// the cache holds while the device shows the same peers: the configs, the
+// device peers that were no config (orphans), and no config missing that
+// was there; while this engine added or removed no peer (a config deleted
+// and created again with the same key between two polls keeps its device
+// peer, but not its activity); and while no config's counters went down
+// or lost their handshake (its peer was taken off and added again, by
+// another process perhaps).
 type activityCache struct {
-	acts    map[wgtypes.Key]store.Activity
-	others  map[wgtypes.Key]bool // on the device at the read, not a config
-	missing map[wgtypes.Key]bool // a config not on the device at the read
-	at      time.Time
+	acts     map[wgtypes.Key]store.Activity
+	profiles map[wgtypes.Key]string // config -> its profile
+	others   map[wgtypes.Key]bool   // on the device at the read, not a config
+	missing  map[wgtypes.Key]bool   // a config not on the device at the read
+	at       time.Time
+	gen      uint64 // Engine.peerGen before the read
 }
 
-func newActivityCache(acts map[wgtypes.Key]store.Activity, d *wg.Device, now time.Time) *activityCache {
-	c := &activityCache{acts: acts, others: map[wgtypes.Key]bool{}, missing: map[wgtypes.Key]bool{}, at: now}
+func newActivityCache(acts map[wgtypes.Key]store.Activity, profiles map[wgtypes.Key]string, d *wg.Device, now time.Time, gen uint64) *activityCache {
+	c := &activityCache{acts: acts, profiles: profiles, others: map[wgtypes.Key]bool{}, missing: map[wgtypes.Key]bool{}, at: now, gen: gen}
 	on := make(map[wgtypes.Key]bool, len(d.Peers))
 	for _, p := range d.Peers {
 		on[p.PublicKey] = true
@@ -85,14 +95,17 @@ func newActivityCache(acts map[wgtypes.Key]store.Activity, d *wg.Device, now tim
 }
 
 // fits reports whether the cache still describes the interface whose
-// device read is d.
-func (c *activityCache) fits(d *wg.Device, now time.Time) bool {
-	if c == nil || now.Sub(c.at) >= activityCacheAge || now.Before(c.at) {
+// device read is d, with gen the engine's peerGen now.
+func (c *activityCache) fits(d *wg.Device, now time.Time, gen uint64) bool {
+	if c == nil || now.Sub(c.at) >= activityCacheAge || now.Before(c.at) || gen != c.gen {
 		return false
 	}
 	n := 0
 	for _, p := range d.Peers {
-		if _, ok := c.acts[p.PublicKey]; ok {
+		if a, ok := c.acts[p.PublicKey]; ok {
+			if p.RxBytes < a.RxBase || p.TxBytes < a.TxBase || p.LastHandshake.IsZero() && !a.LastHandshake.IsZero() {
+				return false // the peer is new on the device: its config may be too
+			}
 			n++
 		} else if !c.others[p.PublicKey] {
 			return false // a new peer: a new config, perhaps
@@ -124,7 +137,7 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 	e.mu.Unlock()
 	var out SessionPoll
 	var d *wg.Device
-	if ok && shared.at.After(last) && now.Sub(shared.at) < sc.PollInterval/2 {
+	if ok && shared.at.After(last) && !now.Before(shared.at) && now.Sub(shared.at) < sc.PollInterval/2 {
 		d, now, out.Shared = shared.dev, shared.at, true
 	} else {
 		var err error
@@ -142,12 +155,20 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 		e.actCache = map[string]*activityCache{}
 	}
 	cache := e.actCache[iface]
-	if !cache.fits(d, now) {
+	if gen := e.peerGen.Load(); !cache.fits(d, now, gen) {
 		acts, err := e.sess.ListActivity(ctx, iface)
 		if err != nil {
 			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
 		}
-		cache = newActivityCache(acts, d, now)
+		peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive})
+		if err != nil {
+			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
+		}
+		profiles := make(map[wgtypes.Key]string, len(peers))
+		for _, p := range peers {
+			profiles[p.PublicKey] = p.ProfileID
+		}
+		cache = newActivityCache(acts, profiles, d, now, gen)
 		e.actCache[iface] = cache
 		out.Reloaded = true
 	}
@@ -160,14 +181,21 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 		delete(e.actCache, iface) // what was written is unknown: read it again
 		return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
 	}
-	online := 0
-	for _, a := range prev {
-		if a.Online() {
-			online++
-		}
-	}
 	for _, c := range changed {
 		prev[c.Key] = c.Activity
+	}
+	rule := OnlineRule(sc)
+	online, byProfile := 0, map[string]int{}
+	for _, p := range cfg.ProfilesOn(iface) {
+		byProfile[p.ID] = 0
+	}
+	for k, a := range prev {
+		if rule.Config(a, now) {
+			online++
+			if pr := cache.profiles[k]; pr != "" { // "": removed between the two reads
+				byProfile[pr]++
+			}
+		}
 	}
 	e.mu.Lock()
 	e.polls[iface] = now
@@ -178,17 +206,15 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 	for _, c := range changes {
 		switch c.Kind {
 		case store.SessionStart:
-			online++
 			e.log.Info("session started", "iface", iface, "peer", c.Key.String(), "endpoint", c.Endpoint.String())
 		case store.SessionEnd:
-			online--
 			e.log.Info("session ended", "iface", iface, "peer", c.Key.String(), "bytes_in", c.Session.BytesIn, "bytes_out", c.Session.BytesOut)
 		case store.SessionRoam:
 			e.log.Info("session roamed", "iface", iface, "peer", c.Key.String(), "endpoint", c.Endpoint.String())
 		}
 	}
-	out.Changes, out.Events, out.Online, out.Written = changes, evs, online, len(changed)
-	e.obs.SessionsPolled(iface, online, changes)
+	out.Changes, out.Events, out.Online, out.OnlineByProfile, out.Written = changes, evs, online, byProfile, len(changed)
+	e.obs.SessionsPolled(iface, byProfile, changes)
 	return out, nil
 }
 
@@ -231,7 +257,7 @@ func (e *Engine) ReclaimIdle(ctx context.Context) (Removed, error) {
 		for _, p := range peers {
 			limit, ok := idle[p.ProfileID]
 			a, tracked := acts[p.PublicKey]
-			if !ok || !tracked || a.Online() {
+			if !ok || !tracked || a.SessionOpen() {
 				continue
 			}
 			last := a.LastHandshake
@@ -253,4 +279,16 @@ func (e *Engine) ReclaimIdle(ctx context.Context) (Removed, error) {
 		}
 	}
 	return all, nil
+}
+
+// apply writes plan to the interface's device. A plan that adds or removes
+// peers first counts in peerGen, so the session poll reads the configs'
+// activity from the store again: a config deleted and created again with
+// the same key between two polls shows the same device peers, but its
+// activity starts from zero.
+func (e *Engine) apply(ctx context.Context, iface string, plan wg.Plan) (wg.Counts, error) {
+	if len(plan.Add) > 0 || len(plan.Remove) > 0 {
+		e.peerGen.Add(1)
+	}
+	return e.dev.Apply(ctx, iface, plan)
 }

@@ -118,7 +118,7 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 	}
 
 	var out []SessionChange
-	if prev.Online() {
+	if prev.SessionOpen() {
 		switch {
 		case active && earliest.Sub(last) < p.OfflineAfter:
 			// the session goes on
@@ -130,7 +130,7 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 	started := false
 	if active {
 		next.LastActive = maxTime(latest, prev.LastActive)
-		if !next.Online() {
+		if !next.SessionOpen() {
 			start := now
 			if !hs.IsZero() {
 				start = hs // the client's connect moment
@@ -140,7 +140,7 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 			started = true
 		}
 	}
-	if next.Online() {
+	if next.SessionOpen() {
 		if !started && next.Endpoint != prev.Endpoint && prev.Endpoint.IsValid() {
 			out = append(out, SessionChange{Kind: SessionRoam, At: now, Endpoint: next.Endpoint})
 		}
@@ -160,7 +160,7 @@ func TrackPeer(prev Activity, obs *wg.Peer, p Poll) (Activity, []SessionChange) 
 // deleted, expired, revoked…), or at its last activity when that is later.
 // ok is false when no session was open; then a is returned unchanged.
 func EndSession(a Activity, at time.Time) (Activity, SessionChange, bool) {
-	if !a.Online() {
+	if !a.SessionOpen() {
 		return a, SessionChange{}, false
 	}
 	end := maxTime(at.UTC(), a.LastActive)

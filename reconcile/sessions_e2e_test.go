@@ -238,7 +238,7 @@ func TestSessionsDaemonRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := acts[c.Peer.PublicKey]
-	if !before.Online() || before.BytesIn == 0 {
+	if !before.SessionOpen() || before.BytesIn == 0 {
 		t.Fatalf("activity before the restart = %+v", before)
 	}
 

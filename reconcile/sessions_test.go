@@ -91,7 +91,7 @@ func checkStep(t *testing.T, prev, next Activity, cs []SessionChange, now time.T
 	if next.BytesIn < prev.BytesIn || next.BytesOut < prev.BytesOut {
 		t.Fatalf("totals went down: %+v -> %+v", prev, next)
 	}
-	online := prev.Online()
+	online := prev.SessionOpen()
 	for _, c := range cs {
 		switch c.Kind {
 		case SessionStart:
@@ -116,10 +116,10 @@ func checkStep(t *testing.T, prev, next Activity, cs []SessionChange, now time.T
 			t.Fatalf("change %v after the poll %v", describe(c), now)
 		}
 	}
-	if online != next.Online() {
-		t.Fatalf("changes %v leave online=%v, activity says %v", cs, online, next.Online())
+	if online != next.SessionOpen() {
+		t.Fatalf("changes %v leave online=%v, activity says %v", cs, online, next.SessionOpen())
 	}
-	if next.Online() {
+	if next.SessionOpen() {
 		if now.Sub(next.LastActive) >= 3*time.Minute && next.LastActive.After(prev.LastActive) {
 			t.Fatalf("session open on activity older than offline_after: %+v", next)
 		}
@@ -155,7 +155,7 @@ func TestTrackConnectTrafficDisconnect(t *testing.T) {
 	if got := joined(tr.log); got != want {
 		t.Fatalf("got %s\nwant %s", got, want)
 	}
-	if tr.a.BytesIn != 2048 || tr.a.BytesOut != 5092 || tr.a.Online() {
+	if tr.a.BytesIn != 2048 || tr.a.BytesOut != 5092 || tr.a.SessionOpen() {
 		t.Fatalf("activity after the end: %+v", tr.a)
 	}
 	if !tr.a.LastHandshake.Equal(at(4)) || !tr.a.LastActive.Equal(at(100)) {
@@ -239,7 +239,7 @@ func TestTrackRoaming(t *testing.T) {
 	if got := joined(tr.log); got != want {
 		t.Fatalf("got %s, want %s", got, want)
 	}
-	if tr.a.Endpoint != ep2 || !tr.a.Online() {
+	if tr.a.Endpoint != ep2 || !tr.a.SessionOpen() {
 		t.Fatalf("activity %+v", tr.a)
 	}
 	// a device that loses the endpoint (recreated) is no roam
@@ -482,7 +482,7 @@ func TestTrackClockStepsBack(t *testing.T) {
 func TestEndSession(t *testing.T) {
 	a := Activity{LastActive: at(50), Endpoint: ep1, Session: OpenSession{Started: at(1), BytesIn: 10, BytesOut: 20}}
 	n, c, ok := EndSession(a, at(60))
-	if !ok || n.Online() || c.Kind != SessionEnd || !c.At.Equal(at(60)) || c.Session != a.Session || c.Endpoint != ep1 {
+	if !ok || n.SessionOpen() || c.Kind != SessionEnd || !c.At.Equal(at(60)) || c.Session != a.Session || c.Endpoint != ep1 {
 		t.Fatalf("EndSession = %+v, %+v, %v", n, c, ok)
 	}
 	if _, _, ok := EndSession(n, at(70)); ok {

@@ -163,7 +163,7 @@ func (e *Engine) reconcile(ctx context.Context, iface string, o ReconcileOptions
 	if plan.Empty() {
 		return fieldErr
 	}
-	c, err := e.dev.Apply(ctx, iface, plan)
+	c, err := e.apply(ctx, iface, plan)
 	r.Counts = c
 	if err != nil {
 		return errors.Join(fieldErr, fmt.Errorf("write plan: %w", err))

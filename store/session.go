@@ -44,8 +44,9 @@ type Activity struct {
 	Session OpenSession
 }
 
-// Online reports whether a session is open.
-func (a Activity) Online() bool { return !a.Session.Started.IsZero() }
+// SessionOpen reports whether a session is open. Whether the config counts
+// as online is reconcile.Online's to say (an open session can be stale).
+func (a Activity) SessionOpen() bool { return !a.Session.Started.IsZero() }
 
 // OpenSession is the part of Activity that belongs to an open session.
 type OpenSession struct {

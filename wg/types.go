@@ -101,17 +101,6 @@ type Counts struct {
 	Added, Updated, Removed int
 }
 
-// OnlineWindow is how recent a peer's last handshake must be for the peer
-// to count as online (WireGuard re-handshakes every 2 minutes while traffic
-// flows).
-const OnlineWindow = 3 * time.Minute
-
-// Online reports whether the peer completed a handshake within
-// OnlineWindow before now.
-func (p Peer) Online(now time.Time) bool {
-	return !p.LastHandshake.IsZero() && now.Sub(p.LastHandshake) <= OnlineWindow
-}
-
 // InSync reports whether the device peer has exactly the wanted allowed
 // IPs, preshared key and keepalive: MakePlan would leave it alone.
 func InSync(w Wanted, p Peer) bool {

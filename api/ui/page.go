@@ -11,9 +11,9 @@ import (
 
 // Config states on the page.
 const (
-	StateOnline  = "online"  // a handshake within the last 3 minutes
-	StateOffline = "offline" // an older handshake
-	StateNever   = "never"   // on the device, never connected
+	StateOnline  = "online"  // a session open and not stale (see the README's Sessions)
+	StateOffline = "offline" // not online, a handshake seen once
+	StateNever   = "never"   // on the device, never a handshake
 	StateMissing = "missing" // active in the store, not on the device
 	StateDrift   = "drift"   // on the device, but not as the store says
 	StateOrphan  = "orphan"  // on the device, not in the store

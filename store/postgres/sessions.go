@@ -129,7 +129,7 @@ func (s *Store) SaveActivity(ctx context.Context, u store.ActivityUpdate) ([]sto
 				gone[c.Key] = true
 				continue
 			}
-			if a.Online() {
+			if a.SessionOpen() {
 				online[c.Key] = a.Session
 			}
 		}
