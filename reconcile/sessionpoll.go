@@ -66,8 +66,8 @@ const activityCacheAge = 5 * time.Minute
 // was there; while this engine added or removed no peer (a config deleted
 // and created again with the same key between two polls keeps its device
 // peer, but not its activity); and while no config's counters went down
-// or lost their handshake (its peer was taken off and added again, by
-// another process perhaps).
+// (its peer was taken off and added again, by another process perhaps;
+// the read after it sets the new base, so this costs one store read).
 type activityCache struct {
 	acts     map[wgtypes.Key]store.Activity
 	profiles map[wgtypes.Key]string // config -> its profile
@@ -103,7 +103,7 @@ func (c *activityCache) fits(d *wg.Device, now time.Time, gen uint64) bool {
 	n := 0
 	for _, p := range d.Peers {
 		if a, ok := c.acts[p.PublicKey]; ok {
-			if p.RxBytes < a.RxBase || p.TxBytes < a.TxBase || p.LastHandshake.IsZero() && !a.LastHandshake.IsZero() {
+			if p.RxBytes < a.RxBase || p.TxBytes < a.TxBase {
 				return false // the peer is new on the device: its config may be too
 			}
 			n++

@@ -31,12 +31,14 @@ func newSessionHarness(t *testing.T, extra string) *harness {
 	return newSessionHarnessWith(t, extra, "")
 }
 
-// newSessionHarnessWith adds profileExtra to the profile's keys.
+// newSessionHarnessWith adds profileExtra to the profile's keys. $IFACE
+// in extra is the interface's name.
 func newSessionHarnessWith(t *testing.T, extra, profileExtra string) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), ctx: context.Background()}
 	h.srv = testenv.NewServer(t, true)
 	h.dev = h.srv.Device
+	extra = strings.ReplaceAll(extra, "$IFACE", h.srv.Name)
 	if err := os.WriteFile(filepath.Join(h.dir, "session.sh"), []byte(sessionScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
