@@ -13,6 +13,7 @@ import (
 
 	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/fakeclock"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/store/postgres"
@@ -114,4 +115,64 @@ func (c *cliEnv) poller(clk func() time.Time) *reconcile.Engine {
 		c.t.Fatal(err)
 	}
 	return eng
+}
+
+// status (table and -json) and peer list -json say online from the session
+// state the daemon's polls persist: online while the session is open;
+// offline when no poll came for offline_after + poll_interval (the daemon
+// is down: the session is still open in the store); offline once a poll
+// ended it.
+func TestStatusOnlineFromSessions(t *testing.T) {
+	c := newCLIEnv(t, "remove")
+	clk := fakeclock.New(time.Now().UTC())
+	old := now
+	now = clk.Now
+	t.Cleanup(func() { now = old })
+	k, _ := wgtypes.GeneratePrivateKey()
+	key := k.PublicKey().String()
+	c.ok("peer", "add", "-user", "alice", "-profile", "staff", "-public-key", key)
+	cl := c.srv.NewClient(t, wgtest.WithClientKey(k), wgtest.WithClientAddrs(netip.MustParseAddr("10.99.0.2"), netip.MustParseAddr("fd00:99::2")))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.Handshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when, want string) {
+		t.Helper()
+		var st statusJSON
+		c.json(&st, "status")
+		if got := stateOf(st, key); got != want {
+			t.Errorf("%s: status -json says %q, want %q", when, got, want)
+		}
+		if human := c.ok("status"); !strings.Contains(human, "1 "+want) {
+			t.Errorf("%s: status does not count alice %s:\n%s", when, want, human)
+		}
+		var pl struct {
+			Peers []struct {
+				Live *struct {
+					Online bool `json:"online"`
+				} `json:"live"`
+			} `json:"peers"`
+		}
+		c.json(&pl, "peer", "list")
+		if len(pl.Peers) != 1 || pl.Peers[0].Live == nil || pl.Peers[0].Live.Online != (want == StateOnline) {
+			t.Errorf("%s: peer list -json = %+v, want online %v", when, pl.Peers, want == StateOnline)
+		}
+	}
+	check("before any poll", StateOffline)
+	eng := c.poller(clk.Now)
+	if sp, err := eng.PollSessions(ctx, c.srv.Name); err != nil || sp.Online != 1 {
+		t.Fatalf("poll = %+v, %v; want alice's session open", sp, err)
+	}
+	check("session open", StateOnline)
+	cfg, err := config.Load(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(cfg.Sessions.OfflineAfter + cfg.Sessions.PollInterval)
+	check("no poll for offline_after + poll_interval", StateOffline)
+	if sp, err := eng.PollSessions(ctx, c.srv.Name); err != nil || len(sp.Changes) != 1 || sp.Changes[0].Kind != store.SessionEnd {
+		t.Fatalf("poll = %+v, %v; want alice's session end", sp, err)
+	}
+	check("session ended", StateOffline)
 }
