@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,9 +17,14 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/hooks"
+	"github.com/wgkeeper/wgkeeper/internal/pgtest"
+	"github.com/wgkeeper/wgkeeper/internal/testenv"
 	"github.com/wgkeeper/wgkeeper/reconcile"
 	"github.com/wgkeeper/wgkeeper/store"
+	"github.com/wgkeeper/wgkeeper/store/postgres"
+	"github.com/wgkeeper/wgkeeper/store/sqlite"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
@@ -26,23 +32,30 @@ import (
 // running scripts.
 func (h *harness) seed(tb testing.TB, n int) {
 	tb.Helper()
-	prof, _ := h.cfg.Profile("staff")
+	seedConfigs(tb, h.ctx, h.cfg, h.st, h.dev, h.srv.Name, n)
+}
+
+// seedConfigs puts n active configs of the "staff" profile in st and on
+// the interface iface of dev, without running scripts.
+func seedConfigs(tb testing.TB, ctx context.Context, cfg *config.Config, st store.Store, dev testenv.Device, iface string, n int) {
+	tb.Helper()
+	prof, _ := cfg.Profile("staff")
 	add := make([]wg.Wanted, 0, n)
 	for i := 0; i < n; i++ {
 		k := newKey(tb).PublicKey()
-		p, ev, err := h.st.InsertPending(h.ctx, store.NewPeer{
-			PublicKey: k, Interface: h.srv.Name, ProfileID: "staff", UserID: fmt.Sprintf("seed%d", i),
+		p, ev, err := st.InsertPending(ctx, store.NewPeer{
+			PublicKey: k, Interface: iface, ProfileID: "staff", UserID: fmt.Sprintf("seed%d", i),
 			IPv4Range: prof.IPv4Range, IPv6Range: prof.IPv6Range,
 		})
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if err := h.st.Activate(h.ctx, k, ev.ID); err != nil {
+		if err := st.Activate(ctx, k, ev.ID); err != nil {
 			tb.Fatal(err)
 		}
 		add = append(add, reconcile.WantedPeer(p))
 	}
-	if _, err := h.dev.Apply(h.ctx, h.srv.Name, wg.Plan{Add: add}); err != nil {
+	if _, err := dev.Apply(ctx, iface, wg.Plan{Add: add}); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -51,11 +64,18 @@ func (h *harness) seed(tb testing.TB, n int) {
 // script is script ("" = none).
 func (h *harness) serverWith(tb testing.TB, script string) *httptest.Server {
 	tb.Helper()
-	run, err := hooks.New(hooks.Config{Script: script, Timeout: 5 * time.Second, Concurrency: h.cfg.Hooks.Concurrency})
+	return serveEngine(tb, h.cfg, h.st, h.dev, script)
+}
+
+// serveEngine serves st and dev through an engine of cfg whose script is
+// script ("" = none).
+func serveEngine(tb testing.TB, cfg *config.Config, st store.Store, dev testenv.Device, script string) *httptest.Server {
+	tb.Helper()
+	run, err := hooks.New(hooks.Config{Script: script, Timeout: 5 * time.Second, Concurrency: cfg.Hooks.Concurrency})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	eng, err := reconcile.New(reconcile.Options{Config: h.cfg, Store: h.st, Device: h.dev, Runner: run})
+	eng, err := reconcile.New(reconcile.Options{Config: cfg, Store: st, Device: dev, Runner: run})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -182,6 +202,128 @@ func BenchmarkCreateAPI(b *testing.B) {
 		ratio := float64(results[s+"@10k"].p99) / float64(results[s+"@0"].p99)
 		fmt.Fprintf(&out, "p99 ratio 10k/0 (%s): %.2f\n", s, ratio)
 		b.ReportMetric(ratio, "p99-ratio-"+s)
+	}
+	b.Logf("\n%s", out.String())
+}
+
+// BenchmarkCreateAPIBackends runs BenchmarkCreateAPI's workload through
+// the HTTP API on both backends in one run: SQLite (a file) and
+// PostgreSQL (a fresh database on the server WGKEEPER_TEST_POSTGRES
+// names; skipped without it), each with a real userspace device, 8
+// concurrent clients, the trivial "exit 0" script and no script, on an
+// empty interface and on one with 10k configs. Each iteration sends 1000
+// creates per case. It prints creates/s and p99 per backend and case, the
+// ratio PostgreSQL/SQLite of creates/s, and each backend's p99 at 10k
+// against at 0. Targets (many nodes): PostgreSQL >= 0.5x SQLite's
+// creates/s, and its p99 at 10k <= 1.5x its p99 at 0.
+// Run: go test -run XXX -bench CreateAPIBackends -benchtime 1x ./api/
+func BenchmarkCreateAPIBackends(b *testing.B) {
+	pgURL := pgtest.NewDatabase(b) // skips, with how to run it, when no server is named
+	const perIter, clients, existing = 1000, 8, 10000
+	n := perIter * b.N
+	trivial := filepath.Join(b.TempDir(), "true.sh")
+	if err := os.WriteFile(trivial, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	pgUsed := false
+	open := func(backend string, cfg *config.Config) store.Store {
+		if backend == "sqlite" {
+			st, err := sqlite.Open(ctx, cfg.Database, sqlite.Options{Create: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { st.Close() })
+			return st
+		}
+		url := pgURL
+		if pgUsed {
+			url = pgtest.NewDatabase(b)
+		}
+		pgUsed = true
+		st, err := postgres.Open(ctx, url, postgres.Options{Create: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		return st
+	}
+	// env is a real interface, its configuration and a store of backend.
+	type env struct {
+		cfg *config.Config
+		st  store.Store
+		srv *testenv.Server
+	}
+	newEnv := func(backend string) env {
+		srv := testenv.NewServer(b, true)
+		cfg := testenv.Load(b, b.TempDir(), testConfig(srv.Name, srv.Port, `timeout = "5s"`, "", true, 3, ""), "")
+		return env{cfg: cfg, st: open(backend, cfg), srv: srv}
+	}
+	backends := []string{"sqlite", "postgres"}
+	cases := []string{"none@0", "script@0", "none@10k", "script@10k"}
+	scriptOf := map[string]string{"none": "", "script": trivial}
+	results := map[string]loadResult{} // backend/case
+	run := func(be, c, url string) {
+		createLoad(b, url, 50, clients, "warm-"+be+c) // warm caches and connections
+		b.StartTimer()
+		results[be+"/"+c] = createLoad(b, url, n, clients, be+c)
+		b.StopTimer()
+	}
+	// The backends take turns case by case, so that both see the same
+	// load of the machine. Each "@0" case has an interface and a store of
+	// its own; the "script@0" ones are then seeded for both "@10k" cases.
+	b.ResetTimer()
+	b.StopTimer()
+	big := map[string]env{}
+	for _, mode := range []string{"none", "script"} {
+		for _, be := range backends {
+			e := newEnv(be)
+			run(be, mode+"@0", serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL)
+			big[be] = e
+		}
+	}
+	for _, be := range backends {
+		e := big[be]
+		t0 := time.Now()
+		seedConfigs(b, ctx, e.cfg, e.st, e.srv.Device, e.srv.Name, existing)
+		b.Logf("%s: seeded %d configs in %s", be, existing, time.Since(t0).Round(time.Millisecond))
+	}
+	for _, mode := range []string{"none", "script"} {
+		for _, be := range backends {
+			e := big[be]
+			run(be, mode+"@10k", serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL)
+		}
+	}
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "%-22s", "creates/s, p99")
+	for _, c := range cases {
+		fmt.Fprintf(&out, " %20s", c)
+	}
+	out.WriteString("\n")
+	for _, be := range backends {
+		fmt.Fprintf(&out, "%-22s", be)
+		for _, c := range cases {
+			r := results[be+"/"+c]
+			fmt.Fprintf(&out, " %20s", fmt.Sprintf("%.0f/s %s", r.perSecond(), r.p99.Round(100*time.Microsecond)))
+			b.ReportMetric(r.perSecond(), "creates/s-"+be+"-"+c)
+			b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-ms-"+be+"-"+c)
+		}
+		out.WriteString("\n")
+	}
+	fmt.Fprintf(&out, "%-22s", "PostgreSQL/SQLite rate")
+	for _, c := range cases {
+		ratio := results["postgres/"+c].perSecond() / results["sqlite/"+c].perSecond()
+		fmt.Fprintf(&out, " %20.2f", ratio)
+		b.ReportMetric(ratio, "pg/sqlite-"+c)
+	}
+	out.WriteString("   (target >= 0.5)\n")
+	out.WriteString("p99 10k/0 (target <= 1.5):")
+	for _, be := range backends {
+		for _, mode := range []string{"none", "script"} {
+			ratio := float64(results[be+"/"+mode+"@10k"].p99) / float64(results[be+"/"+mode+"@0"].p99)
+			fmt.Fprintf(&out, " %s %s %.2f;", be, mode, ratio)
+			b.ReportMetric(ratio, "p99-10k/0-"+be+"-"+mode)
+		}
 	}
 	b.Logf("\n%s", out.String())
 }

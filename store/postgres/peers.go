@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -15,15 +16,6 @@ import (
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/store/internal/sqlrow"
 )
-
-// poolQuery finds the lowest free host index of a profile at or above $3
-// in O(log n): the smallest such index on the free list, else the
-// high-water mark or $3, whichever is higher (every index below the
-// high-water mark is held or on the free list; see the ip_pools/ip_free
-// tables and their triggers in the schema).
-const poolQuery = `SELECT coalesce(
-	(SELECT min(ip_index) FROM ip_free WHERE interface = $1 AND profile_id = $2 AND ip_index >= $3),
-	greatest(coalesce((SELECT next_index FROM ip_pools WHERE interface = $1 AND profile_id = $2), 0), $3))`
 
 // InsertPending creates a peer in state pending together with its C event
 // (reason "created", status "running": the outbox never delivers it; the
@@ -82,91 +74,117 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 	}
 	key := np.PublicKey.String()
 	avoid := store.AvoidSpans(v4, v6, np.Avoid, capacity)
+	avoidLo, avoidHi := make([]int64, len(avoid)), make([]int64, len(avoid))
+	for i, sp := range avoid {
+		avoidLo[i], avoidHi[i] = sp.Lo, sp.Hi
+	}
+	var net4, net6 any
+	if v4.IsValid() {
+		net4 = v4.Addr().String()
+	}
+	if v6.IsValid() {
+		net6 = v6.Addr().String()
+	}
 
-	var ev store.Event
-	err = s.write(ctx, func(tx pgx.Tx) error {
-		// Lock the profile's pool (creating its row if need be): from here
-		// to the commit no other transaction, on any node, counts the
-		// user's configs or picks an index in this pool.
-		var hw int64
-		if err := tx.QueryRow(ctx, `INSERT INTO ip_pools (interface, profile_id, next_index) VALUES ($1, $2, 0)
-			ON CONFLICT (interface, profile_id) DO UPDATE SET next_index = ip_pools.next_index
-			RETURNING next_index`, np.Interface, np.ProfileID).Scan(&hw); err != nil {
-			return convErr(err)
+	// One call, one round trip: wgk_insert_pending (migration 0003) locks
+	// the profile's pool row, then checks the key and the per-user limit,
+	// takes the lowest free index and inserts the peer and its C event.
+	var (
+		outcome    string
+		held       *int32
+		idx, evID  *int64
+		ip4s, ip6s *string
+	)
+	err = s.call(ctx, func() error {
+		err := s.pool.QueryRow(ctx, `SELECT * FROM wgk_insert_pending($1, $2, $3, $4, $5, $6::inet, $7::inet, $8, $9, $10, $11,
+			$12, $13, $14, $15, $16)`,
+			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, net4, net6, psk, sqlrow.EncAddr(p.OriginatingIP),
+			createdAt, expiresAt, encActor(np.Actor), np.MaxPerUser, capacity, avoidLo, avoidHi).
+			Scan(&outcome, &held, &idx, &ip4s, &ip6s, &evID)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "peers_pool" {
+			return fmt.Errorf("%w: %w", err, errRetry) // the last guard: never expected under the pool lock
 		}
-		var one int
-		switch err := tx.QueryRow(ctx, `SELECT 1 FROM peers WHERE public_key = $1`, key).Scan(&one); {
-		case err == nil:
-			return fmt.Errorf("public key already in use: %w", store.ErrConflict)
-		case !errors.Is(err, pgx.ErrNoRows):
-			return convErr(err)
-		}
-		if np.MaxPerUser > 0 {
-			var n int
-			if err := tx.QueryRow(ctx,
-				`SELECT count(*) FROM peers WHERE user_id = $1 AND interface = $2 AND profile_id = $3`,
-				np.UserID, np.Interface, np.ProfileID).Scan(&n); err != nil {
-				return convErr(err)
-			}
-			if n >= np.MaxPerUser {
-				return fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
-					np.UserID, n, np.MaxPerUser, np.ProfileID, store.ErrLimitReached)
-			}
-		}
-		var idx int64
-		for from := int64(0); ; {
-			if err := tx.QueryRow(ctx, poolQuery, np.Interface, np.ProfileID, from).Scan(&idx); err != nil {
-				return convErr(err)
-			}
-			sp, skip := store.SpanOf(avoid, idx)
-			if !skip {
-				break
-			}
-			from = sp.Hi + 1
-		}
-		if idx >= capacity {
-			if len(avoid) > 0 {
-				return fmt.Errorf("all %d addresses of profile %q are in use or held by peers on the device that the store does not know: %w",
-					capacity, np.ProfileID, store.ErrPoolExhausted)
-			}
-			return fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, store.ErrPoolExhausted)
-		}
-		p.IPv4 = store.HostAddr(v4, idx)
-		p.IPv6 = store.HostAddr(v6, idx)
-		if _, err := tx.Exec(ctx, `INSERT INTO peers (`+sqlrow.PeerColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, idx,
-			sqlrow.EncAddr(p.IPv4), sqlrow.EncAddr(p.IPv6), psk, sqlrow.EncAddr(p.OriginatingIP),
-			string(store.StatePending), createdAt, expiresAt); err != nil {
-			var pe *pgconn.PgError
-			if !errors.As(err, &pe) || pe.Code != "23505" {
-				return convErr(err)
-			}
-			switch pe.ConstraintName {
-			case "peers_pkey": // inserted by another transaction since the check
-				return fmt.Errorf("public key already in use: %w", store.ErrConflict)
-			case "peers_pool": // the last guard: never expected under the pool lock
-				return fmt.Errorf("host index %d of profile %q was taken concurrently: %w: %w",
-					idx, np.ProfileID, errRetry, store.ErrConflict)
-			}
-			// An address is taken on the interface by another profile's
-			// peer, which only overlapping profiles can cause.
-			addr := p.IPv6
-			if pe.ConstraintName == "peers_ip_four" {
-				addr = p.IPv4
-			}
-			return fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w",
-				addr, p.Interface, store.ErrConflict)
-		}
-		ev = eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
-		ev.Actor = np.Actor
-		id, err := insertEvent(ctx, tx, &ev)
-		ev.ID = id
 		return err
 	})
+	if err == nil {
+		switch outcome {
+		case "created":
+		case "key_in_use":
+			err = fmt.Errorf("public key already in use: %w", store.ErrConflict)
+		case "limit":
+			err = fmt.Errorf("user %q already has %d of at most %d configs in profile %q: %w",
+				np.UserID, deref(held), np.MaxPerUser, np.ProfileID, store.ErrLimitReached)
+		case "exhausted":
+			if len(avoid) > 0 {
+				err = fmt.Errorf("all %d addresses of profile %q are in use or held by peers on the device that the store does not know: %w",
+					capacity, np.ProfileID, store.ErrPoolExhausted)
+			} else {
+				err = fmt.Errorf("all %d addresses of profile %q are in use: %w", capacity, np.ProfileID, store.ErrPoolExhausted)
+			}
+		case "address_in_use":
+			addr := derefStr(ip4s)
+			if addr == "" {
+				addr = derefStr(ip6s)
+			}
+			err = fmt.Errorf("address %s is already in use on interface %q (do profiles overlap?): %w", addr, p.Interface, store.ErrConflict)
+		default:
+			err = fmt.Errorf("the database answered %q", outcome)
+		}
+	} else {
+		err = explainInsert(err, np.ProfileID, p.Interface)
+	}
 	if err != nil {
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
+	p.IPv4 = store.HostAddr(v4, *idx)
+	p.IPv6 = store.HostAddr(v6, *idx)
+	if got, want := derefStr(ip4s)+" "+derefStr(ip6s), addrText(p.IPv4)+" "+addrText(p.IPv6); got != want {
+		// The row holds other text than the program would have written:
+		// never expected (TestAddrText compares the two forms).
+		s.log.Error("stored addresses differ from the computed ones", "peer", key, "stored", got, "computed", want)
+	}
+	ev := eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
+	ev.Actor = np.Actor
+	ev.Scope = store.ScopeConfig
+	ev.ID = *evID
 	return p, ev, nil
+}
+
+// explainInsert gives a failed wgk_insert_pending call its meaning: a
+// unique violation is a key stored since the check, a host index taken
+// concurrently (never expected under the pool lock; retried) or an
+// address another profile's peer holds on the interface.
+func explainInsert(err error, profile, iface string) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" {
+		return convErr(err)
+	}
+	switch pe.ConstraintName {
+	case "peers_pkey":
+		return fmt.Errorf("public key already in use: %w", store.ErrConflict)
+	case "peers_pool":
+		return fmt.Errorf("a host index of profile %q was taken concurrently: %w", profile, store.ErrConflict)
+	}
+	return fmt.Errorf("an address allocated in profile %q is already in use on interface %q (do profiles overlap?): %s: %w",
+		profile, iface, pe.Detail, store.ErrConflict)
+}
+
+func deref[T any](v *T) T {
+	if v == nil {
+		var zero T
+		return zero
+	}
+	return *v
+}
+
+func derefStr(v *string) string { return deref(v) }
+
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // insertEvent inserts ev (its ID is ignored) and returns the new id.
@@ -262,32 +280,21 @@ func (s *Store) Activate(ctx context.Context, key wgtypes.Key, cEventID int64) e
 	if err != nil {
 		return fmt.Errorf("activate peer %s: %w", key, err)
 	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
-		st, err := peerState(ctx, tx, k)
-		if err != nil {
-			return err
-		}
-		res, err := tx.Exec(ctx, `UPDATE events SET status = 'done', done_at = $1, attempts = attempts + 1
-			WHERE id = $2 AND event = 'C' AND public_key = $3 AND status = 'running'`, doneAt, cEventID, k)
-		if err != nil {
-			return convErr(err)
-		}
-		if n := res.RowsAffected(); n == 0 {
-			if st == store.StateActive {
-				var status string
-				err := tx.QueryRow(ctx, `SELECT status FROM events WHERE id = $1 AND event = 'C' AND public_key = $2`,
-					cEventID, k).Scan(&status)
-				if err == nil && status == store.StatusDone {
-					return nil // already activated
-				}
-			}
-			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
-		}
-		if _, err := tx.Exec(ctx, `UPDATE peers SET state = 'active' WHERE public_key = $1`, k); err != nil {
-			return convErr(err)
-		}
-		return nil
+	var outcome string
+	err = s.call(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT wgk_activate($1, $2, $3)`, k, cEventID, doneAt).Scan(&outcome)
 	})
+	switch {
+	case err != nil:
+		err = convErr(err)
+	case outcome == "activated", outcome == "already":
+	case outcome == "no_peer":
+		err = fmt.Errorf("no such peer: %w", store.ErrNotFound)
+	case outcome == "unmatched":
+		err = explainEvent(ctx, s.pool, cEventID, store.KindConnect, store.StatusRunning, k, "")
+	default:
+		err = fmt.Errorf("the database answered %q", outcome)
+	}
 	if err != nil {
 		return fmt.Errorf("activate peer %s: %w", key, err)
 	}
@@ -307,24 +314,24 @@ func (s *Store) MarkConnectStarted(ctx context.Context, key wgtypes.Key, cEventI
 	if err != nil {
 		return fmt.Errorf("mark connect of %s started: %w", key, err)
 	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
-		st, err := peerState(ctx, tx, k)
-		if err != nil {
-			return err
-		}
-		if st != store.StatePending {
-			return fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", st, store.ErrConflict)
-		}
-		res, err := tx.Exec(ctx, `UPDATE events SET started_at = coalesce(started_at, $1)
-			WHERE id = $2 AND event = 'C' AND public_key = $3 AND status = 'running'`, now, cEventID, k)
-		if err != nil {
-			return convErr(err)
-		}
-		if n := res.RowsAffected(); n == 0 {
-			return explainEvent(ctx, tx, cEventID, store.KindConnect, store.StatusRunning, k, "")
-		}
-		return nil
+	var outcome string
+	var state *string
+	err = s.call(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT * FROM wgk_connect_started($1, $2, $3)`, k, cEventID, now).Scan(&outcome, &state)
 	})
+	switch {
+	case err != nil:
+		err = convErr(err)
+	case outcome == "started":
+	case outcome == "no_peer":
+		err = fmt.Errorf("no such peer: %w", store.ErrNotFound)
+	case outcome == "not_pending":
+		err = fmt.Errorf("peer is %s, only a pending peer's connect can start: %w", deref(state), store.ErrConflict)
+	case outcome == "unmatched":
+		err = explainEvent(ctx, s.pool, cEventID, store.KindConnect, store.StatusRunning, k, "")
+	default:
+		err = fmt.Errorf("the database answered %q", outcome)
+	}
 	if err != nil {
 		return fmt.Errorf("mark connect of %s started: %w", key, err)
 	}

@@ -12,6 +12,11 @@
 // (SELECT … FOR UPDATE) for the per-user count and the lowest free index,
 // the unique indexes are the last guard, and a transaction that fails
 // with a serialization failure or a deadlock is retried a few times.
+// The steps of a create (insert, start of the connect script, activation)
+// are server-side functions (migration 0003), each one statement and one
+// round trip, taking the same locks in the same order as a transaction of
+// separate statements would: the lock of the pool row is held for one
+// round trip instead of eight.
 // Events are claimed with FOR UPDATE SKIP LOCKED. Changes are announced
 // with NOTIFY by triggers, so every writer announces them, and handles
 // learn of them through LISTEN on a dedicated connection. The cluster-wide
@@ -104,6 +109,10 @@ type Options struct {
 	Interfaces []string
 	// MaxConns bounds the connection pool; 0 means 16.
 	MaxConns int32
+
+	// tracer, when set, sees every statement the pool's connections send
+	// (the round-trip count tests).
+	tracer pgx.QueryTracer
 }
 
 // Store is an open PostgreSQL database. It is safe for concurrent use, and
@@ -161,6 +170,9 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 	cfg.MaxConns = 16
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
+	}
+	if opts.tracer != nil {
+		cfg.ConnConfig.Tracer = opts.tracer
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
@@ -325,9 +337,16 @@ const maxTries = 5
 // returns nil. A transaction that fails transiently (see maxTries) is run
 // again, from the start, after a short randomised pause.
 func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.retry(ctx, func() error { return s.writeOnce(ctx, fn) })
+}
+
+// retry runs fn, a transaction or a single statement (which is one
+// transaction of its own), again while it fails transiently (see
+// maxTries), after a short randomised pause each time.
+func (s *Store) retry(ctx context.Context, fn func() error) error {
 	var err error
 	for try := 1; ; try++ {
-		err = s.writeOnce(ctx, fn)
+		err = fn()
 		if err == nil || try == maxTries || !retryable(err) || ctx.Err() != nil {
 			return err
 		}
@@ -338,6 +357,21 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 			return err
 		}
 	}
+}
+
+// call runs fn, one statement on the pool (a transaction of its own), as
+// write runs a transaction: again while it fails transiently, and again
+// on a fresh connection when the pooled one it got had died before the
+// statement was sent (a server restart).
+func (s *Store) call(ctx context.Context, fn func() error) error {
+	return s.retry(ctx, func() error {
+		err := fn()
+		if err != nil && pgconn.SafeToRetry(err) && ctx.Err() == nil {
+			s.pool.Reset()
+			return fmt.Errorf("%w: %w", convErr(err), errRetry)
+		}
+		return err
+	})
 }
 
 func (s *Store) writeOnce(ctx context.Context, fn func(tx pgx.Tx) error) error {
@@ -402,6 +436,10 @@ func convErr(err error) error {
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
+	}
+	var ue *store.UnavailableError
+	if errors.As(err, &ue) {
+		return err // converted already
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		var pe *pgconn.PgError
