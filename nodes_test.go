@@ -430,3 +430,134 @@ func TestNodeSurvivesPostgresRestart(t *testing.T) {
 	}
 	stopDaemon(t, a.proc)
 }
+
+// slowConnectHook is nodeHook whose connect script, while the file "slow"
+// exists beside it, logs "start KEY" and then takes 2 s.
+const slowConnectHook = `#!/bin/sh
+d="$(dirname "$(readlink -f "$0")")"
+if [ "$VPN_EVENT" = C ] && [ -e "$d/slow" ]; then
+	echo "start $VPN_CONNECTION_ID" >> "$d/events.log"
+	sleep 2
+fi
+echo "$VPN_EVENT $VPN_CONNECTION_ID ${VPN_BYTES_IN:-0} ${VPN_BYTES_OUT:-0} $VPN_NODE_NAME" >> "$d/events.log"
+`
+
+// TestDeleteElsewhereWhileConnectRuns deletes, on node A, a config of node
+// B whose connect script is still running on B: the create on B fails with
+// 409 (removed while its connect script ran), and B's disconnect script
+// does not run while the connect script does, nor right after it: the D
+// event waits, unleased, until the connect script must have ended, as for
+// a delete on B itself. A D reaching the firewall before its C would leave
+// the firewall open for a config that is gone.
+func TestDeleteElsewhereWhileConnectRuns(t *testing.T) {
+	wgtest.RequireRoot(t)
+	db := pgtest.NewDatabase(t)
+	a := newNode(t, db, "node-a", "staff-a", "10.64.0.0/24")
+	b := newNode(t, db, "node-b", "staff-b", "10.65.0.0/24")
+	if err := os.WriteFile(filepath.Join(b.dir, "hook.sh"), []byte(slowConnectHook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runSelf(t, "-config", a.cfgPath, "migrate")
+	a.start()
+	b.start()
+	if err := os.WriteFile(filepath.Join(b.dir, "slow"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := newKey(t).PublicKey()
+	type answer struct {
+		code int
+		body string
+	}
+	created := make(chan answer, 1)
+	go func() {
+		// Not b.create: it may fail the test, which only this goroutine's
+		// caller may do.
+		code, body := b.createNoFatal("carol", "staff-b", key)
+		created <- answer{code, body}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		data, _ := os.ReadFile(filepath.Join(b.dir, "events.log"))
+		if strings.Contains(string(data), "start "+key.String()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-b's connect script never started: %v", b.events())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.mustDelete(key)
+	ans := <-created
+	if ans.code != http.StatusConflict || !strings.Contains(ans.body, "removed while its connect script ran") {
+		t.Fatalf("create on node-b of a config deleted on node-a meanwhile: %d %s, want 409 removed while its connect script ran", ans.code, ans.body)
+	}
+	// The connect script has ended (the create answered). Its D must not
+	// have come before it, nor come now.
+	time.Sleep(1500 * time.Millisecond)
+	log := strings.Split(strings.TrimSpace(mustRead(t, filepath.Join(b.dir, "events.log"))), "\n")
+	for i, line := range log {
+		if strings.HasPrefix(line, "D "+key.String()) {
+			t.Fatalf("node-b ran the D of a config whose connect script ran when it was deleted on node-a (line %d): %q", i, log)
+		}
+	}
+	if n, _, _ := b.runs("C", key); n != 1 {
+		t.Fatalf("node-b's connect script ran %d times: %q", n, log)
+	}
+	// The D is recorded, pending, due when the connect script must have
+	// ended.
+	var evs struct {
+		Events []struct {
+			Event         string    `json:"event"`
+			PublicKey     string    `json:"public_key"`
+			Status        string    `json:"status"`
+			NextAttemptAt time.Time `json:"next_attempt_at"`
+		} `json:"events"`
+	}
+	json.Unmarshal([]byte(runSelf(t, "-config", b.cfgPath, "events", "-json")), &evs)
+	found := false
+	for _, ev := range evs.Events {
+		if ev.Event == "D" && ev.PublicKey == key.String() {
+			found = true
+			if ev.Status != "pending" || time.Until(ev.NextAttemptAt) < 30*time.Second {
+				t.Errorf("D event of the config = %+v, want pending and held until its connect script must have ended", ev)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no D event for the config deleted on node-a: %+v", evs.Events)
+	}
+	stopDaemon(t, a.proc)
+	stopDaemon(t, b.proc)
+}
+
+// createNoFatal is create for a goroutine other than the test's: a
+// failed request is a code of 0 and the error as the body.
+func (n *node) createNoFatal(user, profile string, key wgtypes.Key) (int, string) {
+	tok, err := os.ReadFile(filepath.Join(n.dir, "api.token"))
+	if err != nil {
+		return 0, err.Error()
+	}
+	body := fmt.Sprintf(`{"user_id":%q,"profile_id":%q,"public_key":%q}`, user, profile, key.String())
+	req, err := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/v1/peers", n.apiPort), strings.NewReader(body))
+	if err != nil {
+		return 0, err.Error()
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -173,7 +173,9 @@ func keysOf(peers []store.Peer) []wgtypes.Key {
 // With many nodes (Options.Nodes), configs of interfaces this node does not
 // declare are deleted first, in a transaction of their own, with unleased
 // D events: their node's engine removes them from its device and runs the
-// scripts (see Deliver).
+// scripts (see Deliver). The D of such a config still pending (its connect
+// script may be running on its node) is held as a local one is, until that
+// script must have ended, counted with this node's hooks settings.
 func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) (Removed, error) {
 	if e.nodes == nil {
 		return e.removeLocal(ctx, peers, reason)
@@ -189,7 +191,7 @@ func (e *Engine) remove(ctx context.Context, peers []store.Peer, reason string) 
 	}
 	var out Removed
 	if len(foreign) > 0 {
-		evs, err := e.store.DeletePeersBy(ctx, ActorFrom(ctx), keysOf(foreign), reason, "", time.Time{})
+		evs, err := e.store.DeletePeersBy(ctx, ActorFrom(ctx), keysOf(foreign), reason, "", e.clock().Add(e.leaseFor()))
 		if err != nil {
 			return Removed{}, fmt.Errorf("remove configs: %w", err)
 		}

@@ -110,9 +110,12 @@ type Store interface {
 	// event is deleted and it is absent from the result. Any other
 	// deleted pending peer's running C event is closed (status done,
 	// last_error NoteStaleConnect for reason stale, else
-	// NotePendingDeleted); in the latter case its D event is not leased
-	// but due only at leaseUntil, when its connect script must have
-	// ended: a script never sees D before C.
+	// NotePendingDeleted); in the latter case, when leaseUntil is set
+	// (with an owner or without: a delete made for another node, whose
+	// connect script may run there), its D event is not leased but due
+	// only at leaseUntil, when its connect script must have ended: a
+	// script never sees D before C. A non-zero leaseUntil must be after
+	// now.
 	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error)
 	// DeletePeersBy is DeletePeers recording actor on every D event it
 	// inserts (see Event.Actor); DeletePeers records none.

@@ -111,27 +111,34 @@ const (
 
 // DeleteTerms checks the arguments of Store.DeletePeers the same way for
 // every backend and derives what they imply: the lease end to record (zero
-// when owner is empty: the D events are claimable at once) and the
-// last_error note that closes the running C event of a deleted pending
-// peer (NoteStaleConnect for reason stale, else NotePendingDeleted).
-// Errors: a reason that is not one of the removal reasons, or a lease for
-// an owner that does not end after now.
-func DeleteTerms(reason, owner string, now, leaseUntil time.Time) (lease time.Time, note string, err error) {
+// when owner is empty: the D events are claimable at once), the hold (when
+// the D event of a deleted pending peer is due, unleased: leaseUntil,
+// whether or not owner is empty; zero for none) and the last_error note
+// that closes the running C event of a deleted pending peer
+// (NoteStaleConnect for reason stale, else NotePendingDeleted). Errors: a
+// reason that is not one of the removal reasons, or a non-zero leaseUntil
+// that does not end after now (with an owner, a zero one too).
+func DeleteTerms(reason, owner string, now, leaseUntil time.Time) (lease, hold time.Time, note string, err error) {
 	switch reason {
 	case ReasonDeleted, ReasonExpired, ReasonRevoked, ReasonStale, ReasonFailed, ReasonIdle:
 	default:
-		return time.Time{}, "", fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed, idle", reason)
+		return time.Time{}, time.Time{}, "", fmt.Errorf("delete peers: reason %q is not one of deleted, expired, revoked, stale, failed, idle", reason)
 	}
-	if owner != "" && !leaseUntil.After(now) {
-		return time.Time{}, "", fmt.Errorf("delete peers: lease for %q must end after now (%s), got %s",
-			owner, now.Format(time.RFC3339Nano), leaseUntil.UTC().Format(time.RFC3339Nano))
+	if (owner != "" || !leaseUntil.IsZero()) && !leaseUntil.After(now) {
+		what := "hold"
+		if owner != "" {
+			what = fmt.Sprintf("lease for %q", owner)
+		}
+		return time.Time{}, time.Time{}, "", fmt.Errorf("delete peers: %s must end after now (%s), got %s",
+			what, now.Format(time.RFC3339Nano), leaseUntil.UTC().Format(time.RFC3339Nano))
 	}
-	if owner == "" {
-		leaseUntil = time.Time{}
+	hold = leaseUntil
+	if owner != "" {
+		lease = leaseUntil
 	}
 	note = NotePendingDeleted
 	if reason == ReasonStale {
 		note = NoteStaleConnect
 	}
-	return leaseUntil, note, nil
+	return lease, hold, note, nil
 }

@@ -548,7 +548,7 @@ func (s *Store) DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, own
 // every D event it inserts; an empty actor is not recorded.
 func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]store.Event, error) {
 	now := s.clock()
-	leaseUntil, note, err := store.DeleteTerms(reason, owner, now, leaseUntil)
+	leaseUntil, hold, note, err := store.DeleteTerms(reason, owner, now, leaseUntil)
 	if err != nil {
 		return nil, err
 	}
@@ -670,12 +670,12 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 			if leaseUntil.IsZero() {
 				ev.LeaseUntil = time.Time{}
 			}
-			if p.State == store.StatePending && reason != store.ReasonStale && !leaseUntil.IsZero() {
+			if p.State == store.StatePending && reason != store.ReasonStale && !hold.IsZero() {
 				// Its connect script may still be running: the D event
 				// is not handed to the caller but waits, unleased, until
 				// that script must have ended, so a script never sees D
 				// before C.
-				ev.NextAttemptAt = leaseUntil.UTC()
+				ev.NextAttemptAt = hold.UTC()
 				ev.LeaseOwner, ev.LeaseUntil = "", time.Time{}
 			}
 			id, err := insertEvent(ctx, tx, &ev)

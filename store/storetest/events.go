@@ -161,6 +161,50 @@ func (su *suite) testStalePendingDelete(t *testing.T) {
 	}
 }
 
+// A delete without an owner (made for another node, which delivers the
+// events) but with a hold: the D of a peer whose connect script may still
+// run is unleased and due only at the hold; that of an active peer is due
+// at once. The held D can be cancelled (the connect was then refused).
+func (su *suite) testPendingDeleteHeldWithoutOwner(t *testing.T) {
+	ctx := context.Background()
+	s, clock := su.newStore(t)
+	pending, c := mustInsert(t, s, staffPeer(1, "alice"))
+	if err := s.MarkConnectStarted(ctx, pending.PublicKey, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	active := mustCreate(t, s, staffPeer(2, "bob"))
+	now := clock.Now()
+	if _, err := s.DeletePeers(ctx, []wgtypes.Key{pending.PublicKey}, store.ReasonDeleted, "", now); err == nil {
+		t.Fatal("a hold that is not after now accepted")
+	}
+	hold := now.Add(time.Minute)
+	evs, err := s.DeletePeers(ctx, []wgtypes.Key{pending.PublicKey, active.PublicKey}, store.ReasonDeleted, "", hold)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("DeletePeers = %v, %v", evs, err)
+	}
+	for _, ev := range evs {
+		if ev.LeaseOwner != "" || !ev.LeaseUntil.IsZero() {
+			t.Errorf("D event of a delete without an owner is leased: %+v", ev)
+		}
+	}
+	if !evs[0].NextAttemptAt.Equal(hold) || !evs[1].NextAttemptAt.Equal(now) {
+		t.Errorf("D events due at %v (pending peer) and %v (active peer); want %v and %v", evs[0].NextAttemptAt, evs[1].NextAttemptAt, hold, now)
+	}
+	got, err := s.ClaimDue(ctx, "x", now, now.Add(time.Second), 5)
+	if err != nil || len(got) != 1 || got[0].ID != evs[1].ID {
+		t.Fatalf("ClaimDue now = %+v, %v; want the active peer's D only", got, err)
+	}
+	if at, ok, err := s.NextDue(ctx); err != nil || !ok || !at.Equal(now.Add(time.Second)) {
+		t.Errorf("NextDue = %v, %v, %v; want the claim's lease end", at, ok, err)
+	}
+	if got, err := s.ClaimDue(ctx, "x", hold.Add(-time.Nanosecond), hold, 5); err != nil || len(got) != 1 || got[0].ID != evs[1].ID {
+		t.Fatalf("ClaimDue before the hold = %+v, %v; want the active peer's D again (its lease ran out)", got, err)
+	}
+	if n, err := s.CancelHeldDisconnect(ctx, pending.PublicKey); err != nil || n != 1 {
+		t.Fatalf("CancelHeldDisconnect of the held D = %d, %v; want 1", n, err)
+	}
+}
+
 func (su *suite) testRetryAndBackoff(t *testing.T) {
 	ctx := context.Background()
 	s, clock := su.newStore(t)

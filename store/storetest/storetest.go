@@ -74,6 +74,7 @@ func Run(t *testing.T, newDB NewDB) {
 		{"MarkConnectStarted", su.testMarkConnectStarted},
 		{"StalePendingDelete", su.testStalePendingDelete},
 		{"StaleNeverStarted", su.testStaleNeverStarted},
+		{"PendingDeleteHeldWithoutOwner", su.testPendingDeleteHeldWithoutOwner},
 		{"RetryAndBackoff", su.testRetryAndBackoff},
 		{"ClaimDueValidation", su.testClaimDueValidation},
 		{"ClaimDueConcurrent", su.testClaimDueConcurrent},
