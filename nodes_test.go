@@ -356,9 +356,12 @@ func TestTwoNodes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	for _, k := range []wgtypes.Key{bobKey.PublicKey(), carolKey.PublicKey()} {
-		if n, _, _ := b.runs("D", k); n != 1 {
-			t.Errorf("node-b ran the D of %s %d times, want once: %v", k, n, b.events())
+	for _, c := range []struct {
+		name string
+		key  wgtypes.Key
+	}{{"bob", bobKey.PublicKey()}, {"carol", carolKey.PublicKey()}} {
+		if n, _, _ := b.runs("D", c.key); n != 1 {
+			t.Errorf("node-b ran the D of %s (%s) %d times, want once: %v", c.name, c.key, n, b.events())
 		}
 	}
 	for _, k := range []wgtypes.Key{bobKey.PublicKey(), carolKey.PublicKey(), daveKey.PublicKey()} {

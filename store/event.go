@@ -44,6 +44,13 @@ const MaxErrorLen = 4096
 // Event is one C or D event: an outbox entry and a line of the connection
 // log. The peer's identity is a copy taken when the event was recorded.
 type Event struct {
+	// ID is unique and never reused; ids increase in the order events are
+	// recorded, but with many writers (PostgreSQL) not in the order they
+	// commit: a transaction may commit after one that took a higher id.
+	// The events of one config are the exception: they are recorded under
+	// its row's lock, so its C, session and D events commit in id order.
+	// A reader that remembers the highest id it saw may later find a
+	// lower one it did not see (see EventFilter.AfterID).
 	ID            int64
 	Kind          string // KindConnect or KindDisconnect
 	Reason        string // created, deleted, expired, revoked, stale, failed
@@ -121,9 +128,15 @@ type EventFilter struct {
 	Kind      string // C or D
 	UserID    string
 	PublicKey *wgtypes.Key
-	Limit     int   // 0 = no limit
-	AfterID   int64 // only id > AfterID (follow new events)
-	BeforeID  int64 // only id < BeforeID (page back through older events)
+	Limit     int // 0 = no limit
+	// AfterID selects only id > AfterID. It bounds a range of known ids;
+	// it is no cursor for following new events (Event.ID: an event with
+	// a lower id may commit later).
+	AfterID int64
+	// BeforeID selects only id < BeforeID (page back through older
+	// events). A page walk does not show an event that commits after it
+	// passed that event's id; a walk started later does.
+	BeforeID int64
 }
 
 // Session is one holding of an address by a config: its C event, and its D

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -70,5 +71,86 @@ func TestConcurrentClaimsNeverShare(t *testing.T) {
 	wg.Wait()
 	if len(got) != n {
 		t.Errorf("claimed %d events, want %d", len(got), n)
+	}
+}
+
+// The events of one key commit in id order even when two nodes delete and
+// re-create it at once: each C comes after the D of the config before it,
+// so the C/D pairing of the connection log (WhoHad, UserSessions), the
+// pruning of closed C events and the delivery order of one config never
+// meet a D that belongs to a later C. (Across keys ids need not follow
+// commit order; see store.Event.ID.)
+func TestKeyEventsCommitInIDOrder(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	a := open(t, url, Options{Create: true})
+	b := open(t, url, Options{})
+	key := testKey(7)
+	np := store.NewPeer{PublicKey: key, Interface: "wg-x", ProfileID: "p", UserID: "u", IPv4Range: netip.MustParsePrefix("10.9.0.0/24")}
+	create := func(s *Store) error {
+		for {
+			p, ev, err := s.InsertPending(ctx, np)
+			if errors.Is(err, store.ErrConflict) {
+				continue // the previous config is not deleted yet
+			}
+			if err != nil {
+				return err
+			}
+			return s.Activate(ctx, p.PublicKey, ev.ID)
+		}
+	}
+	if err := create(a); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 40
+	for i := 0; i < rounds; i++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			_, err := b.DeletePeers(ctx, []wgtypes.Key{key}, store.ReasonDeleted, "", time.Time{})
+			errs <- err
+		}()
+		go func() {
+			defer wg.Done()
+			errs <- create(a)
+		}()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evs, err := a.ListEvents(ctx, store.EventFilter{PublicKey: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2*rounds+1 {
+		t.Fatalf("%d events of the key, want %d", len(evs), 2*rounds+1)
+	}
+	// Newest first: C D C D … C, the oldest a C.
+	for i, ev := range evs {
+		want := store.KindConnect
+		if i%2 == 1 {
+			want = store.KindDisconnect
+		}
+		if ev.Kind != want {
+			t.Fatalf("event %d of the key (id %d) is %s, want %s: the events of one key are not in the order their configs lived", i, ev.ID, ev.Kind, want)
+		}
+	}
+	sess, err := a.UserSessions(ctx, "u")
+	if err != nil || len(sess) != rounds+1 {
+		t.Fatalf("UserSessions = %d sessions, %v; want %d", len(sess), err, rounds+1)
+	}
+	for i, s := range sess[:rounds] {
+		if s.D == nil || s.D.ID <= s.C.ID || (i+1 < len(sess) && s.D.ID >= sess[i+1].C.ID) {
+			t.Fatalf("session %d: C %d, D %+v, next C %d: a D paired with the wrong C", i, s.C.ID, s.D, sess[i+1].C.ID)
+		}
+	}
+	if sess[rounds].D != nil {
+		t.Fatalf("the live config's session has a D: %+v", sess[rounds].D)
 	}
 }
