@@ -92,6 +92,16 @@ type loadResult struct {
 	n        int
 	elapsed  time.Duration
 	p50, p99 time.Duration
+	lat      []time.Duration // every create's, sorted
+}
+
+// add is the result of r's creates and o's together (run one after the
+// other).
+func (r loadResult) add(o loadResult) loadResult {
+	lat := slices.Concat(r.lat, o.lat)
+	slices.Sort(lat)
+	n := len(lat)
+	return loadResult{n: r.n + o.n, elapsed: r.elapsed + o.elapsed, lat: lat, p50: lat[n/2], p99: lat[min(n-1, n*99/100)]}
 }
 
 func (r loadResult) perSecond() float64 { return float64(r.n) / r.elapsed.Seconds() }
@@ -151,7 +161,7 @@ func createLoad(tb testing.TB, url string, n, clients int, tag string) loadResul
 		tb.Fatalf("create: %v", firstErr)
 	}
 	slices.Sort(lat)
-	r.p50, r.p99 = lat[n/2], lat[min(n-1, n*99/100)]
+	r.p50, r.p99, r.lat = lat[n/2], lat[min(n-1, n*99/100)], lat
 	return r
 }
 
@@ -212,10 +222,12 @@ func BenchmarkCreateAPI(b *testing.B) {
 // names; skipped without it), each with a real userspace device, 8
 // concurrent clients, the trivial "exit 0" script and no script, on an
 // empty interface and on one with 10k configs. Each iteration sends 1000
-// creates per case. It prints creates/s and p99 per backend and case, the
-// ratio PostgreSQL/SQLite of creates/s, and each backend's p99 at 10k
-// against at 0. Targets (many nodes): PostgreSQL >= 0.5x SQLite's
-// creates/s, and its p99 at 10k <= 1.5x its p99 at 0.
+// creates per case and backend, in four rounds in which the backends take
+// turns, so that a change of the machine's load during the run touches
+// both alike. It prints creates/s and p99 per backend and case, the ratio
+// PostgreSQL/SQLite of creates/s, and each backend's p99 at 10k against
+// at 0. Targets (many nodes): PostgreSQL >= 0.5x SQLite's creates/s, and
+// its p99 at 10k <= 1.5x its p99 at 0.
 // Run: go test -run XXX -bench CreateAPIBackends -benchtime 1x ./api/
 func BenchmarkCreateAPIBackends(b *testing.B) {
 	pgURL := pgtest.NewDatabase(b) // skips, with how to run it, when no server is named
@@ -248,7 +260,7 @@ func BenchmarkCreateAPIBackends(b *testing.B) {
 		b.Cleanup(func() { st.Close() })
 		return st
 	}
-	// env is a real interface, its configuration and a store of backend.
+	// env is a real interface, its configuration and a store of a backend.
 	type env struct {
 		cfg *config.Config
 		st  store.Store
@@ -263,24 +275,44 @@ func BenchmarkCreateAPIBackends(b *testing.B) {
 	cases := []string{"none@0", "script@0", "none@10k", "script@10k"}
 	scriptOf := map[string]string{"none": "", "script": trivial}
 	results := map[string]loadResult{} // backend/case
-	run := func(be, c, url string) {
-		createLoad(b, url, 50, clients, "warm-"+be+c) // warm caches and connections
-		b.StartTimer()
-		results[be+"/"+c] = createLoad(b, url, n, clients, be+c)
-		b.StopTimer()
+	// Each case runs in rounds, the backends taking turns (in alternating
+	// order) within each, so that both see the same load of the machine
+	// however it changes during the run.
+	const rounds = 4
+	runCase := func(c string, urls map[string]string) {
+		for _, be := range backends {
+			createLoad(b, urls[be], 50, clients, "warm-"+be+c) // warm caches and connections
+		}
+		for r := range rounds {
+			order := backends
+			if r%2 == 1 {
+				order = []string{backends[1], backends[0]}
+			}
+			for _, be := range order {
+				b.StartTimer()
+				res := createLoad(b, urls[be], n/rounds, clients, fmt.Sprintf("%s%s-%d", be, c, r))
+				b.StopTimer()
+				if r == 0 {
+					results[be+"/"+c] = res
+				} else {
+					results[be+"/"+c] = results[be+"/"+c].add(res)
+				}
+			}
+		}
 	}
-	// The backends take turns case by case, so that both see the same
-	// load of the machine. Each "@0" case has an interface and a store of
-	// its own; the "script@0" ones are then seeded for both "@10k" cases.
+	// Each "@0" case has an interface and a store of its own; the
+	// "script@0" ones are then seeded for both "@10k" cases.
 	b.ResetTimer()
 	b.StopTimer()
 	big := map[string]env{}
 	for _, mode := range []string{"none", "script"} {
+		urls := map[string]string{}
 		for _, be := range backends {
 			e := newEnv(be)
-			run(be, mode+"@0", serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL)
+			urls[be] = serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL
 			big[be] = e
 		}
+		runCase(mode+"@0", urls)
 	}
 	for _, be := range backends {
 		e := big[be]
@@ -289,10 +321,12 @@ func BenchmarkCreateAPIBackends(b *testing.B) {
 		b.Logf("%s: seeded %d configs in %s", be, existing, time.Since(t0).Round(time.Millisecond))
 	}
 	for _, mode := range []string{"none", "script"} {
+		urls := map[string]string{}
 		for _, be := range backends {
 			e := big[be]
-			run(be, mode+"@10k", serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL)
+			urls[be] = serveEngine(b, e.cfg, e.st, e.srv.Device, scriptOf[mode]).URL
 		}
+		runCase(mode+"@10k", urls)
 	}
 	var out bytes.Buffer
 	fmt.Fprintf(&out, "%-22s", "creates/s, p99")

@@ -41,14 +41,15 @@ CREATE FUNCTION wgk_insert_pending(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    hw bigint;
     idx bigint;
     from_idx bigint := 0;
     skip_to bigint;
 BEGIN
-    INSERT INTO ip_pools AS p (interface, profile_id, next_index) VALUES (p_iface, p_profile, 0)
-        ON CONFLICT (interface, profile_id) DO UPDATE SET next_index = p.next_index
-        RETURNING p.next_index INTO hw;
+    -- The lock of the pool: a row lock, not an update (an update would
+    -- leave a dead version of this one hot row behind every create).
+    INSERT INTO ip_pools (interface, profile_id, next_index) VALUES (p_iface, p_profile, 0)
+        ON CONFLICT (interface, profile_id) DO NOTHING;
+    PERFORM 1 FROM ip_pools WHERE interface = p_iface AND profile_id = p_profile FOR UPDATE;
     IF EXISTS (SELECT 1 FROM peers WHERE public_key = p_key) THEN
         outcome := 'key_in_use';
         RETURN;

@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -122,4 +124,79 @@ func TestAddrText(t *testing.T) {
 			t.Errorf("wgk_addr_text(%s) = %q, want %q", a, got, want)
 		}
 	}
+}
+
+// Activations and deletes of the same pending configs, from two handles
+// (two nodes) at once, each end one way or the other and agree: a config
+// whose activation succeeded has its C done without a note, one deleted
+// first has its C done with the note and the activation answers
+// ErrNotFound; every config has exactly one D; no lock-order deadlock or
+// conflict reaches a caller.
+func TestActivateRacesDelete(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	a, b := open(t, url, Options{Create: true}), open(t, url, Options{})
+	const n = 40
+	cev := make([]int64, n)
+	for i := range n {
+		_, ev, err := a.InsertPending(ctx, store.NewPeer{PublicKey: testKey(i + 1), Interface: "wg0", ProfileID: "staff",
+			UserID: fmt.Sprintf("user%d", i), IPv4Range: netip.MustParsePrefix("10.42.0.0/24")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cev[i] = ev.ID
+	}
+	activated := make([]bool, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			err := a.Activate(ctx, testKey(i+1), cev[i])
+			switch {
+			case err == nil:
+				activated[i] = true
+			case !errors.Is(err, store.ErrNotFound):
+				t.Errorf("activate %d: %v", i, err)
+			}
+		})
+		wg.Go(func() {
+			<-start
+			if _, err := b.DeletePeers(ctx, []wgtypes.Key{testKey(i + 1)}, store.ReasonDeleted, "", time.Time{}); err != nil {
+				t.Errorf("delete %d: %v", i, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if ps, err := a.ListPeers(ctx, store.PeerFilter{}); err != nil || len(ps) != 0 {
+		t.Fatalf("%d peers left (%v), want none", len(ps), err)
+	}
+	won := 0
+	for i := range n {
+		k := testKey(i + 1)
+		evs, err := a.ListEvents(ctx, store.EventFilter{PublicKey: &k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cs, ds []store.Event
+		for _, ev := range evs {
+			if ev.Kind == store.KindConnect {
+				cs = append(cs, ev)
+			} else {
+				ds = append(ds, ev)
+			}
+		}
+		if len(cs) != 1 || len(ds) != 1 {
+			t.Errorf("config %d: %d C and %d D events, want one each", i, len(cs), len(ds))
+			continue
+		}
+		if cs[0].Status != store.StatusDone || (cs[0].LastError == "") != activated[i] {
+			t.Errorf("config %d: activated %v, its C is %s with note %q", i, activated[i], cs[0].Status, cs[0].LastError)
+		}
+		if activated[i] {
+			won++
+		}
+	}
+	t.Logf("%d of %d activations came before their delete", won, n)
 }
