@@ -404,7 +404,9 @@ func cmdLog(e *env, args []string) error {
 		tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "SESSION\tKEY\tENDPOINT\tSTARTED\tENDED\tREASON\tRX\tTX")
 		for _, c := range cs {
-			ended, reason := "online", "-"
+			// a session not ended yet: whether its client is online now is
+			// status's to say (reconcile.Online)
+			ended, reason := "open", "-"
 			if !c.Ended.IsZero() {
 				ended, reason = c.Ended.Format(time.RFC3339), c.EndReason
 			}

@@ -49,7 +49,7 @@ func TestLogShowsSessionEndpoint(t *testing.T) {
 		t.Fatalf("endpoint %q", ep)
 	}
 	out := c.ok("log", "-ip", "10.99.0.2", "-at", time.Now().UTC().Format(time.RFC3339Nano))
-	if !strings.Contains(out, k.PublicKey().String()) || !strings.Contains(out, ep) || !strings.Contains(out, "online") {
+	if !strings.Contains(out, k.PublicKey().String()) || !strings.Contains(out, ep) || !strings.Contains(out, " open ") {
 		t.Fatalf("log -ip lacks the config or its endpoint %s:\n%s", ep, out)
 	}
 	var lg struct {

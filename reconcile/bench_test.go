@@ -260,3 +260,52 @@ func BenchmarkSessionPoll10k(b *testing.B) {
 	b.ReportMetric(float64(pollCPU)/float64(rawCPU), "ratio")
 	b.ReportMetric(float64(written)/float64(b.N), "configs-written/poll")
 }
+
+// BenchmarkSessionPollReload10k: a session poll of a 10k-config interface
+// that reads the configs' activity (with their profiles) from the store
+// again, as after a create or a delete by this engine, against one raw
+// wgctrl Device() read of the same device in the same run; the store read
+// (ListActivity) is also reported alone, as its share of the poll.
+func BenchmarkSessionPollReload10k(b *testing.B) {
+	h := newHarness(b, harnessOpts{maxPerUser: 100000, real: true})
+	h.seed(b, 10000, time.Time{})
+	raw, err := wgctrl.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer raw.Close()
+	h.clock.Advance(10 * time.Second)
+	if _, err := h.eng.PollSessions(h.ctx, h.srv.Name); err != nil {
+		b.Fatal(err)
+	}
+	var rawCPU, pollCPU, actsCPU time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		h.clock.Advance(10 * time.Second)
+		h.eng.peerGen.Add(1) // as a create or delete by this engine does
+		b.StartTimer()
+		c0 := cpuTime(b)
+		d, err := raw.Device(h.srv.Name)
+		rawCPU += cpuTime(b) - c0
+		if err != nil || len(d.Peers) != 10000 {
+			b.Fatal(err)
+		}
+		c0 = cpuTime(b)
+		sp, err := h.eng.PollSessions(h.ctx, h.srv.Name)
+		pollCPU += cpuTime(b) - c0
+		if err != nil || !sp.Reloaded {
+			b.Fatalf("%+v %v", sp, err)
+		}
+		c0 = cpuTime(b)
+		acts, err := h.st.ListActivity(h.ctx, h.srv.Name)
+		actsCPU += cpuTime(b) - c0
+		if err != nil || len(acts) != 10000 {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rawCPU.Microseconds())/1000/float64(b.N), "raw-read-cpu-ms")
+	b.ReportMetric(float64(pollCPU.Microseconds())/1000/float64(b.N), "poll-cpu-ms")
+	b.ReportMetric(float64(actsCPU.Microseconds())/1000/float64(b.N), "list-activity-cpu-ms")
+	b.ReportMetric(float64(pollCPU)/float64(rawCPU), "ratio")
+}

@@ -58,8 +58,7 @@ type SessionPoll struct {
 const activityCacheAge = 5 * time.Minute
 
 // activityCache is the activity of an interface's configs as this engine
-// last read and wrote it, their profiles, and the device's peers at that
-// read. The engine is the only writer of activity; configs come and go
+// last read and wrote it, and the device's peers at that read. The engine is the only writer of activity; configs come and go
 // through the device (a create adds its peer, a removal takes it off), so
 // the cache holds while the device shows the same peers: the configs, the
 // device peers that were no config (orphans), and no config missing that
@@ -69,16 +68,15 @@ const activityCacheAge = 5 * time.Minute
 // (its peer was taken off and added again, by another process perhaps;
 // the read after it sets the new base, so this costs one store read).
 type activityCache struct {
-	acts     map[wgtypes.Key]store.Activity
-	profiles map[wgtypes.Key]string // config -> its profile
-	others   map[wgtypes.Key]bool   // on the device at the read, not a config
-	missing  map[wgtypes.Key]bool   // a config not on the device at the read
-	at       time.Time
-	gen      uint64 // Engine.peerGen before the read
+	acts    map[wgtypes.Key]store.Activity
+	others  map[wgtypes.Key]bool // on the device at the read, not a config
+	missing map[wgtypes.Key]bool // a config not on the device at the read
+	at      time.Time
+	gen     uint64 // Engine.peerGen before the read
 }
 
-func newActivityCache(acts map[wgtypes.Key]store.Activity, profiles map[wgtypes.Key]string, d *wg.Device, now time.Time, gen uint64) *activityCache {
-	c := &activityCache{acts: acts, profiles: profiles, others: map[wgtypes.Key]bool{}, missing: map[wgtypes.Key]bool{}, at: now, gen: gen}
+func newActivityCache(acts map[wgtypes.Key]store.Activity, d *wg.Device, now time.Time, gen uint64) *activityCache {
+	c := &activityCache{acts: acts, others: map[wgtypes.Key]bool{}, missing: map[wgtypes.Key]bool{}, at: now, gen: gen}
 	on := make(map[wgtypes.Key]bool, len(d.Peers))
 	for _, p := range d.Peers {
 		on[p.PublicKey] = true
@@ -160,15 +158,7 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 		if err != nil {
 			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
 		}
-		peers, err := e.store.ListPeers(ctx, store.PeerFilter{Interface: iface, State: store.StateActive})
-		if err != nil {
-			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
-		}
-		profiles := make(map[wgtypes.Key]string, len(peers))
-		for _, p := range peers {
-			profiles[p.PublicKey] = p.ProfileID
-		}
-		cache = newActivityCache(acts, profiles, d, now, gen)
+		cache = newActivityCache(acts, d, now, gen)
 		e.actCache[iface] = cache
 		out.Reloaded = true
 	}
@@ -189,12 +179,10 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 	for _, p := range cfg.ProfilesOn(iface) {
 		byProfile[p.ID] = 0
 	}
-	for k, a := range prev {
+	for _, a := range prev {
 		if rule.Config(a, now) {
 			online++
-			if pr := cache.profiles[k]; pr != "" { // "": removed between the two reads
-				byProfile[pr]++
-			}
+			byProfile[a.ProfileID]++
 		}
 	}
 	e.mu.Lock()

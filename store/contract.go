@@ -195,7 +195,8 @@ type Store interface {
 	UserSessions(ctx context.Context, user string) ([]Session, error)
 
 	// ListActivity returns the session-tracking activity (Activity) of
-	// every active config on iface, by key, with its open session.
+	// every active config on iface, by key, with its profile and its open
+	// session.
 	ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]Activity, error)
 	// SaveActivity writes one poll of one interface atomically: the
 	// activity of u.Configs; for each change in u.Changes, a session

@@ -24,8 +24,12 @@ const (
 )
 
 // Activity is what session tracking keeps of one config between polls of
-// its interface. The zero value is a config never seen active.
+// its interface. The zero value (but its ProfileID) is a config never seen
+// active.
 type Activity struct {
+	// ProfileID is the config's profile, as ListActivity read it;
+	// SaveActivity does not write it.
+	ProfileID string
 	// LastHandshake is the latest handshake seen for the config, kept across
 	// counter resets and restarts (zero = never).
 	LastHandshake time.Time

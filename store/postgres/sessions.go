@@ -40,7 +40,7 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 	if err := srows.Err(); err != nil {
 		return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
 	}
-	rows, err := s.pool.Query(ctx, `SELECT public_key, coalesce(last_handshake, 0), coalesce(last_active, 0),
+	rows, err := s.pool.Query(ctx, `SELECT public_key, profile_id, coalesce(last_handshake, 0), coalesce(last_active, 0),
 		rx_base, tx_base, bytes_in, bytes_out, coalesce(endpoint, '')
 		FROM peers WHERE interface = $1 AND state = 'active'`, iface)
 	if err != nil {
@@ -54,7 +54,7 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 			hs, active int64
 			a          store.Activity
 		)
-		if err := rows.Scan(&key, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
+		if err := rows.Scan(&key, &a.ProfileID, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
 			return nil, fmt.Errorf("list activity on %s: %w", iface, convErr(err))
 		}
 		k, err := sqlrow.ParseStoredKey(key)

@@ -42,7 +42,7 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 	if err := srows.Close(); err != nil {
 		return nil, fmt.Errorf("list activity on %s: %w", iface, s.note(convErr(err)))
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT public_key, ifnull(last_handshake, 0), ifnull(last_active, 0),
+	rows, err := s.db.QueryContext(ctx, `SELECT public_key, profile_id, ifnull(last_handshake, 0), ifnull(last_active, 0),
 		rx_base, tx_base, bytes_in, bytes_out, ifnull(endpoint, '')
 		FROM peers WHERE interface = ? AND state = 'active'`, iface)
 	if err != nil {
@@ -56,7 +56,7 @@ func (s *Store) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key
 			hs, active int64
 			a          store.Activity
 		)
-		if err := rows.Scan(&key, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
+		if err := rows.Scan(&key, &a.ProfileID, &hs, &active, &a.RxBase, &a.TxBase, &a.BytesIn, &a.BytesOut, &ep); err != nil {
 			return nil, fmt.Errorf("list activity on %s: %w", iface, s.note(convErr(err)))
 		}
 		k, err := sqlrow.ParseStoredKey(key)

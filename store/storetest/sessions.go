@@ -24,9 +24,12 @@ func (su *suite) testSessionLifecycle(t *testing.T) {
 	s, clk := su.newStore(t)
 	p := mustCreate(t, s, staffPeer(1, "alice"))
 	other := mustCreate(t, s, staffPeer(2, "bob"))
+	labPeer := staffPeer(3, "carol")
+	labPeer.ProfileID, labPeer.IPv4Range, labPeer.IPv6Range = "lab", netip.MustParsePrefix("10.77.0.0/24"), netip.Prefix{}
+	lab := mustCreate(t, s, labPeer)
 	acts, err := s.ListActivity(ctx, "wg0")
-	if err != nil || len(acts) != 2 || acts[p.PublicKey] != (store.Activity{}) {
-		t.Fatalf("ListActivity of new configs = %+v, %v; want two zero activities", acts, err)
+	if err != nil || len(acts) != 3 || acts[p.PublicKey] != (store.Activity{ProfileID: "staff"}) || acts[lab.PublicKey] != (store.Activity{ProfileID: "lab"}) {
+		t.Fatalf("ListActivity of new configs = %+v, %v; want three zero activities with their profiles", acts, err)
 	}
 	t0 := clk.Now()
 	hs := t0.Add(-3 * time.Second)
@@ -56,7 +59,8 @@ func (su *suite) testSessionLifecycle(t *testing.T) {
 		t.Fatalf("open session id %d, event's %d", got.Session.ID, c.SessionID)
 	}
 	got.Session.ID = 0
-	if got != a || acts[other.PublicKey] != (store.Activity{}) {
+	a.ProfileID = "staff" // read, not written
+	if got != a || acts[other.PublicKey] != (store.Activity{ProfileID: "staff"}) {
 		t.Fatalf("ListActivity = %+v\nwant %+v", got, a)
 	}
 	claimed, err := s.ClaimDue(ctx, "node/1", clk.Now(), testClockFuture(), 10)
@@ -192,7 +196,7 @@ func (su *suite) testSessionSkipsGoneConfigs(t *testing.T) {
 		t.Fatal("SaveActivity with a negative counter succeeded")
 	}
 	acts, err := s.ListActivity(ctx, "wg0")
-	if err != nil || len(acts) != 1 || acts[q.PublicKey] != (store.Activity{}) {
+	if err != nil || len(acts) != 1 || acts[q.PublicKey] != (store.Activity{ProfileID: q.ProfileID}) {
 		t.Fatalf("activity after refused writes = %+v, %v", acts, err)
 	}
 	if sess, err := s.ListClientSessions(ctx, store.ClientSessionFilter{}); err != nil || len(sess) != 0 {
