@@ -381,12 +381,23 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 		log.Warn("connect script rejected config", "exit_code", res.ExitCode, "timed_out", res.TimedOut, "err", res.Err)
 		return nil, rej
 	}
+	// Activation and the device write go under the interface's device
+	// lock: a delete committed after the activation removes the peer
+	// from the device only once this add is done, so nothing needs
+	// reading again before the write.
+	l, err := e.deviceLock(ctx, ifc.Name)
+	if err != nil {
+		// Not activated: the stale-pending cleanup will send the D event.
+		return nil, fmt.Errorf("activate %s: %w", pub, err)
+	}
 	if err := e.store.Activate(ctx, pub, cev.ID); errors.Is(err, store.ErrNotFound) {
+		l.unlock()
 		// Deleted or revoked while its connect script ran: that removal
 		// recorded the D event, delivered once this script has ended.
 		log.Warn("config removed while its connect script ran")
 		return nil, ErrRemoved
 	} else if err != nil {
+		l.unlock()
 		// The script said yes but the row could not be activated; the
 		// stale-pending cleanup will send the D event.
 		return nil, fmt.Errorf("activate %s: %w", pub, err)
@@ -394,8 +405,9 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	peer.State = store.StateActive
 	log.Info("config created", "ip_four", addrString(peer.IPv4), "ip_six", addrString(peer.IPv6), "expires_at", timeString(peer.ExpiresAt))
 	e.point("create:activated")
-
-	if err := e.addToDevice(ctx, ifc.Name, peer); err != nil {
+	_, err = e.dev.Apply(ctx, ifc.Name, wg.Plan{Add: []wg.Wanted{wanted(peer)}})
+	l.unlock()
+	if err != nil {
 		// The script saw C: the rollback is a D like any other.
 		return nil, e.rollBack(ctx, peer, err, log)
 	}
@@ -478,27 +490,6 @@ func expiryFor(prof config.Profile, req CreateRequest, now time.Time) (time.Time
 		}
 	}
 	return exp, nil
-}
-
-// addToDevice adds one active peer, under the interface's device lock.
-func (e *Engine) addToDevice(ctx context.Context, iface string, p store.Peer) error {
-	l, err := e.deviceLock(ctx, iface)
-	if err != nil {
-		return err
-	}
-	defer l.unlock()
-	// A delete may have run between the activation and this lock; its
-	// disconnect script has then run already, and the peer must not
-	// appear on the device.
-	cur, err := e.store.GetPeer(ctx, p.PublicKey)
-	if errors.Is(err, store.ErrNotFound) || err == nil && cur.State != store.StateActive {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	_, err = e.apply(ctx, iface, wg.Plan{Add: []wg.Wanted{wanted(cur)}})
-	return err
 }
 
 // wanted is the device-side form of a stored peer.

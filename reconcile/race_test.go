@@ -12,30 +12,39 @@ import (
 	"github.com/wgkeeper/wgkeeper/wg"
 )
 
-// A delete that lands between the activation and the device add: the add
-// must not put the (already disconnected) peer on the device.
+// A delete issued between the activation and the device add (which run
+// under the interface's device lock) waits for the add, then takes the
+// peer off the device: it ends off the device, with one D, after the C.
 func TestDeleteBetweenActivateAndDeviceAdd(t *testing.T) {
 	h := newHarness(t, harnessOpts{orphans: "keep"})
+	deleted := make(chan error, 1)
 	eng := h.newEngine(func(p string) {
 		if p == "create:activated" {
 			ps, err := h.st.ListPeers(h.ctx, store.PeerFilter{})
 			if err != nil || len(ps) != 1 {
-				t.Fatalf("list: %v %d", err, len(ps))
+				t.Errorf("list: %v %d", err, len(ps))
+				deleted <- nil
+				return
 			}
-			if _, err := h.eng.Delete(h.ctx, ps[0].PublicKey); err != nil {
-				t.Fatalf("delete: %v", err)
-			}
+			go func() {
+				_, err := h.eng.Delete(h.ctx, ps[0].PublicKey)
+				deleted <- err
+			}()
 		}
 	})
 	c, err := eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := h.onDevice(c.Peer.PublicKey); ok {
-		t.Fatal("a config deleted before its device add reached the device")
+	if err := <-deleted; err != nil {
+		t.Fatalf("delete: %v", err)
 	}
-	if n := len(h.runsOf("D", c.Peer.PublicKey)); n != 1 {
-		t.Fatalf("D runs: %d", n)
+	if _, ok := h.onDevice(c.Peer.PublicKey); ok {
+		t.Fatal("a config deleted right after its activation stayed on the device")
+	}
+	runs := h.scriptRuns()
+	if len(runs) != 2 || runs[0]["VPN_EVENT"] != "C" || runs[1]["VPN_EVENT"] != "D" || runs[1]["VPN_CONNECTION_ID"] != c.Peer.PublicKey.String() {
+		t.Fatalf("script runs: %v, want C then D", runs)
 	}
 }
 
