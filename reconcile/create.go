@@ -405,7 +405,7 @@ func (e *Engine) Create(ctx context.Context, req CreateRequest) (*Created, error
 	peer.State = store.StateActive
 	log.Info("config created", "ip_four", addrString(peer.IPv4), "ip_six", addrString(peer.IPv6), "expires_at", timeString(peer.ExpiresAt))
 	e.point("create:activated")
-	_, err = e.dev.Apply(ctx, ifc.Name, wg.Plan{Add: []wg.Wanted{wanted(peer)}})
+	_, err = e.apply(ctx, ifc.Name, wg.Plan{Add: []wg.Wanted{wanted(peer)}})
 	l.unlock()
 	if err != nil {
 		// The script saw C: the rollback is a D like any other.

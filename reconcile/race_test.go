@@ -274,3 +274,16 @@ func TestRevokeBeforeConnectStarts(t *testing.T) {
 		t.Fatalf("events left: %+v", evs)
 	}
 }
+
+// A create's device write counts as a change of the device's peers, so
+// that the session poll does not reuse what it read before the add.
+func TestCreateCountsAsPeerChange(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	before := h.eng.peerGen.Load()
+	if _, err := h.eng.Create(h.ctx, CreateRequest{UserID: "u", ProfileID: "staff"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := h.eng.peerGen.Load(); after <= before {
+		t.Fatalf("peer generation %d after a create, %d before: the add was not counted", after, before)
+	}
+}
