@@ -13,10 +13,10 @@
 // the unique indexes are the last guard, and a transaction that fails
 // with a serialization failure or a deadlock is retried a few times.
 // The steps of a create (insert, start of the connect script, activation)
-// are server-side functions (migration 0003), each one statement and one
-// round trip, taking the same locks in the same order as a transaction of
-// separate statements would: the lock of the pool row is held for one
-// round trip instead of eight.
+// are server-side functions (migrations 0003 and 0004), each one
+// statement and one round trip, taking the same locks in the same order
+// as a transaction of separate statements would: the lock of the pool row
+// is held for one round trip instead of eight.
 // Events are claimed with FOR UPDATE SKIP LOCKED. Changes are announced
 // with NOTIFY by triggers, so every writer announces them, and handles
 // learn of them through LISTEN on a dedicated connection. The cluster-wide
