@@ -128,7 +128,8 @@ func newClusterNode(t *testing.T, url, name, iface, v4 string, clk *fakeclock.Cl
 }
 
 // killLockConn ends, on the server, the session holding the cluster-job
-// lock (as an operator or a network failure would).
+// lock (as an operator or a network failure would). Other tests' databases
+// on the same server have leaders of their own.
 func killLockConn(t *testing.T, url string) {
 	t.Helper()
 	ctx := context.Background()
@@ -139,7 +140,7 @@ func killLockConn(t *testing.T, url string) {
 	defer conn.Close(ctx)
 	var n int
 	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
-		WHERE application_name LIKE 'wgkeeper cluster lock %' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)`).Scan(&n); err != nil || n != 1 {
+		WHERE datname = current_database() AND application_name LIKE 'wgkeeper cluster lock %' AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the lock holder's connection: %d sessions, %v", n, err)
 	}
 }

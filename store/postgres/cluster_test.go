@@ -14,6 +14,8 @@ import (
 
 // lockHolders returns the server processes holding the cluster-job lock,
 // as another client sees them in pg_locks, with their application_name.
+// Advisory locks belong to a database: other tests' databases on the same
+// server hold their own.
 func lockHolders(t *testing.T, url string) map[int32]string {
 	t.Helper()
 	ctx := context.Background()
@@ -23,7 +25,8 @@ func lockHolders(t *testing.T, url string) map[int32]string {
 	}
 	defer conn.Close(ctx)
 	rows, err := conn.Query(ctx, `SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1`,
+		WHERE l.locktype = 'advisory' AND l.granted
+		AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 1`,
 		int64(uint64(clusterLock)>>32), int64(uint64(clusterLock)&0xffffffff))
 	if err != nil {
 		t.Fatal(err)
