@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -363,13 +364,22 @@ func WatchLinks(ctx context.Context, names []string, onErr func(error)) (<-chan 
 	}
 	updates := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr}); err != nil {
+	// stopped is set before done closes: the subscription's receive fails
+	// once its socket is closed, which is the end asked for, not an error.
+	var stopped atomic.Bool
+	report := func(err error) {
+		if onErr != nil && !stopped.Load() && ctx.Err() == nil {
+			onErr(err)
+		}
+	}
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: report}); err != nil {
 		return nil, fmt.Errorf("watch links: %w", err)
 	}
 	out := make(chan string, len(names))
 	go func() {
 		defer close(out)
 		defer close(done)
+		defer stopped.Store(true)
 		for {
 			select {
 			case <-ctx.Done():

@@ -260,3 +260,47 @@ func TestUpErrors(t *testing.T) {
 		t.Fatalf("existing Up of a missing interface = %v, want os.ErrNotExist naming it", err)
 	}
 }
+
+// WatchLinks reports a watched link taken down, and its end (ctx
+// cancelled) is not an error: the netlink socket closing under the
+// subscription's receive used to be reported as "Receive failed" at every
+// daemon stop.
+func TestWatchLinksStopIsQuiet(t *testing.T) {
+	requireTUN(t)
+	name := wgtest.UniqueName("wgw")
+	l, err := wg.Up(context.Background(), wg.Spec{Name: name, Mode: wg.ModeUserspace, PrivateKey: genKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	errs := make(chan error, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := wg.WatchLinks(ctx, []string{name}, func(err error) { errs <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetDown(link); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ch:
+		if got != name {
+			t.Fatalf("watch reported %q, want %q", got, name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification for a link taken down")
+	}
+	cancel()
+	for range ch { // closed once the watch ended
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("the watch's end was reported as an error: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
