@@ -113,6 +113,9 @@ type Options struct {
 	// tracer, when set, sees every statement the pool's connections send
 	// (the round-trip count tests).
 	tracer pgx.QueryTracer
+	// upTo, when set, stops the migrations at that version (the upgrade
+	// tests build a database of an older version with it).
+	upTo int
 }
 
 // Store is an open PostgreSQL database. It is safe for concurrent use, and
@@ -189,7 +192,7 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", name, err)
 	}
-	if err := s.migrate(ctx, opts.Create); err != nil {
+	if err := s.migrate(ctx, opts.Create, opts.upTo); err != nil {
 		s.pool.Close()
 		var tooNew *store.SchemaTooNewError
 		if errors.As(err, &tooNew) || errors.Is(err, store.ErrNoDatabase) {
@@ -220,8 +223,9 @@ func (s *Store) Close() error {
 const migrationLock = 0x776b6d6967726174 // "wkmigrat"
 
 // migrate applies the migrations the database lacks, each in its own
-// transaction holding migrationLock, recording them in schema_migrations.
-func (s *Store) migrate(ctx context.Context, create bool) error {
+// transaction holding migrationLock, recording them in schema_migrations;
+// with upTo > 0, only those up to version upTo.
+func (s *Store) migrate(ctx context.Context, create bool, upTo int) error {
 	all, err := Migrations()
 	if err != nil {
 		return err
@@ -237,7 +241,11 @@ func (s *Store) migrate(ctx context.Context, create bool) error {
 	if current == 0 && !create {
 		return fmt.Errorf("the database has no wgkeeper schema: %w", store.ErrNoDatabase)
 	}
-	for _, m := range all[current:] {
+	todo := all[current:]
+	if upTo > 0 {
+		todo = all[min(current, upTo):upTo]
+	}
+	for _, m := range todo {
 		applied := false
 		err := s.write(ctx, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {

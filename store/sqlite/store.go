@@ -60,6 +60,10 @@ type Options struct {
 	// ChangePoll is how often a Changes channel looks at data_version; 0
 	// means 500 ms.
 	ChangePoll time.Duration
+
+	// upTo, when set, stops the migrations at that version (the upgrade
+	// tests build a database of an older version with it).
+	upTo int
 }
 
 // defaultChangePoll is Options.ChangePoll's default.
@@ -74,6 +78,7 @@ type Store struct {
 	log    *slog.Logger
 	wmu    sync.Mutex    // held through each write transaction: one at a time in this process
 	poll   time.Duration // Options.ChangePoll
+	upTo   int           // Options.upTo
 	dvMu   sync.Mutex    // guards the use of dvConn
 	dvConn *sql.Conn     // dedicated connection: PRAGMA data_version is per connection
 
@@ -127,7 +132,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if strings.ContainsRune(abs, '?') {
 		return nil, fmt.Errorf("open database %s: path must not contain '?'", path)
 	}
-	s := &Store{path: abs, now: opts.Now, log: opts.Logger, poll: opts.ChangePoll, closed: make(chan struct{})}
+	s := &Store{path: abs, now: opts.Now, log: opts.Logger, poll: opts.ChangePoll, upTo: opts.upTo, closed: make(chan struct{})}
 	if s.poll <= 0 {
 		s.poll = defaultChangePoll
 	}
@@ -366,7 +371,8 @@ func (s *Store) Close() error {
 func (s *Store) Path() string { return s.path }
 
 // migrate applies the embedded migrations the database lacks, each in its own
-// immediate transaction, recording them in schema_migrations.
+// immediate transaction, recording them in schema_migrations (with
+// Options.upTo, only those up to that version).
 func (s *Store) migrate(ctx context.Context) error {
 	all, err := migrations.List(migrations.FS)
 	if err != nil {
@@ -380,7 +386,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	if current > known {
 		return &store.SchemaTooNewError{Version: current, Known: known}
 	}
-	for _, m := range all[current:] {
+	todo := all[current:]
+	if s.upTo > 0 {
+		todo = all[min(current, s.upTo):s.upTo]
+	}
+	for _, m := range todo {
 		applied := false
 		err := s.write(ctx, func(tx *sql.Tx) error {
 			// Another process may have applied it since we looked.

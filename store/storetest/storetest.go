@@ -17,7 +17,8 @@
 // sessions and their events; expiry changes; change
 // notification seen by another handle; and every documented error. What
 // only one backend has (file modes, migrations, a full disk) stays in that
-// backend's own tests.
+// backend's own tests; Upgrade is what both check after migrating a
+// database of an older schema version, which each builds its own way.
 package storetest
 
 import (
