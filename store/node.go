@@ -20,11 +20,20 @@ type Node struct {
 }
 
 // NodeDecl is what a node's configuration declares: its interfaces and
-// their profiles with their ranges.
+// their profiles with their ranges, and how long a connect script it
+// started may still run.
 type NodeDecl struct {
-	Name       string
-	Version    string
-	Interfaces []NodeInterface
+	Name    string
+	Version string
+	// ConnectHold is how long after a delete the D event of a config
+	// whose connect script this node may still be running must wait,
+	// unleased, so that its script never sees D before C: the hold its
+	// own deletes use, from its hooks settings (the longest it has run
+	// with). A delete made on any node holds such a D for at least the
+	// owning node's ConnectHold (see Store.DeletePeers); zero adds
+	// nothing to the deleting node's own hold.
+	ConnectHold time.Duration
+	Interfaces  []NodeInterface
 }
 
 // NodeInterface is one interface a node declares.
@@ -45,7 +54,7 @@ type NodeProfile struct {
 // belongs to the node whose configuration declares it.
 type Nodes interface {
 	// RegisterNode records the node and what it declares now (replacing
-	// what it declared before), atomically, and adopts the pending events
+	// what it declared before, its ConnectHold included), atomically, and adopts the pending events
 	// of its interfaces that no node owned. It fails with ErrConflict,
 	// naming both nodes, when another node declares one of its interfaces
 	// or a profile range overlapping one of its ranges; nothing is
