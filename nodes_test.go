@@ -19,6 +19,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wgkeeper/wgkeeper/internal/pgtest"
+	"github.com/wgkeeper/wgkeeper/store/postgres"
 	"github.com/wgkeeper/wgkeeper/wg"
 	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
@@ -460,6 +461,9 @@ func TestDeleteElsewhereWhileConnectRuns(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.dir, "hook.sh"), []byte(slowConnectHook), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// node-b's scripts may run far longer than node-a's (10s): the D
+	// must wait for node-b's settings, not node-a's.
+	setHookTimeout(t, b, "1h")
 	runSelf(t, "-config", a.cfgPath, "migrate")
 	a.start()
 	b.start()
@@ -521,8 +525,9 @@ func TestDeleteElsewhereWhileConnectRuns(t *testing.T) {
 	for _, ev := range evs.Events {
 		if ev.Event == "D" && ev.PublicKey == key.String() {
 			found = true
-			if ev.Status != "pending" || time.Until(ev.NextAttemptAt) < 30*time.Second {
-				t.Errorf("D event of the config = %+v, want pending and held until its connect script must have ended", ev)
+			// node-b's hold: 2 × 1h + 5s + 1min; node-a's would be 85s.
+			if ev.Status != "pending" || time.Until(ev.NextAttemptAt) < 2*time.Hour {
+				t.Errorf("D event of the config = %+v, want pending and held until node-b's connect script must have ended (2 × its hooks.timeout of 1h and more)", ev)
 			}
 		}
 	}
@@ -531,6 +536,21 @@ func TestDeleteElsewhereWhileConnectRuns(t *testing.T) {
 	}
 	stopDaemon(t, a.proc)
 	stopDaemon(t, b.proc)
+}
+
+// setHookTimeout sets hooks.timeout in n's config file.
+func setHookTimeout(t *testing.T, n *node, timeout string) {
+	t.Helper()
+	cfg := mustRead(t, n.cfgPath)
+	i := strings.Index(cfg, "\ntimeout = ")
+	if i < 0 {
+		t.Fatalf("no hooks.timeout in %s", n.cfgPath)
+	}
+	j := i + 1 + strings.Index(cfg[i+1:], "\n")
+	cfg = cfg[:i] + fmt.Sprintf("\ntimeout = %q", timeout) + cfg[j:]
+	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // createNoFatal is create for a goroutine other than the test's: a
@@ -563,4 +583,59 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestNodeRegistersConnectHold: a node's daemon records in the database
+// how long its connect scripts may run (2 × hooks.timeout +
+// hooks.queue_timeout + 1 min, as its own deletes hold a D), so that
+// deletes made on other nodes hold its D events as long; a SIGHUP with a
+// longer hooks.timeout raises it, one with a shorter one keeps it (a
+// script started before may still run that long).
+func TestNodeRegistersConnectHold(t *testing.T) {
+	wgtest.RequireRoot(t)
+	db := pgtest.NewDatabase(t)
+	b := newNode(t, db, "node-b", "staff-b", "10.65.0.0/24")
+	runSelf(t, "-config", b.cfgPath, "migrate")
+	b.start()
+	s, err := postgres.Open(context.Background(), db, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitHold := func(want time.Duration) {
+		t.Helper()
+		var got time.Duration
+		deadline := time.Now().Add(15 * time.Second)
+		for time.Now().Before(deadline) {
+			ns, err := s.ListNodes(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ns) == 1 && ns[0].Name == "node-b" {
+				if got = ns[0].ConnectHold; got == want {
+					return
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("node-b's registered connect hold = %s, want %s:\n%s", got, want, b.proc.log())
+	}
+	waitHold(2*10*time.Second + 5*time.Second + time.Minute)
+	setHookTimeout(t, b, "1h")
+	b.proc.cmd.Process.Signal(syscall.SIGHUP)
+	waitHold(2*time.Hour + 5*time.Second + time.Minute)
+	setHookTimeout(t, b, "5s")
+	b.proc.cmd.Process.Signal(syscall.SIGHUP)
+	b.proc.waitLog(t, "config reloaded", 15*time.Second)
+	// Reloaded twice by now (each SIGHUP logs once, the last one after
+	// its registration).
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(b.proc.log(), "config reloaded") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("second reload not logged:\n%s", b.proc.log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitHold(2*time.Hour + 5*time.Second + time.Minute)
+	stopDaemon(t, b.proc)
 }

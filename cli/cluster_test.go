@@ -50,7 +50,7 @@ func TestStatusDeadNode(t *testing.T) {
 	}
 	t.Cleanup(p.close)
 	nodes := p.store.(store.Nodes)
-	if err := nodes.RegisterNode(ctx, nodeDecl(cfg)); err != nil {
+	if err := nodes.RegisterNode(ctx, nodeDecl(cfg, p.engine.ConnectHold(cfg))); err != nil {
 		t.Fatal(err)
 	}
 	srv, err := api.New(api.Options{Engine: p.engine, Token: "shape-token", Version: Version})

@@ -190,7 +190,7 @@ func (d *daemon) run() error {
 	if nodes, ok := p.store.(store.Nodes); ok {
 		// Before any device is touched: another node declaring one of
 		// these interfaces or an overlapping range refuses the start.
-		if err := nodes.RegisterNode(ctx, nodeDecl(p.cfg)); err != nil {
+		if err := nodes.RegisterNode(ctx, nodeDecl(p.cfg, p.engine.ConnectHold(p.cfg))); err != nil {
 			return err
 		}
 		// Take the cluster-job lock now if it is free (logged), rather
@@ -388,7 +388,7 @@ func (d *daemon) reload() {
 			return
 		}
 		// The last step that can refuse: it records the new declaration.
-		if err := nodes.RegisterNode(d.env.ctx, nodeDecl(cfg)); err != nil {
+		if err := nodes.RegisterNode(d.env.ctx, nodeDecl(cfg, d.p.engine.ConnectHold(cfg))); err != nil {
 			d.log.Error("reload: keeping the running config", "err", err)
 			return
 		}
@@ -552,9 +552,10 @@ func (d *daemon) downInterfaces() {
 	d.links = nil
 }
 
-// nodeDecl is what cfg declares to the other nodes sharing the database.
-func nodeDecl(cfg *config.Config) store.NodeDecl {
-	d := store.NodeDecl{Name: cfg.Node, Version: Version}
+// nodeDecl is what cfg declares to the other nodes sharing the database,
+// with hold, the engine's connect hold under cfg (Engine.ConnectHold).
+func nodeDecl(cfg *config.Config, hold time.Duration) store.NodeDecl {
+	d := store.NodeDecl{Name: cfg.Node, Version: Version, ConnectHold: hold}
 	for _, ifc := range cfg.Interfaces {
 		ni := store.NodeInterface{Name: ifc.Name}
 		for _, p := range cfg.Profiles {
@@ -577,7 +578,7 @@ func (d *daemon) heartbeat(nodes store.Nodes) sched.Job {
 		err := nodes.Heartbeat(ctx, cfg.Node)
 		if errors.Is(err, store.ErrNotFound) {
 			// Removed by hand: declare this node again.
-			err = nodes.RegisterNode(ctx, nodeDecl(cfg))
+			err = nodes.RegisterNode(ctx, nodeDecl(cfg, d.p.engine.ConnectHold(cfg)))
 		}
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("node heartbeat", "node", cfg.Node, "err", err)

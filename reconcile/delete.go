@@ -8,6 +8,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/wgkeeper/wgkeeper/config"
 	"github.com/wgkeeper/wgkeeper/store"
 	"github.com/wgkeeper/wgkeeper/wg"
 )
@@ -399,7 +400,22 @@ func (e *Engine) removeFromDevice(ctx context.Context, iface string, evs []store
 // hooks.timeout never makes a lease (or the delay of a D event whose
 // connect still runs) shorter than a script started before it may take.
 func (e *Engine) leaseFor() time.Duration {
-	return 2*e.maxT() + e.maxQ() + time.Minute
+	return holdFor(e.maxT(), e.maxQ())
+}
+
+// holdFor is leaseFor for a longest hooks.timeout t and hooks.queue_timeout
+// q.
+func holdFor(t, q time.Duration) time.Duration {
+	return 2*t + q + time.Minute
+}
+
+// ConnectHold is what leaseFor will be once c is in force (SetConfig), the
+// hold this engine's deletes give the D event of a config whose connect
+// script may still run: what its node registers as
+// store.NodeDecl.ConnectHold, so that deletes made on other nodes hold such
+// a D as long. Like leaseFor it never goes down on a reload.
+func (e *Engine) ConnectHold(c *config.Config) time.Duration {
+	return holdFor(max(e.maxT(), hookTimeout(c)), max(e.maxQ(), queueTimeout(c)))
 }
 
 // maxT is the longest hooks.timeout this engine has run with.

@@ -114,8 +114,11 @@ type Store interface {
 	// (with an owner or without: a delete made for another node, whose
 	// connect script may run there), its D event is not leased but due
 	// only at leaseUntil, when its connect script must have ended: a
-	// script never sees D before C. A non-zero leaseUntil must be after
-	// now.
+	// script never sees D before C. On a backend many nodes share
+	// (Nodes), such a D is due no earlier than now plus the ConnectHold
+	// the node owning the peer's interface registered, either, whether
+	// leaseUntil is set or not: the script runs there, under that node's
+	// hooks settings. A non-zero leaseUntil must be after now.
 	DeletePeers(ctx context.Context, keys []wgtypes.Key, reason, owner string, leaseUntil time.Time) ([]Event, error)
 	// DeletePeersBy is DeletePeers recording actor on every D event it
 	// inserts (see Event.Actor); DeletePeers records none.

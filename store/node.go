@@ -17,6 +17,9 @@ type Node struct {
 	// (Nodes.MarkDead); zero while it is alive.
 	DeadSince  time.Time
 	Interfaces []string // the interfaces it declares, sorted
+	// ConnectHold is the NodeDecl.ConnectHold it last registered (zero
+	// for a node registered by a version that did not record it).
+	ConnectHold time.Duration
 }
 
 // NodeDecl is what a node's configuration declares: its interfaces and

@@ -113,7 +113,9 @@ const (
 // every backend and derives what they imply: the lease end to record (zero
 // when owner is empty: the D events are claimable at once), the hold (when
 // the D event of a deleted pending peer is due, unleased: leaseUntil,
-// whether or not owner is empty; zero for none) and the last_error note
+// whether or not owner is empty; zero for none; a backend many nodes
+// share holds it at least until now plus the owning node's
+// NodeDecl.ConnectHold, see Store.DeletePeers) and the last_error note
 // that closes the running C event of a deleted pending peer
 // (NoteStaleConnect for reason stale, else NotePendingDeleted). Errors: a
 // reason that is not one of the removal reasons, or a non-zero leaseUntil

@@ -29,6 +29,20 @@ func TestPendingDeleteHeldForOwnerNode(t *testing.T) {
 		if err := s.RegisterNode(ctx, d); err != nil {
 			t.Fatal(err)
 		}
+		ns, err := all.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.Name == d.Name && n.ConnectHold != hold {
+				t.Fatalf("ListNodes: %s has connect hold %s, want %s as registered", n.Name, n.ConnectHold, hold)
+			}
+		}
+	}
+	neg := decl("node-a", "wg-a", "p-wg-a", "10.9.0.0/24", "")
+	neg.ConnectHold = -time.Second
+	if err := a.RegisterNode(ctx, neg); err == nil {
+		t.Fatal("a negative connect hold registered")
 	}
 	register(a, decl("node-a", "wg-a", "p-wg-a", "10.9.0.0/24", ""), 3*time.Minute)
 	register(b, decl("node-b", "wg-b", "p-wg-b", "10.8.0.0/24", ""), 2*time.Hour)

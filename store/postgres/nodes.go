@@ -25,6 +25,9 @@ func (s *Store) RegisterNode(ctx context.Context, d store.NodeDecl) error {
 	if d.Name == "" {
 		return errors.New("register node: no name given")
 	}
+	if d.ConnectHold < 0 {
+		return fmt.Errorf("register node %q: connect hold %s is negative", d.Name, d.ConnectHold)
+	}
 	now := s.clock().UnixNano()
 	var ifaces []string
 	for _, ifc := range d.Interfaces {
@@ -70,9 +73,9 @@ func (s *Store) RegisterNode(ctx context.Context, d store.NodeDecl) error {
 				}
 			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO nodes (name, started_at, last_seen, version) VALUES ($1, $2, $2, $3)
-			ON CONFLICT (name) DO UPDATE SET started_at = $2, last_seen = $2, version = $3, dead_since = NULL`,
-			d.Name, now, d.Version); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO nodes (name, started_at, last_seen, version, connect_hold) VALUES ($1, $2, $2, $3, $4)
+			ON CONFLICT (name) DO UPDATE SET started_at = $2, last_seen = $2, version = $3, connect_hold = $4, dead_since = NULL`,
+			d.Name, now, d.Version, int64(d.ConnectHold)); err != nil {
 			return convErr(err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM node_interfaces WHERE node = $1`, d.Name); err != nil {
@@ -141,7 +144,7 @@ func (s *Store) MarkDead(ctx context.Context, before time.Time) ([]string, error
 
 // ListNodes returns every registered node, ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen, n.dead_since,
+	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen, n.dead_since, n.connect_hold,
 			coalesce(array_agg(ni.interface ORDER BY ni.interface) FILTER (WHERE ni.interface IS NOT NULL), '{}')
 		FROM nodes n LEFT JOIN node_interfaces ni ON ni.node = n.name
 		GROUP BY n.name ORDER BY n.name`)
@@ -152,12 +155,13 @@ func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
 	var out []store.Node
 	for rows.Next() {
 		var n store.Node
-		var started, seen int64
+		var started, seen, hold int64
 		var dead *int64
-		if err := rows.Scan(&n.Name, &n.Version, &started, &seen, &dead, &n.Interfaces); err != nil {
+		if err := rows.Scan(&n.Name, &n.Version, &started, &seen, &dead, &hold, &n.Interfaces); err != nil {
 			return nil, fmt.Errorf("list nodes: %w", convErr(err))
 		}
 		n.StartedAt, n.LastSeen = time.Unix(0, started).UTC(), time.Unix(0, seen).UTC()
+		n.ConnectHold = time.Duration(hold)
 		if dead != nil {
 			n.DeadSince = time.Unix(0, *dead).UTC()
 		}

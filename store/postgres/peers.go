@@ -586,21 +586,27 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 			return convErr(err)
 		}
 		// One statement deletes them all (in key order, so that two
-		// overlapping deletes lock their rows in one order).
+		// overlapping deletes lock their rows in one order), and returns
+		// with each the connect hold its owning node registered (0 when
+		// no node declares its interface).
 		rows, err := tx.Query(ctx, `DELETE FROM peers WHERE public_key IN (
 				SELECT public_key FROM peers WHERE public_key = ANY($1) ORDER BY public_key FOR UPDATE)
-			RETURNING `+sqlrow.PeerColumns, strs)
+			RETURNING `+sqlrow.PeerColumns+`, coalesce((SELECT n.connect_hold FROM node_interfaces ni
+				JOIN nodes n ON n.name = ni.node WHERE ni.interface = peers.interface), 0)`, strs)
 		if err != nil {
 			return convErr(err)
 		}
 		deleted := make(map[string]sqlrow.PeerRow, len(keys))
+		ownerHold := make(map[string]time.Duration, len(keys))
 		for rows.Next() {
 			var r sqlrow.PeerRow
-			if err := rows.Scan(r.Dest()...); err != nil {
+			var oh int64
+			if err := rows.Scan(append(r.Dest(), &oh)...); err != nil {
 				rows.Close()
 				return convErr(err)
 			}
 			deleted[r.PublicKey] = r
+			ownerHold[r.PublicKey] = time.Duration(oh)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -670,12 +676,19 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 			if leaseUntil.IsZero() {
 				ev.LeaseUntil = time.Time{}
 			}
-			if p.State == store.StatePending && reason != store.ReasonStale && !hold.IsZero() {
+			// Its connect script may be running on the node that owns
+			// it, whose scripts may run longer than the caller's: the
+			// later of the caller's hold and that node's.
+			due := hold
+			if oh := ownerHold[p.PublicKey.String()]; oh > 0 && now.Add(oh).After(due) {
+				due = now.Add(oh)
+			}
+			if p.State == store.StatePending && reason != store.ReasonStale && !due.IsZero() {
 				// Its connect script may still be running: the D event
 				// is not handed to the caller but waits, unleased, until
 				// that script must have ended, so a script never sees D
 				// before C.
-				ev.NextAttemptAt = hold.UTC()
+				ev.NextAttemptAt = due.UTC()
 				ev.LeaseOwner, ev.LeaseUntil = "", time.Time{}
 			}
 			id, err := insertEvent(ctx, tx, &ev)
