@@ -18,6 +18,9 @@ import (
 // node whose scripts may run longer still sees its C before its D; a
 // node registering again replaces the hold it recorded.
 func TestPendingDeleteHeldForOwnerNode(t *testing.T) {
+	if all, err := Migrations(); err != nil || len(all) < connectHoldVersion || all[connectHoldVersion-1].Name != "connect_hold" {
+		t.Fatalf("migration %d is not connect_hold (connectHoldVersion): %v", connectHoldVersion, err)
+	}
 	ctx := context.Background()
 	url := pgtest.NewDatabase(t)
 	all := open(t, url, Options{Create: true})

@@ -73,9 +73,15 @@ func (s *Store) RegisterNode(ctx context.Context, d store.NodeDecl) error {
 				}
 			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO nodes (name, started_at, last_seen, version, connect_hold) VALUES ($1, $2, $2, $3, $4)
-			ON CONFLICT (name) DO UPDATE SET started_at = $2, last_seen = $2, version = $3, connect_hold = $4, dead_since = NULL`,
-			d.Name, now, d.Version, int64(d.ConnectHold)); err != nil {
+		upsert := `INSERT INTO nodes (name, started_at, last_seen, version, connect_hold) VALUES ($1, $2, $2, $3, $4)
+			ON CONFLICT (name) DO UPDATE SET started_at = $2, last_seen = $2, version = $3, connect_hold = $4, dead_since = NULL`
+		args := []any{d.Name, now, d.Version, int64(d.ConnectHold)}
+		if s.noConnectHold {
+			upsert = `INSERT INTO nodes (name, started_at, last_seen, version) VALUES ($1, $2, $2, $3)
+			ON CONFLICT (name) DO UPDATE SET started_at = $2, last_seen = $2, version = $3, dead_since = NULL`
+			args = args[:3]
+		}
+		if _, err := tx.Exec(ctx, upsert, args...); err != nil {
 			return convErr(err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM node_interfaces WHERE node = $1`, d.Name); err != nil {
@@ -144,7 +150,11 @@ func (s *Store) MarkDead(ctx context.Context, before time.Time) ([]string, error
 
 // ListNodes returns every registered node, ordered by name.
 func (s *Store) ListNodes(ctx context.Context) ([]store.Node, error) {
-	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen, n.dead_since, n.connect_hold,
+	holdCol := "n.connect_hold"
+	if s.noConnectHold {
+		holdCol = "0::bigint"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT n.name, n.version, n.started_at, n.last_seen, n.dead_since, `+holdCol+`,
 			coalesce(array_agg(ni.interface ORDER BY ni.interface) FILTER (WHERE ni.interface IS NOT NULL), '{}')
 		FROM nodes n LEFT JOIN node_interfaces ni ON ni.node = n.name
 		GROUP BY n.name ORDER BY n.name`)

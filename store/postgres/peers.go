@@ -589,10 +589,14 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 		// overlapping deletes lock their rows in one order), and returns
 		// with each the connect hold its owning node registered (0 when
 		// no node declares its interface).
+		ownerHoldCol := `coalesce((SELECT n.connect_hold FROM node_interfaces ni
+				JOIN nodes n ON n.name = ni.node WHERE ni.interface = peers.interface), 0)`
+		if s.noConnectHold {
+			ownerHoldCol = `0::bigint`
+		}
 		rows, err := tx.Query(ctx, `DELETE FROM peers WHERE public_key IN (
 				SELECT public_key FROM peers WHERE public_key = ANY($1) ORDER BY public_key FOR UPDATE)
-			RETURNING `+sqlrow.PeerColumns+`, coalesce((SELECT n.connect_hold FROM node_interfaces ni
-				JOIN nodes n ON n.name = ni.node WHERE ni.interface = peers.interface), 0)`, strs)
+			RETURNING `+sqlrow.PeerColumns+`, `+ownerHoldCol, strs)
 		if err != nil {
 			return convErr(err)
 		}

@@ -129,6 +129,11 @@ type Store struct {
 	// ifaces are Options.Interfaces (never nil, for the queries).
 	ifaces []string
 	name   string // the URL without its password, for messages
+	// noConnectHold: the schema lacks nodes.connect_hold (migration
+	// 0005). Only a Store the upgrade tests stop at an older version
+	// (Options.upTo), acting as a node of that version, runs so: it
+	// neither records nor reads the nodes' connect holds.
+	noConnectHold bool
 
 	lmu     sync.Mutex // guards the listener fields below
 	started bool       // the listener goroutine runs
@@ -192,6 +197,7 @@ func Open(ctx context.Context, database string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", name, err)
 	}
+	s.noConnectHold = opts.upTo > 0 && opts.upTo < connectHoldVersion
 	if err := s.migrate(ctx, opts.Create, opts.upTo); err != nil {
 		s.pool.Close()
 		var tooNew *store.SchemaTooNewError
@@ -218,6 +224,9 @@ func (s *Store) Close() error {
 	})
 	return nil
 }
+
+// connectHoldVersion is the schema version that adds nodes.connect_hold.
+const connectHoldVersion = 5
 
 // migrationLock is the advisory lock key under which migrations run.
 const migrationLock = 0x776b6d6967726174 // "wkmigrat"
