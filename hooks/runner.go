@@ -313,7 +313,7 @@ func (r *Runner) RunWith(ctx context.Context, v Vars, o RunOptions) Result {
 		r.logResult(v, res)
 		return res
 	}
-	if err := r.acquire(ctx, o.QueueTimeout); err != nil {
+	if err := AcquireSlot(ctx, r.sem, o.QueueTimeout); err != nil {
 		res := Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(err, context.DeadlineExceeded),
 			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, err)}
 		r.logResult(v, res)
@@ -325,15 +325,17 @@ func (r *Runner) RunWith(ctx context.Context, v Vars, o RunOptions) Result {
 	return res
 }
 
-// acquire takes one of the Concurrency slots, unless ctx ends first (or
-// has already ended: then no slot is taken even when one is free) or, with
-// a positive queue, that long passes (an error matching ErrBusy).
-func (r *Runner) acquire(ctx context.Context, queue time.Duration) error {
+// AcquireSlot takes one slot of sem (a buffered channel whose capacity is
+// the number of slots; release with <-sem), unless ctx ends first (or has
+// already ended: then no slot is taken even when one is free) or, with a
+// positive queue, that long passes (an error matching ErrBusy). Runner uses
+// it; so do test runners that must queue exactly as Runner does.
+func AcquireSlot(ctx context.Context, sem chan struct{}, queue time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	select {
-	case r.sem <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	default:
 	}
@@ -344,12 +346,12 @@ func (r *Runner) acquire(ctx context.Context, queue time.Duration) error {
 		expired = t.C
 	}
 	select {
-	case r.sem <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-expired:
-		return fmt.Errorf("%w: all %d slots stayed busy for %s", ErrBusy, cap(r.sem), config.FormatDuration(queue))
+		return fmt.Errorf("%w: all %d slots stayed busy for %s", ErrBusy, cap(sem), config.FormatDuration(queue))
 	}
 }
 

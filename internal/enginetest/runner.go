@@ -93,7 +93,7 @@ func (r *Runner) RunWith(ctx context.Context, v hooks.Vars, o hooks.RunOptions) 
 		k, val, _ := strings.Cut(kv, "=")
 		env[k] = val
 	}
-	if err := r.acquire(ctx, o.QueueTimeout); err != nil {
+	if err := hooks.AcquireSlot(ctx, r.sem, o.QueueTimeout); err != nil {
 		return hooks.Result{Ran: true, ExitCode: -1, TimedOut: errors.Is(err, context.DeadlineExceeded),
 			Err: fmt.Errorf("wait for a hook slot for event %d: %w", v.EventID, err)}
 	}
@@ -124,32 +124,6 @@ func (r *Runner) RunWith(ctx context.Context, v hooks.Vars, o hooks.RunOptions) 
 	r.runs = append(r.runs, Run{Env: env, Result: res})
 	r.mu.Unlock()
 	return res
-}
-
-// acquire takes a slot as hooks.Runner does.
-func (r *Runner) acquire(ctx context.Context, queue time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case r.sem <- struct{}{}:
-		return nil
-	default:
-	}
-	var expired <-chan time.Time
-	if queue > 0 {
-		t := time.NewTimer(queue)
-		defer t.Stop()
-		expired = t.C
-	}
-	select {
-	case r.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-expired:
-		return fmt.Errorf("%w: all %d slots stayed busy for %s", hooks.ErrBusy, cap(r.sem), queue)
-	}
 }
 
 // Sleep waits d or until ctx ends; a Script uses it to take time the way
