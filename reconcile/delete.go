@@ -34,11 +34,16 @@ func (r *Removed) merge(o Removed) {
 	r.Events = append(r.Events, o.Events...)
 	r.Delivery.add(o.Delivery)
 	for k, v := range o.DeviceErrs {
-		if r.DeviceErrs == nil {
-			r.DeviceErrs = map[string]error{}
-		}
-		r.DeviceErrs[k] = v
+		r.deviceErr(k, v)
 	}
+}
+
+// deviceErr records that iface's device could not be updated.
+func (r *Removed) deviceErr(iface string, err error) {
+	if r.DeviceErrs == nil {
+		r.DeviceErrs = map[string]error{}
+	}
+	r.DeviceErrs[iface] = err
 }
 
 // Delete removes one config: the row goes and a D event is recorded in one
@@ -271,10 +276,7 @@ func (e *Engine) removeLocal(ctx context.Context, peers []store.Peer, reason str
 	out := Removed{Events: evs}
 	for _, name := range ifaces {
 		if err := e.removeFromDevice(ctx, name, evs, byIface[name]); err != nil {
-			if out.DeviceErrs == nil {
-				out.DeviceErrs = map[string]error{}
-			}
-			out.DeviceErrs[name] = err
+			out.deviceErr(name, err)
 			e.log.Error("remove configs from device; the next reconcile removes them", "iface", name, "err", err)
 		}
 	}
@@ -292,10 +294,8 @@ func (e *Engine) removeLocal(ctx context.Context, peers []store.Peer, reason str
 			l.unlock()
 		}
 		if err != nil {
-			if out.DeviceErrs == nil {
-				out.DeviceErrs = map[string]error{}
-			}
-			out.DeviceErrs[name] = err
+			out.deviceErr(name, err)
+			e.log.Error("remove configs from device; the next reconcile removes them", "iface", name, "err", err)
 		}
 	}
 	e.point("delete:device")
