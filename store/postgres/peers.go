@@ -42,36 +42,11 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
 	now := s.clock()
-	p := store.Peer{
-		PublicKey:     np.PublicKey,
-		Interface:     np.Interface,
-		ProfileID:     np.ProfileID,
-		UserID:        np.UserID,
-		DisplayName:   np.DisplayName,
-		OriginatingIP: np.OriginatingIP.Unmap().WithZone(""),
-		State:         store.StatePending,
-		CreatedAt:     now,
-		ExpiresAt:     np.ExpiresAt.UTC(),
-	}
-	if np.ExpiresAt.IsZero() {
-		p.ExpiresAt = time.Time{}
-	}
-	if np.PresharedKey != nil {
-		psk := *np.PresharedKey
-		p.PresharedKey = &psk
-	}
-	createdAt, err := sqlrow.EncTime(now)
+	pi, err := sqlrow.NewPendingInsert(np, now)
 	if err != nil {
-		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: created at: %w", np.PublicKey, err)
+		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: %w", np.PublicKey, err)
 	}
-	expiresAt, err := sqlrow.EncTime(p.ExpiresAt)
-	if err != nil {
-		return store.Peer{}, store.Event{}, fmt.Errorf("insert peer %s: expires at: %w", np.PublicKey, err)
-	}
-	var psk any
-	if p.PresharedKey != nil {
-		psk = p.PresharedKey.String()
-	}
+	p, createdAt, expiresAt, psk := pi.Peer, pi.CreatedAt, pi.ExpiresAt, pi.PSK
 	key := np.PublicKey.String()
 	avoid := store.AvoidSpans(v4, v6, np.Avoid, capacity)
 	avoidLo, avoidHi := make([]int64, len(avoid)), make([]int64, len(avoid))
