@@ -93,22 +93,9 @@ func (s *Store) SetEventsBytes(ctx context.Context, bs []store.EventBytes) error
 // only the events that node delivers are claimed: its own, and those no
 // node owns of Options.Interfaces.
 func (s *Store) ClaimDue(ctx context.Context, owner string, now, leaseUntil time.Time, limit int) ([]store.Event, error) {
-	switch {
-	case owner == "":
-		return nil, errors.New("claim due events: owner is empty")
-	case limit <= 0:
-		return nil, fmt.Errorf("claim due events for %q: limit %d is not positive", owner, limit)
-	case !leaseUntil.After(now):
-		return nil, fmt.Errorf("claim due events for %q: lease end %s is not after now %s", owner,
-			leaseUntil.UTC().Format(time.RFC3339Nano), now.UTC().Format(time.RFC3339Nano))
-	}
-	nowV, err := sqlrow.EncTime(now)
+	nowV, untilV, err := sqlrow.ClaimArgs(owner, now, leaseUntil, limit)
 	if err != nil {
-		return nil, fmt.Errorf("claim due events for %q: %w", owner, err)
-	}
-	untilV, err := sqlrow.EncTime(leaseUntil)
-	if err != nil {
-		return nil, fmt.Errorf("claim due events for %q: %w", owner, err)
+		return nil, err
 	}
 	var out []store.Event
 	err = s.write(ctx, func(tx pgx.Tx) error {
