@@ -72,5 +72,5 @@ func (e *Engine) ListClientSessions(ctx context.Context, f store.ClientSessionFi
 // ListActivity returns the recorded session activity of the active
 // configs on iface.
 func (e *Engine) ListActivity(ctx context.Context, iface string) (map[wgtypes.Key]store.Activity, error) {
-	return e.sess.ListActivity(ctx, iface)
+	return e.store.ListActivity(ctx, iface)
 }

@@ -218,7 +218,6 @@ type Engine struct {
 	dev     Device
 	run     atomic.Pointer[runnerBox]
 	srun    atomic.Pointer[runnerBox] // sessions.script; nil Runner = none
-	sess    SessionStore
 	log     *slog.Logger
 	now     func() time.Time
 	lockDir string
@@ -297,7 +296,6 @@ func New(o Options) (*Engine, error) {
 		polls:       map[string]time.Time{},
 		reads:       map[string]timedRead{},
 		watched:     map[string]time.Time{},
-		sess:        o.Store,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

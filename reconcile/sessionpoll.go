@@ -154,7 +154,7 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 	}
 	cache := e.actCache[iface]
 	if gen := e.peerGen.Load(); !cache.fits(d, now, gen) {
-		acts, err := e.sess.ListActivity(ctx, iface)
+		acts, err := e.store.ListActivity(ctx, iface)
 		if err != nil {
 			return out, fmt.Errorf("poll sessions on %s: %w", iface, err)
 		}
@@ -164,7 +164,7 @@ func (e *Engine) PollSessions(ctx context.Context, iface string) (SessionPoll, e
 	}
 	prev := cache.acts
 	changed, changes := TrackSessions(prev, d, Poll{Prev: last, Now: now, OfflineAfter: sc.OfflineAfter})
-	evs, err := e.sess.SaveActivity(ctx, store.ActivityUpdate{
+	evs, err := e.store.SaveActivity(ctx, store.ActivityUpdate{
 		Interface: iface, Configs: changed, Changes: changes, Events: sc.Script != "",
 	})
 	if err != nil {
@@ -233,7 +233,7 @@ func (e *Engine) ReclaimIdle(ctx context.Context) (Removed, error) {
 		if len(idle) == 0 {
 			continue
 		}
-		acts, err := e.sess.ListActivity(ctx, ifc.Name)
+		acts, err := e.store.ListActivity(ctx, ifc.Name)
 		if err != nil {
 			return all, fmt.Errorf("reclaim idle configs on %s: %w", ifc.Name, err)
 		}
