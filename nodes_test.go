@@ -378,17 +378,20 @@ func TestTwoNodes(t *testing.T) {
 }
 
 // TestNodeSurvivesPostgresRestart stops and restarts PostgreSQL (fast
-// shutdown) under a running daemon: creates answer 503 unavailable while
-// it is down and nothing is half-written; once it is back the daemon
-// reconnects, reconciles every interface in full, and creates and deletes
-// work again.
+// shutdown) under two running daemons, two nodes: creates answer 503
+// unavailable on both while it is down and nothing is half-written; once
+// it is back each daemon reconnects, reconciles every interface in full,
+// creates and deletes work again, and a delete on node A of node B's
+// config reaches B's device and script (B listens again).
 func TestNodeSurvivesPostgresRestart(t *testing.T) {
 	wgtest.RequireRoot(t)
 	srv := pgtest.NewServer(t)
 	db := pgtest.CreateDatabase(t, srv.URL())
 	a := newNode(t, db, "node-a", "staff-a", "10.63.0.0/24")
+	b := newNode(t, db, "node-b", "staff-b", "10.66.0.0/24")
 	runSelf(t, "-config", a.cfgPath, "migrate")
 	a.start()
+	b.start()
 	dev, err := wg.NewClient()
 	if err != nil {
 		t.Fatal(err)
@@ -396,25 +399,55 @@ func TestNodeSurvivesPostgresRestart(t *testing.T) {
 	defer dev.Close()
 	k1 := newKey(t)
 	a.mustCreate("alice", "staff-a", k1.PublicKey())
+	kd := newKey(t)
+	b.mustCreate("dave", "staff-b", kd.PublicKey())
 
 	srv.Stop(t)
-	code, body := a.create("bob", "staff-a", newKey(t).PublicKey())
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"unavailable"`) || !strings.Contains(body, "cannot be reached") {
-		t.Fatalf("create with PostgreSQL down: %d %s, want 503 unavailable", code, body)
+	for _, n := range []struct {
+		n       *node
+		profile string
+	}{{a, "staff-a"}, {b, "staff-b"}} {
+		code, body := n.n.create("bob", n.profile, newKey(t).PublicKey())
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, `"unavailable"`) || !strings.Contains(body, "cannot be reached") {
+			t.Fatalf("create on %s with PostgreSQL down: %d %s, want 503 unavailable", n.n.name, code, body)
+		}
 	}
-	// A peer removed by hand meanwhile comes back with the full reconcile
-	// that follows the reconnection.
+	// Peers removed by hand meanwhile come back with the full reconcile
+	// that follows each daemon's reconnection.
 	if _, err := dev.Apply(context.Background(), a.srv.Name, wg.Plan{Remove: []wgtypes.Key{k1.PublicKey()}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Apply(context.Background(), b.srv.Name, wg.Plan{Remove: []wgtypes.Key{kd.PublicKey()}}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Start(t)
 	a.proc.waitLog(t, "reconnected; reconciling every interface", 30*time.Second)
+	b.proc.waitLog(t, "reconnected; reconciling every interface", 30*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
-	for !a.onDevice(dev, k1.PublicKey()) {
+	for !a.onDevice(dev, k1.PublicKey()) || !b.onDevice(dev, kd.PublicKey()) {
 		if time.Now().After(deadline) {
-			t.Fatal("alice's peer not restored by the reconcile after the reconnection")
+			t.Fatalf("peers not restored by the reconcile after the reconnection: alice on node-a %v, dave on node-b %v",
+				a.onDevice(dev, k1.PublicKey()), b.onDevice(dev, kd.PublicKey()))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Node B listens again: a delete on node A of B's config leaves B's
+	// device and runs B's D, once.
+	a.mustDelete(kd.PublicKey())
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		n, _, _ := b.runs("D", kd.PublicKey())
+		if n == 1 && !b.onDevice(dev, kd.PublicKey()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dave's config deleted on node-a after the restart: D runs on node-b %d, still on its device %v",
+				n, b.onDevice(dev, kd.PublicKey()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, _, _ := a.runs("D", kd.PublicKey()); n != 0 {
+		t.Fatalf("node-a ran node-b's D %d times", n)
 	}
 	k2 := newKey(t)
 	a.mustCreate("carol", "staff-a", k2.PublicKey())
@@ -432,7 +465,11 @@ func TestNodeSurvivesPostgresRestart(t *testing.T) {
 	if len(list.Peers) != 1 || list.Peers[0].UserID != "alice" {
 		t.Fatalf("configs after the restart: %+v, want alice's only", list.Peers)
 	}
+	if n, _, _ := b.runs("D", kd.PublicKey()); n != 1 {
+		t.Fatalf("dave's D ran %d times on node-b", n)
+	}
 	stopDaemon(t, a.proc)
+	stopDaemon(t, b.proc)
 }
 
 // slowConnectHook is nodeHook whose connect script, while the file "slow"
