@@ -465,10 +465,8 @@ func interfacesChanged(old, cur *config.Config) string {
 // those of the profiles on it, in config order.
 func serverAddrs(cfg *config.Config, iface string) []netip.Prefix {
 	var addrs []netip.Prefix
-	for _, prof := range cfg.Profiles {
-		if prof.Interface == iface {
-			addrs = append(addrs, prof.ServerAddrs()...)
-		}
+	for _, prof := range cfg.ProfilesOn(iface) {
+		addrs = append(addrs, prof.ServerAddrs()...)
 	}
 	return addrs
 }
@@ -558,10 +556,8 @@ func nodeDecl(cfg *config.Config, hold time.Duration) store.NodeDecl {
 	d := store.NodeDecl{Name: cfg.Node, Version: Version, ConnectHold: hold}
 	for _, ifc := range cfg.Interfaces {
 		ni := store.NodeInterface{Name: ifc.Name}
-		for _, p := range cfg.Profiles {
-			if p.Interface == ifc.Name {
-				ni.Profiles = append(ni.Profiles, store.NodeProfile{ID: p.ID, IPv4Range: p.IPv4Range, IPv6Range: p.IPv6Range})
-			}
+		for _, p := range cfg.ProfilesOn(ifc.Name) {
+			ni.Profiles = append(ni.Profiles, store.NodeProfile{ID: p.ID, IPv4Range: p.IPv4Range, IPv6Range: p.IPv6Range})
 		}
 		d.Interfaces = append(d.Interfaces, ni)
 	}
