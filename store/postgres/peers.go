@@ -74,7 +74,7 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		err := s.pool.QueryRow(ctx, `SELECT * FROM wgk_insert_pending($1, $2, $3, $4, $5, $6::inet, $7::inet, $8, $9, $10, $11,
 			$12, $13, $14, $15, $16)`,
 			key, p.Interface, p.ProfileID, p.UserID, p.DisplayName, net4, net6, psk, sqlrow.EncAddr(p.OriginatingIP),
-			createdAt, expiresAt, encActor(np.Actor), np.MaxPerUser, capacity, avoidLo, avoidHi).
+			createdAt, expiresAt, sqlrow.EncActor(np.Actor), np.MaxPerUser, capacity, avoidLo, avoidHi).
 			Scan(&outcome, &held, &idx, &ip4s, &ip6s, &evID)
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "peers_pool" {
@@ -119,7 +119,7 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 		// never expected (TestAddrText compares the two forms).
 		s.log.Error("stored addresses differ from the computed ones", "peer", key, "stored", got, "computed", want)
 	}
-	ev := eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
+	ev := sqlrow.EventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
 	ev.Actor = np.Actor
 	ev.Scope = store.ScopeConfig
 	ev.ID = *evID
@@ -189,20 +189,12 @@ func insertEvent(ctx context.Context, tx pgx.Tx, ev *store.Event) (int64, error)
 		RETURNING id`,
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		sqlrow.EncAddr(ev.IPv4), sqlrow.EncAddr(ev.IPv6), sqlrow.EncAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
-		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], encActor(ev.Actor),
+		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5], sqlrow.EncActor(ev.Actor),
 		ev.Scope, sessionID, ev.RxBase, ev.TxBase).Scan(&id)
 	if err != nil {
 		return 0, convErr(err)
 	}
 	return id, nil
-}
-
-// encActor stores an empty actor as NULL: not recorded.
-func encActor(a string) any {
-	if a == "" {
-		return nil
-	}
-	return a
 }
 
 // peerState reads a peer's state inside tx; ErrNotFound if it has no row.
@@ -467,24 +459,6 @@ func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, erro
 	return n, nil
 }
 
-// eventOf is an event carrying the peer's identity at this moment.
-func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Event {
-	return store.Event{
-		Kind:          kind,
-		Reason:        reason,
-		PublicKey:     p.PublicKey,
-		Interface:     p.Interface,
-		ProfileID:     p.ProfileID,
-		UserID:        p.UserID,
-		IPv4:          p.IPv4,
-		IPv6:          p.IPv6,
-		OriginatingIP: p.OriginatingIP,
-		ExpiresAt:     p.ExpiresAt,
-		CreatedAt:     now,
-		Status:        status,
-	}
-}
-
 // CancelHeldDisconnect deletes the D events of key that DeletePeers held
 // back, unleased and never attempted, because the config was removed while
 // its connect script ran or waited to start; the engine calls it when that
@@ -645,7 +619,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 				sessD.ID = id
 				out = append(out, *sessD)
 			}
-			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+			ev := sqlrow.EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 			ev.Actor = actor
 			t := tots[p.PublicKey.String()]
 			ev.BytesIn, ev.BytesOut = t.in, t.out // the totals; SetEventsBytes adds the last counters

@@ -231,7 +231,7 @@ func startSession(ctx context.Context, tx pgx.Tx, iface string, c store.SessionC
 	if !events {
 		return nil, nil
 	}
-	ev := eventOf(p, store.KindConnect, store.ReasonHandshake, store.StatusPending, now)
+	ev := sqlrow.EventOf(p, store.KindConnect, store.ReasonHandshake, store.StatusPending, now)
 	ev.Scope, ev.SessionID = store.ScopeSession, sid
 	ev.OriginatingIP = c.Endpoint.Addr().Unmap()
 	ev.NextAttemptAt = now
@@ -274,7 +274,7 @@ func closeSession(ctx context.Context, tx pgx.Tx, p store.Peer, reason string, a
 	if !notify {
 		return nil, nil
 	}
-	ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+	ev := sqlrow.EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 	ev.Scope, ev.SessionID = store.ScopeSession, id
 	ev.BytesIn, ev.BytesOut = in, out
 	if f := strings.Fields(endpoints); len(f) > 0 {

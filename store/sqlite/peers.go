@@ -114,7 +114,7 @@ func (s *Store) InsertPending(ctx context.Context, np store.NewPeer) (store.Peer
 			}
 			return err
 		}
-		ev = eventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
+		ev = sqlrow.EventOf(p, store.KindConnect, store.ReasonCreated, store.StatusRunning, now)
 		ev.Actor = np.Actor
 		id, err := insertEvent(ctx, tx, &ev)
 		ev.ID = id
@@ -148,7 +148,7 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error
 		ev.Kind, ev.Reason, ev.PublicKey.String(), ev.Interface, ev.ProfileID, ev.UserID,
 		sqlrow.EncAddr(ev.IPv4), sqlrow.EncAddr(ev.IPv6), sqlrow.EncAddr(ev.OriginatingIP), vals[0], ev.BytesIn, ev.BytesOut, vals[1],
 		ev.Status, ev.Attempts, vals[2], ev.LastError, vals[3], ev.LeaseOwner, vals[4], vals[5],
-		encActor(ev.Actor), scope, sessionID, ev.RxBase, ev.TxBase)
+		sqlrow.EncActor(ev.Actor), scope, sessionID, ev.RxBase, ev.TxBase)
 	if err != nil {
 		return 0, convErr(err)
 	}
@@ -157,14 +157,6 @@ func insertEvent(ctx context.Context, tx *sql.Tx, ev *store.Event) (int64, error
 		return 0, convErr(err)
 	}
 	return id, nil
-}
-
-// encActor stores an empty actor as NULL: not recorded.
-func encActor(a string) any {
-	if a == "" {
-		return nil
-	}
-	return a
 }
 
 // peerState reads a peer's state inside tx; ErrNotFound if it has no row.
@@ -446,24 +438,6 @@ func (s *Store) PoolUsage(ctx context.Context, iface, profile string) (int, erro
 	return n, nil
 }
 
-// eventOf is an event carrying the peer's identity at this moment.
-func eventOf(p store.Peer, kind, reason, status string, now time.Time) store.Event {
-	return store.Event{
-		Kind:          kind,
-		Reason:        reason,
-		PublicKey:     p.PublicKey,
-		Interface:     p.Interface,
-		ProfileID:     p.ProfileID,
-		UserID:        p.UserID,
-		IPv4:          p.IPv4,
-		IPv6:          p.IPv6,
-		OriginatingIP: p.OriginatingIP,
-		ExpiresAt:     p.ExpiresAt,
-		CreatedAt:     now,
-		Status:        status,
-	}
-}
-
 // CancelHeldDisconnect deletes the D events of key that DeletePeers held
 // back, unleased and never attempted, because the config was removed while
 // its connect script ran or waited to start; the engine calls it when that
@@ -591,7 +565,7 @@ func (s *Store) DeletePeersBy(ctx context.Context, actor string, keys []wgtypes.
 				sessD.ID = id
 				out = append(out, *sessD)
 			}
-			ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+			ev := sqlrow.EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 			ev.Actor = actor
 			ev.BytesIn, ev.BytesOut = tot.in, tot.out // the totals; SetEventsBytes adds the last counters
 			ev.RxBase, ev.TxBase = tot.rxBase, tot.txBase

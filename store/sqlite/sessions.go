@@ -252,7 +252,7 @@ func startSession(ctx context.Context, tx *sql.Tx, iface string, c store.Session
 	if !events {
 		return nil, nil
 	}
-	ev := eventOf(p, store.KindConnect, store.ReasonHandshake, store.StatusPending, now)
+	ev := sqlrow.EventOf(p, store.KindConnect, store.ReasonHandshake, store.StatusPending, now)
 	ev.Scope, ev.SessionID = store.ScopeSession, sid
 	ev.OriginatingIP = c.Endpoint.Addr().Unmap()
 	ev.NextAttemptAt = now
@@ -294,7 +294,7 @@ func closeSession(ctx context.Context, tx *sql.Tx, p store.Peer, reason string, 
 	if notify == 0 {
 		return nil, nil
 	}
-	ev := eventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+	ev := sqlrow.EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
 	ev.Scope, ev.SessionID = store.ScopeSession, id
 	ev.BytesIn, ev.BytesOut = in, out
 	if f := strings.Fields(endpoints); len(f) > 0 {
