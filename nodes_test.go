@@ -676,3 +676,68 @@ func TestNodeRegistersConnectHold(t *testing.T) {
 	waitHold(2*time.Hour + 5*time.Second + time.Minute)
 	stopDaemon(t, b.proc)
 }
+
+// TestExpiryOnOwnerNode: a config of node B that expires while node B is
+// down is not expired by node A (its housekeeping removes only its own
+// configs: the D belongs to B's firewall, and B's device is not A's); B
+// expires it when it returns and runs the D, once.
+func TestExpiryOnOwnerNode(t *testing.T) {
+	wgtest.RequireRoot(t)
+	db := pgtest.NewDatabase(t)
+	a := newNode(t, db, "node-a", "staff-a", "10.67.0.0/24")
+	b := newNode(t, db, "node-b", "staff-b", "10.68.0.0/24")
+	runSelf(t, "-config", a.cfgPath, "migrate")
+	b.start()
+	key := newKey(t).PublicKey()
+	body := fmt.Sprintf(`{"user_id":"erin","profile_id":"staff-b","public_key":%q,"expires_in":"2s"}`, key.String())
+	if code, out := b.call("POST", "/v1/peers", body); code != http.StatusCreated {
+		t.Fatalf("create on node-b: %d %s", code, out)
+	}
+	expires := time.Now().Add(2 * time.Second)
+	stopDaemon(t, b.proc)
+	time.Sleep(time.Until(expires) + 500*time.Millisecond)
+
+	// Node A's housekeeping, after the expiry: node B's config stays.
+	runSelf(t, "-config", a.cfgPath, "housekeeping")
+	state := func() string {
+		var list struct {
+			Peers []struct {
+				PublicKey string `json:"public_key"`
+				State     string `json:"state"`
+			} `json:"peers"`
+		}
+		if err := json.Unmarshal([]byte(runSelf(t, "-config", a.cfgPath, "peer", "list", "-json")), &list); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Peers {
+			if p.PublicKey == key.String() {
+				return p.State
+			}
+		}
+		return "gone"
+	}
+	if s := state(); s != "active" {
+		t.Fatalf("node-b's expired config after node-a's housekeeping with node-b down: %s, want still active", s)
+	}
+	if n, _, _ := a.runs("D", key); n != 0 {
+		t.Fatalf("node-a ran node-b's D %d times", n)
+	}
+
+	// Node B returns: it expires its config and runs the D, once.
+	b.start()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n, _, _ := b.runs("D", key)
+		if n == 1 && state() == "gone" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node-b back: D runs %d, config %s; want its D once and the config gone", n, state())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopDaemon(t, b.proc)
+	if n, _, _ := b.runs("D", key); n != 1 {
+		t.Fatalf("node-b ran its D %d times", n)
+	}
+}
