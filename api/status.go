@@ -193,6 +193,20 @@ func (v onlineView) config(k wgtypes.Key) bool { return v.rule.Config(v.acts[k],
 // orphan reports whether the device peer p, no config, is online.
 func (v onlineView) orphan(p wg.Peer) bool { return v.rule.Orphan(p, v.now) }
 
+// traffic is the recorded traffic of the config with key k, with its device
+// peer's counters when onDev has it; nil when it has no recorded activity.
+func (v onlineView) traffic(k wgtypes.Key, onDev map[wgtypes.Key]wg.Peer) *TrafficJSON {
+	a, ok := v.acts[k]
+	if !ok {
+		return nil
+	}
+	var dp *wg.Peer
+	if p, on := onDev[k]; on {
+		dp = &p
+	}
+	return trafficOut(a, dp)
+}
+
 // statusRows joins the store's configs of one interface with its device
 // peers (dev nil: the device could not be read), online as ov says.
 // Configs are sorted by user and profile, then by address as the store
@@ -213,13 +227,7 @@ func statusRows(peers []store.Peer, dev *wg.Device, kept map[wgtypes.Key]reconci
 		if dev != nil {
 			r.Live = live(p, onDev, ov)
 		}
-		if a, ok := ov.acts[p.PublicKey]; ok {
-			var dp *wg.Peer
-			if x, on := onDev[p.PublicKey]; on {
-				dp = &x
-			}
-			r.Traffic = trafficOut(a, dp)
-		}
+		r.Traffic = ov.traffic(p.PublicKey, onDev)
 		r.Status = ConfigStatus(r.PeerJSON)
 		rows = append(rows, r)
 	}
@@ -322,15 +330,7 @@ func (src Source) addLive(ctx context.Context, peers []store.Peer, out []PeerJSO
 		ov := onlineView{rule, acts, src.Now}
 		for _, i := range idx {
 			out[i].Live = live(peers[i], onDev, ov)
-		}
-		for _, i := range idx {
-			if a, ok := acts[peers[i].PublicKey]; ok {
-				var dp *wg.Peer
-				if p, on := onDev[peers[i].PublicKey]; on {
-					dp = &p
-				}
-				out[i].Traffic = trafficOut(a, dp)
-			}
+			out[i].Traffic = ov.traffic(peers[i].PublicKey, onDev)
 		}
 	}
 	return errs
