@@ -88,12 +88,15 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 	}
 	type key struct{ iface, profile string }
 	active, pending := map[key]int{}, map[key]int{}
+	ifActive, ifPending := map[string]int{}, map[string]int{}
 	for _, c := range counts {
 		k := key{c.Interface, c.ProfileID}
 		if c.State == store.StateActive {
 			active[k] += c.Count
+			ifActive[c.Interface] += c.Count
 		} else {
 			pending[k] += c.Count
+			ifPending[c.Interface] += c.Count
 		}
 	}
 	rule := src.Online
@@ -120,17 +123,8 @@ func (src Source) Status(ctx context.Context) (StatusResponse, error) {
 		}
 	}
 	for _, ifc := range cfg.Interfaces {
-		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode}
-		for k, n := range active {
-			if k.iface == ifc.Name {
-				is.ConfigsActive += n
-			}
-		}
-		for k, n := range pending {
-			if k.iface == ifc.Name {
-				is.ConfigsPending += n
-			}
-		}
+		is := InterfaceStatus{Name: ifc.Name, Mode: ifc.Mode,
+			ConfigsActive: ifActive[ifc.Name], ConfigsPending: ifPending[ifc.Name]}
 		peers, err := src.Store.ListPeers(ctx, store.PeerFilter{Interface: ifc.Name})
 		if err != nil {
 			return out, err
