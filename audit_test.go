@@ -16,8 +16,6 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
-
-	"github.com/wgkeeper/wgkeeper/wg/wgtest"
 )
 
 // apiClient talks to the daemon's API, one connection per request, and
@@ -98,23 +96,7 @@ func actorsOf(t *testing.T, data []byte) map[string]string {
 // its own expiry), shown alike by `events -json` and GET /v1/events; SIGHUP
 // reloads both token files.
 func TestAuditTrail(t *testing.T) {
-	wgtest.RequireRoot(t)
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("skipped: needs /dev/net/tun for a userspace interface")
-	}
-	dir := t.TempDir()
-	name := wgtest.UniqueName("wga")
-	port := freeUDPPort(t)
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	cfgPath := filepath.Join(dir, "wgkeeper.toml")
-	toml := strings.Replace(fmt.Sprintf(daemonConfig, name, port, port, name),
-		`listen = ""`, fmt.Sprintf("listen = %q\ntoken_file = \"api.token\"\nread_token_file = \"read.token\"", apiAddr), 1)
-	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hook.sh"), []byte(daemonHook), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfgPath, apiAddr := apiDaemonDir(t, "wga", "token_file = \"api.token\"\nread_token_file = \"read.token\"")
 	writeToken := func(file, tok string) {
 		t.Helper()
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(tok+"\n"), 0o600); err != nil {

@@ -32,6 +32,33 @@ func freeTCPPort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// apiDaemonDir writes, in a fresh directory, the daemon's configuration for
+// a new userspace interface (its name starts with prefix) with the API on a
+// free loopback port and the lines apiExtra after its listen key, and the
+// connect/disconnect script. It skips the test without root or
+// /dev/net/tun.
+func apiDaemonDir(t *testing.T, prefix, apiExtra string) (dir, cfgPath, apiAddr string) {
+	t.Helper()
+	wgtest.RequireRoot(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("skipped: needs /dev/net/tun for a userspace interface")
+	}
+	dir = t.TempDir()
+	name := wgtest.UniqueName(prefix)
+	port := freeUDPPort(t)
+	apiAddr = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+	cfgPath = filepath.Join(dir, "wgkeeper.toml")
+	toml := strings.Replace(fmt.Sprintf(daemonConfig, name, port, port, name),
+		`listen = ""`, fmt.Sprintf("listen = %q\n", apiAddr)+apiExtra, 1)
+	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hook.sh"), []byte(daemonHook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfgPath, apiAddr
+}
+
 // wgkeeper runs this binary as wgkeeper in another process.
 func wgkeeper(t *testing.T, args ...string) string {
 	t.Helper()
@@ -50,23 +77,7 @@ func wgkeeper(t *testing.T, args ...string) string {
 // D script; one extended past its old expiry is not. No C or D runs for
 // the changes themselves.
 func TestDaemonFollowsExpiryChanges(t *testing.T) {
-	wgtest.RequireRoot(t)
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("skipped: needs /dev/net/tun for a userspace interface")
-	}
-	dir := t.TempDir()
-	name := wgtest.UniqueName("wgx")
-	port := freeUDPPort(t)
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-	cfgPath := filepath.Join(dir, "wgkeeper.toml")
-	toml := strings.Replace(fmt.Sprintf(daemonConfig, name, port, port, name),
-		`listen = ""`, fmt.Sprintf("listen = %q\ntoken_file = \"api.token\"", apiAddr), 1)
-	if err := os.WriteFile(cfgPath, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "hook.sh"), []byte(daemonHook), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfgPath, apiAddr := apiDaemonDir(t, "wgx", `token_file = "api.token"`)
 	d := startDaemon(t, cfgPath)
 	d.waitLog(t, "API listening", 20*time.Second)
 	token, err := os.ReadFile(filepath.Join(dir, "api.token"))
