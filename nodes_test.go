@@ -93,25 +93,35 @@ func (n *node) start() {
 // call makes an API request to this node; it returns the status and body.
 func (n *node) call(method, path, body string) (int, string) {
 	n.t.Helper()
-	tok, err := os.ReadFile(filepath.Join(n.dir, "api.token"))
+	code, b, err := n.request(specClient(n.t, &http.Client{Timeout: 30 * time.Second}), method, path, body)
 	if err != nil {
 		n.t.Fatal(err)
 	}
+	return code, b
+}
+
+// request sends one API request to this node with its admin token through
+// c; it does not fail the test, so any goroutine may call it.
+func (n *node) request(c *http.Client, method, path, body string) (int, string, error) {
+	tok, err := os.ReadFile(filepath.Join(n.dir, "api.token"))
+	if err != nil {
+		return 0, "", err
+	}
 	req, err := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", n.apiPort, path), strings.NewReader(body))
 	if err != nil {
-		n.t.Fatal(err)
+		return 0, "", err
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := specClient(n.t, &http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
-		n.t.Fatalf("%s %s on %s: %v", method, path, n.name, err)
+		return 0, "", fmt.Errorf("%s %s on %s: %w", method, path, n.name, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return resp.StatusCode, string(b), nil
 }
 
 // create asks this node for a config; key may be empty (generated).
@@ -593,24 +603,12 @@ func setHookTimeout(t *testing.T, n *node, timeout string) {
 // createNoFatal is create for a goroutine other than the test's: a
 // failed request is a code of 0 and the error as the body.
 func (n *node) createNoFatal(user, profile string, key wgtypes.Key) (int, string) {
-	tok, err := os.ReadFile(filepath.Join(n.dir, "api.token"))
-	if err != nil {
-		return 0, err.Error()
-	}
 	body := fmt.Sprintf(`{"user_id":%q,"profile_id":%q,"public_key":%q}`, user, profile, key.String())
-	req, err := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/v1/peers", n.apiPort), strings.NewReader(body))
+	code, b, err := n.request(&http.Client{Timeout: 30 * time.Second}, "POST", "/v1/peers", body)
 	if err != nil {
 		return 0, err.Error()
 	}
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return 0, err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return code, b
 }
 
 func mustRead(t *testing.T, path string) string {
