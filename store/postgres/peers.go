@@ -220,19 +220,8 @@ func explainEvent(ctx context.Context, q querier, id int64, wantKind, wantStatus
 		return fmt.Errorf("event %d: %w", id, store.ErrNotFound)
 	case err != nil:
 		return convErr(err)
-	case wantKind != "" && kind != wantKind:
-		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, store.ErrConflict)
-	case wantKey != "" && key != wantKey:
-		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, store.ErrConflict)
-	case wantStatus != "" && status != wantStatus:
-		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, store.ErrConflict)
-	case wantOwner != "" && owner != wantOwner:
-		if owner == "" {
-			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, store.ErrConflict)
-		}
-		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, store.ErrConflict)
 	}
-	return fmt.Errorf("event %d changed concurrently: %w", id, store.ErrConflict)
+	return sqlrow.EventMismatch(id, kind, status, key, owner, wantKind, wantStatus, wantKey, wantOwner)
 }
 
 // Activate marks a pending peer active and its C event (cEventID, status

@@ -1,6 +1,7 @@
 package sqlrow
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/wgkeeper/wgkeeper/store"
@@ -31,4 +32,25 @@ func EncActor(a string) any {
 		return nil
 	}
 	return a
+}
+
+// EventMismatch says why an update of event id, found with kind, status,
+// key and lease owner, matched no row although it exists, given what the
+// update wanted (an empty want is not checked): an error matching
+// store.ErrConflict.
+func EventMismatch(id int64, kind, status, key, owner, wantKind, wantStatus, wantKey, wantOwner string) error {
+	switch {
+	case wantKind != "" && kind != wantKind:
+		return fmt.Errorf("event %d is a %s event, not %s: %w", id, kind, wantKind, store.ErrConflict)
+	case wantKey != "" && key != wantKey:
+		return fmt.Errorf("event %d belongs to peer %s: %w", id, key, store.ErrConflict)
+	case wantStatus != "" && status != wantStatus:
+		return fmt.Errorf("event %d is %s, not %s: %w", id, status, wantStatus, store.ErrConflict)
+	case wantOwner != "" && owner != wantOwner:
+		if owner == "" {
+			return fmt.Errorf("event %d is not leased to %q (its lease was released): %w", id, wantOwner, store.ErrConflict)
+		}
+		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, store.ErrConflict)
+	}
+	return fmt.Errorf("event %d changed concurrently: %w", id, store.ErrConflict)
 }
