@@ -294,14 +294,7 @@ func closeSession(ctx context.Context, tx *sql.Tx, p store.Peer, reason string, 
 	if notify == 0 {
 		return nil, nil
 	}
-	ev := sqlrow.EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
-	ev.Scope, ev.SessionID = store.ScopeSession, id
-	ev.BytesIn, ev.BytesOut = in, out
-	if f := strings.Fields(endpoints); len(f) > 0 {
-		if ap, err := netip.ParseAddrPort(f[len(f)-1]); err == nil {
-			ev.OriginatingIP = ap.Addr().Unmap()
-		}
-	}
+	ev := sqlrow.SessionEndEvent(p, reason, id, in, out, endpoints, now)
 	return &ev, nil
 }
 

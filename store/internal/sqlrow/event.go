@@ -2,6 +2,8 @@ package sqlrow
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/wgkeeper/wgkeeper/store"
@@ -53,4 +55,19 @@ func EventMismatch(id int64, kind, status, key, owner, wantKind, wantStatus, wan
 		return fmt.Errorf("event %d is leased to %q, not %q: %w", id, owner, wantOwner, store.ErrConflict)
 	}
 	return fmt.Errorf("event %d changed concurrently: %w", id, store.ErrConflict)
+}
+
+// SessionEndEvent is the session D event of p's session id ending for
+// reason with totals in and out: its originating address is that of the
+// last of the session's recorded endpoints (space-separated), if any parses.
+func SessionEndEvent(p store.Peer, reason string, id, in, out int64, endpoints string, now time.Time) store.Event {
+	ev := EventOf(p, store.KindDisconnect, reason, store.StatusPending, now)
+	ev.Scope, ev.SessionID = store.ScopeSession, id
+	ev.BytesIn, ev.BytesOut = in, out
+	if f := strings.Fields(endpoints); len(f) > 0 {
+		if ap, err := netip.ParseAddrPort(f[len(f)-1]); err == nil {
+			ev.OriginatingIP = ap.Addr().Unmap()
+		}
+	}
+	return ev
 }
